@@ -1,0 +1,144 @@
+"""Reading and writing checkpoints: ours and those of the original SDT code.
+
+Reading never unpickles arbitrary objects: ``torch.load(weights_only=True)``
+with an allow-list that adds only ``argparse.Namespace`` (the original code
+stores its command line that way). Loading into a model is strict; the only
+keys ever dropped are the original's known dead weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Optional, Union
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError
+
+FORMAT_NAME = "spikedriven"
+FORMAT_VERSION = 1
+
+# The original SDSA defines an 8x8 Conv1d ("talking heads") that forward never uses.
+DEAD_KEYS = re.compile(r"^block\.\d+\.attn\.talking_heads\.weight$")
+
+SAFE_GLOBALS = [argparse.Namespace]
+
+PathLike = Union[str, os.PathLike]
+
+
+def read_checkpoint(path: PathLike) -> dict:
+    """Load a checkpoint file into a dict, with a clear error for anything else."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file")
+    try:
+        with torch.serialization.safe_globals(SAFE_GLOBALS):
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is not a readable PyTorch checkpoint or holds objects outside the allow-list ({first})") from None
+    except (EOFError, RuntimeError, zipfile.BadZipFile, OSError, ValueError, TypeError, AttributeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"checkpoint {path} cannot be read; it may be truncated or not a checkpoint ({reason})") from None
+    if isinstance(ckpt, Mapping) and all(isinstance(v, torch.Tensor) for v in ckpt.values()) and ckpt:
+        ckpt = {"state_dict": dict(ckpt)}  # a bare state dict
+    if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
+        raise CheckpointError(f"checkpoint {path} holds no 'state_dict'; it is not a model checkpoint")
+    return dict(ckpt)
+
+
+def is_original_format(ckpt: Mapping) -> bool:
+    """True for checkpoints written by the original SDT training script."""
+    return ckpt.get("format") != FORMAT_NAME
+
+
+def original_args(ckpt: Mapping) -> dict:
+    """The original's command-line arguments (a pickled Namespace) as a dict; {} if absent."""
+    args = ckpt.get("args")
+    if isinstance(args, argparse.Namespace):
+        return vars(args).copy()
+    if isinstance(args, Mapping):
+        return dict(args)
+    return {}
+
+
+def clean_state_dict(state_dict: Mapping[str, Any]) -> dict:
+    """Strip DDP / compile prefixes and drop the known dead keys."""
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "_orig_mod."):
+            while key.startswith(prefix):
+                key = key[len(prefix):]
+        if not DEAD_KEYS.match(key):
+            out[key] = value
+    return out
+
+
+def fit_report(model: nn.Module, state_dict: Mapping[str, Any]) -> Optional[str]:
+    """None when ``state_dict`` fits ``model`` exactly, else a description of every mismatch."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = sorted(
+        f"{k} {tuple(state_dict[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in set(expected) & set(state_dict)
+        if not isinstance(state_dict[k], torch.Tensor) or state_dict[k].shape != expected[k].shape
+    )
+    parts = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+        if items:
+            shown = ", ".join(items[:8]) + (f" and {len(items) - 8} more" if len(items) > 8 else "")
+            parts.append(f"{label}: {shown}")
+    return "; ".join(parts) or None
+
+
+def load_checkpoint(model: nn.Module, path: PathLike, use_ema: bool = False) -> dict:
+    """Load weights into ``model`` strictly; return the whole checkpoint dict.
+
+    Accepts our own checkpoints and the original code's ``.pth.tar`` files
+    (``module.`` prefixes, ``state_dict_ema`` with ``use_ema=True``).
+    """
+    ckpt = read_checkpoint(path)
+    key = "state_dict_ema" if use_ema else "state_dict"
+    if key not in ckpt:
+        raise CheckpointError(f"checkpoint {path} has no '{key}' (it holds: {', '.join(sorted(ckpt))})")
+    state_dict = clean_state_dict(ckpt[key])
+    problem = fit_report(model, state_dict)
+    if problem:
+        raise CheckpointError(f"checkpoint {path} does not fit the model ({problem}); check the model size, number of classes and config")
+    model.load_state_dict(state_dict, strict=True)
+    return ckpt
+
+
+def save_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:
+    """Write a checkpoint atomically: a temporary file in the same folder, fsync, rename.
+
+    A crash leaves either the previous file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **payload}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return path

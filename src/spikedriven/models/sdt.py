@@ -1,0 +1,287 @@
+"""Spike-driven Transformer (SDT) for small images, with a pluggable spiking neuron.
+
+Tensors inside the network are ``[T, B, C, H, W]``. Convolutions and batch
+norms run on ``[T*B, C, H, W]`` (batch-norm statistics are shared over time);
+neurons run over the leading T axis. The residual stream stays real-valued;
+every convolution except the first sees binary spikes.
+
+Module names follow the original implementation's state-dict layout so that
+its checkpoints load strictly (see ``spikedriven.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+
+from ..errors import ConfigError
+from ..neurons import NeuronSpec, SpikingNeuron, create_neuron
+
+__all__ = ["SpikeDrivenTransformer", "sdt"]
+
+NeuronFactory = Callable[[], SpikingNeuron]
+
+
+def per_step(layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply frame-wise layers to ``[T, B, ...]`` by folding time into the batch."""
+    t, b = x.shape[:2]
+    y = layers(x.flatten(0, 1))
+    return y.reshape(t, b, *y.shape[1:])
+
+
+def _pool(enabled: bool) -> nn.Module:
+    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if enabled else nn.Identity()
+
+
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias), nn.BatchNorm2d(out_ch)
+
+
+class SpikingPatchSplit(nn.Module):
+    """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a
+    spiking relative-position conv added to the features."""
+
+    def __init__(self, in_chans: int, embed_dim: int, pooling_stat: str, neuron: NeuronFactory):
+        super().__init__()
+        d = embed_dim
+        pool = [flag == "1" for flag in pooling_stat]
+        self.proj_conv, self.proj_bn = _conv_bn(in_chans, d // 8, 3, bias=False)
+        self.proj_neuron, self.maxpool = neuron(), _pool(pool[0])
+        self.proj_conv1, self.proj_bn1 = _conv_bn(d // 8, d // 4, 3, bias=False)
+        self.proj_neuron1, self.maxpool1 = neuron(), _pool(pool[1])
+        self.proj_conv2, self.proj_bn2 = _conv_bn(d // 4, d // 2, 3, bias=False)
+        self.proj_neuron2, self.maxpool2 = neuron(), _pool(pool[2])
+        self.proj_conv3, self.proj_bn3 = _conv_bn(d // 2, d, 3, bias=False)
+        self.maxpool3 = _pool(pool[3])  # acts on the real-valued BN output
+        self.rpe_neuron = neuron()
+        self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj_neuron(per_step(lambda z: self.proj_bn(self.proj_conv(z)), x))
+        x = self.proj_neuron1(per_step(lambda z: self.proj_bn1(self.proj_conv1(self.maxpool(z))), x))
+        x = self.proj_neuron2(per_step(lambda z: self.proj_bn2(self.proj_conv2(self.maxpool1(z))), x))
+        feat = per_step(lambda z: self.maxpool3(self.proj_bn3(self.proj_conv3(self.maxpool2(z)))), x)
+        return per_step(lambda z: self.rpe_bn(self.rpe_conv(z)), self.rpe_neuron(feat)) + feat
+
+
+class SpikeDrivenSelfAttention(nn.Module):
+    """SDSA: ``q * SN(sum_tokens(k * v))`` with binary q, k, v; no softmax, no scale.
+
+    The product is channel-wise, so heads only group channels: channel
+    ``c = head * (dim / heads) + d`` as in the reference.
+    """
+
+    def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory):
+        super().__init__()
+        self.num_heads = num_heads
+        self.shortcut_neuron = neuron()
+        self.q_conv, self.q_bn = _conv_bn(dim, dim, 1, bias=False)
+        self.k_conv, self.k_bn = _conv_bn(dim, dim, 1, bias=False)
+        self.v_conv, self.v_bn = _conv_bn(dim, dim, 1, bias=False)
+        self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
+        self.kv_neuron = attn_neuron()
+        self.proj_conv, self.proj_bn = _conv_bn(dim, dim, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, b, c, h, w = x.shape
+        s = self.shortcut_neuron(x)
+        # [T, B, heads, dim/heads, N]: a view of [T, B, C, H, W], no copy
+        heads = (t, b, self.num_heads, c // self.num_heads, h * w)
+        q = self.q_neuron(per_step(lambda z: self.q_bn(self.q_conv(z)), s)).reshape(heads)
+        k = self.k_neuron(per_step(lambda z: self.k_bn(self.k_conv(z)), s)).reshape(heads)
+        v = self.v_neuron(per_step(lambda z: self.v_bn(self.v_conv(z)), s)).reshape(heads)
+        kv = self.kv_neuron((k * v).sum(dim=-1, keepdim=True))  # sum over tokens
+        y = (q * kv).reshape(t, b, c, h, w)
+        return per_step(lambda z: self.proj_bn(self.proj_conv(z)), y) + x
+
+
+class SpikingMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, neuron: NeuronFactory):
+        super().__init__()
+        self.fc1_neuron = neuron()
+        self.fc1_conv, self.fc1_bn = _conv_bn(dim, hidden, 1, bias=True)
+        self.fc2_neuron = neuron()
+        self.fc2_conv, self.fc2_bn = _conv_bn(hidden, dim, 1, bias=True)
+        self.hidden_residual = hidden == dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        h = per_step(lambda z: self.fc1_bn(self.fc1_conv(z)), self.fc1_neuron(x))
+        if self.hidden_residual:
+            h = h + identity
+            identity = h
+        return per_step(lambda z: self.fc2_bn(self.fc2_conv(z)), self.fc2_neuron(h)) + identity
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, neuron: NeuronFactory, attn_neuron: NeuronFactory):
+        super().__init__()
+        self.attn = SpikeDrivenSelfAttention(dim, num_heads, neuron, attn_neuron)
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attn(x))  # each adds its own residual
+
+
+class SpikeDrivenTransformer(nn.Module):
+    """Spike-driven Transformer.
+
+    Args (timm's names where timm has one):
+        img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio: sizes.
+        T: time steps a 4-D image is repeated over (a 5-D ``[B, T, C, H, W]`` input brings its own).
+        pooling_stat: four "0"/"1" flags, max-pool after each SPS stage.
+        spike_mode, v_threshold, v_reset, tau, surrogate, surrogate_alpha, detach_reset:
+            the neuron of every layer (see ``spikedriven.neurons.NeuronSpec``).
+        attn_v_threshold: threshold of the neuron after the attention sum, which
+            keeps its own value in every mode (0.5 in the study).
+        tet: return per-step logits ``[T, B, K]`` for the TET loss instead of their mean.
+    """
+
+    def __init__(
+        self,
+        img_size: int = 32,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        embed_dim: int = 256,
+        depth: int = 2,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        T: int = 4,
+        pooling_stat: str = "0011",
+        spike_mode: str = "lif",
+        v_threshold: float = 1.0,
+        v_reset: Optional[float] = None,
+        tau: float = 2.0,
+        surrogate: str = "sigmoid",
+        surrogate_alpha: float = 4.0,
+        detach_reset: bool = True,
+        attn_v_threshold: float = 0.5,
+        tet: bool = False,
+    ):
+        super().__init__()
+        _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, T, pooling_stat)
+        self.neuron_spec = NeuronSpec(
+            mode=spike_mode,
+            v_threshold=v_threshold,
+            v_reset=v_reset,
+            tau=tau,
+            surrogate=surrogate,
+            surrogate_alpha=surrogate_alpha,
+            detach_reset=detach_reset,
+        )
+        self.attn_neuron_spec = self.neuron_spec.replace(v_threshold=attn_v_threshold)
+        self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
+        self.embed_dim = self.num_features = embed_dim
+        self.T, self.tet = T, tet
+
+        def neuron() -> SpikingNeuron:
+            return create_neuron(self.neuron_spec)
+
+        def attn_neuron() -> SpikingNeuron:
+            return create_neuron(self.attn_neuron_spec)
+
+        self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron)
+        self.block = nn.ModuleList(
+            [Block(embed_dim, num_heads, mlp_ratio, neuron, attn_neuron) for _ in range(depth)]
+        )
+        self.head_neuron = neuron()
+        self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        self.apply(_init_weights)
+
+    # -- timm model interface
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+
+    def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` -> repeated ``[T, B, C, H, W]``; ``[B, T, C, H, W]`` -> ``[T, B, C, H, W]``."""
+        if x.dim() == 4:
+            x = x.unsqueeze(0).expand(self.T, *x.shape)
+        elif x.dim() == 5:
+            x = x.transpose(0, 1)
+        else:
+            raise ValueError(f"expected input [B, C, H, W] or [B, T, C, H, W], got shape {tuple(x.shape)}")
+        if x.shape[-3] != self.in_chans or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
+            raise ValueError(
+                f"expected images of {self.in_chans}x{self.img_size}x{self.img_size}, "
+                f"got {'x'.join(map(str, x.shape[-3:]))}"
+            )
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Image -> token features ``[T, B, D, H', W']`` (real-valued residual stream)."""
+        x = self.patch_embed(self.to_time_major(x))
+        for blk in self.block:
+            x = blk(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_neuron(x.flatten(3).mean(3))  # [T, B, D] spikes
+        if pre_logits:
+            return x
+        logits = self.head(x)  # per time step
+        return logits if self.tet else logits.mean(0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, T, pooling_stat):
+    def positive_int(name, value, minimum=1):
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+    for name, value in (("img_size", img_size), ("in_chans", in_chans), ("depth", depth), ("num_heads", num_heads), ("T", T)):
+        positive_int(name, value)
+    positive_int("num_classes", num_classes, minimum=0)
+    positive_int("embed_dim", embed_dim, minimum=8)
+    if embed_dim % 8:
+        raise ConfigError(f"embed_dim must be divisible by 8 (SPS widths D/8, D/4, D/2), got {embed_dim}")
+    if embed_dim % num_heads:
+        raise ConfigError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+    if not isinstance(mlp_ratio, (int, float)) or isinstance(mlp_ratio, bool) or int(embed_dim * mlp_ratio) < 1:
+        raise ConfigError(f"mlp_ratio must be a positive number, got {mlp_ratio!r}")
+    if not isinstance(pooling_stat, str) or len(pooling_stat) != 4 or set(pooling_stat) - {"0", "1"}:
+        raise ConfigError(f"pooling_stat must be four characters of 0/1 such as '0011', got {pooling_stat!r}")
+
+
+def _init_weights(m: nn.Module) -> None:
+    if isinstance(m, nn.Conv2d):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def _cfg(**kwargs):
+    return {
+        "url": "",
+        "num_classes": 10,
+        "input_size": (3, 32, 32),
+        "crop_pct": 1.0,
+        "interpolation": "bicubic",
+        "mean": (0.4914, 0.4822, 0.4465),
+        "std": (0.2470, 0.2435, 0.2616),
+        "first_conv": "patch_embed.proj_conv",
+        "classifier": "head",
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({"sdt.untrained": _cfg()})
+
+
+@register_model
+def sdt(pretrained: bool = False, **kwargs) -> SpikeDrivenTransformer:
+    """The study's SDT; defaults are the CIFAR 2-256 configuration with T = 4."""
+    if pretrained:
+        raise ConfigError("no pretrained SDT weights are published through timm; load a checkpoint instead")
+    return build_model_with_cfg(SpikeDrivenTransformer, "sdt", pretrained, **kwargs)

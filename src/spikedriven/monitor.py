@@ -1,0 +1,69 @@
+"""Recording what neuron layers emit during a forward pass.
+
+Hooks exist only inside a ``with SpikeRecorder(model)`` block, so a model that
+is not being recorded pays nothing.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from .neurons import SpikingNeuron
+
+
+def neuron_layers(model: nn.Module) -> "OrderedDict[str, SpikingNeuron]":
+    """Every neuron layer of ``model`` by qualified name, in definition order."""
+    return OrderedDict((name, m) for name, m in model.named_modules() if isinstance(m, SpikingNeuron))
+
+
+class SpikeRecorder:
+    """Context manager recording every neuron layer's output spikes ``[T, B, ...]``.
+
+    Always keeps running per-time-step spike counts, so firing rates over many
+    batches are weighted by samples (a partial last batch counts for what it
+    holds). With ``keep_spikes=True`` it also keeps the spike tensors themselves.
+    """
+
+    def __init__(self, model: nn.Module, keep_spikes: bool = False):
+        self.layers = neuron_layers(model)
+        self.keep_spikes = keep_spikes
+        self.spikes: dict[str, list[torch.Tensor]] = {}
+        self.spike_counts: dict[str, torch.Tensor] = {}  # [T] float64: spikes per step
+        self.element_counts: dict[str, int] = {}  # neurons x samples seen per step
+        self._handles: list = []
+
+    def _hook(self, name: str):
+        def record(module, inputs, output):
+            out = output.detach()
+            per_step = out.reshape(out.shape[0], -1).sum(dim=1, dtype=torch.float64).cpu()
+            if name in self.spike_counts and self.spike_counts[name].shape == per_step.shape:
+                self.spike_counts[name] += per_step
+            elif name in self.spike_counts:
+                raise ValueError(f"layer {name}: time steps changed from {self.spike_counts[name].numel()} to {per_step.numel()} while recording")
+            else:
+                self.spike_counts[name] = per_step
+            self.element_counts[name] = self.element_counts.get(name, 0) + out[0].numel()
+            if self.keep_spikes:
+                self.spikes.setdefault(name, []).append(out)
+
+        return record
+
+    def __enter__(self) -> "SpikeRecorder":
+        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in self.layers.items()]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def firing_rates(self) -> "OrderedDict[str, torch.Tensor]":
+        """Per layer: the firing rate at each time step ``[T]`` (float64)."""
+        return OrderedDict(
+            (name, self.spike_counts[name] / self.element_counts[name])
+            for name in self.layers
+            if name in self.spike_counts
+        )
