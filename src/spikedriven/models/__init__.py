@@ -2,4 +2,18 @@
 
 from .sdt import SpikeDrivenTransformer, sdt
 
-__all__ = ["SpikeDrivenTransformer", "sdt"]
+__all__ = ["SpikeDrivenTransformer", "build_model", "sdt"]
+
+
+def build_model(cfg):
+    """The model a ``spikedriven.config.Config`` describes, through timm's registry."""
+    import timm
+
+    from ..errors import ConfigError
+
+    try:
+        return timm.create_model(cfg.model, **cfg.model_kwargs())
+    except RuntimeError as e:
+        if "Unknown model" in str(e):
+            raise ConfigError(f"unknown model {cfg.model!r}; registered spiking models: sdt") from None
+        raise

@@ -1,0 +1,264 @@
+"""Datasets and loaders: CIFAR-10/100 in torchvision's on-disk format, and
+scikit-learn's bundled 8x8 digits for an offline demo.
+
+The CIFAR reader checks the structure of the pickles itself (torchvision's own
+classes also demand the official MD5 sums, which rejects any generated
+dataset of the same format); ``verify_cifar_checksums`` is the separate check.
+Augmentation comes from timm's transform factory; mixup is applied in the
+training loop (``engine``), so switching it off at an epoch really happens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from timm.data import create_transform
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from .config import Config
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    folder: str
+    train_files: tuple
+    test_files: tuple
+    meta_file: str
+    label_key: str
+    num_classes: int
+    url_hint: str
+
+
+CIFAR = {
+    "torch/cifar10": CifarLayout(
+        "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta",
+        "labels", 10, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    ),
+    "torch/cifar100": CifarLayout(
+        "cifar-100-python", ("train",), ("test",), "meta", "fine_labels", 100,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    ),
+}
+
+# Official MD5 sums of the extracted files (as published with the datasets).
+CIFAR_MD5 = {
+    "torch/cifar10": {
+        "data_batch_1": "c99cafc152244af753f735de768cd75f",
+        "data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+        "data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+        "data_batch_4": "634d18415352ddfa80567beed471001a",
+        "data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+        "test_batch": "40351d587109b95175f43aff81a1287e",
+        "batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    },
+    "torch/cifar100": {
+        "train": "16019d7e3df5f24257cddd939b257f8d",
+        "test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+        "meta": "7973b15100ade9c7d40fb424638fde48",
+    },
+}
+
+
+class ArrayImageDataset(Dataset):
+    """Images held as one uint8 array ``[n, H, W, C]`` with integer labels."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Optional[Callable] = None):
+        self.images, self.labels, self.transform = images, labels, transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i: int):
+        img = Image.fromarray(self.images[i])
+        return (self.transform(img) if self.transform else img), int(self.labels[i])
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            obj = pickle.load(f, encoding="latin1")
+    except Exception as e:  # any unpickling failure means a broken file
+        raise DataError(f"{path} is not a readable CIFAR pickle ({type(e).__name__}: {e})") from None
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} should hold a dict, found {type(obj).__name__}")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
+
+
+def _missing_message(root: Path, layout: CifarLayout, missing: Sequence[str]) -> str:
+    return (
+        f"dataset not found: expected {root / layout.folder}/ with {', '.join(layout.train_files + layout.test_files + (layout.meta_file,))}; "
+        f"missing: {', '.join(missing)}. Get it with --download when online, or extract {layout.url_hint} into {root}"
+    )
+
+
+def read_cifar(dataset: str, data_dir: str | Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Read CIFAR pickles into ``[n, 32, 32, 3]`` uint8 images and int64 labels, checking structure."""
+    layout = CIFAR[dataset]
+    root = Path(data_dir)
+    folder = root / layout.folder
+    needed = layout.train_files + layout.test_files + (layout.meta_file,)
+    missing = [name for name in needed if not (folder / name).is_file()]
+    if missing:
+        raise DataError(_missing_message(root, layout, missing))
+    images, labels = [], []
+    for name in layout.train_files if train else layout.test_files:
+        entry = _unpickle(folder / name)
+        if "data" not in entry or layout.label_key not in entry:
+            raise DataError(f"{folder / name} lacks 'data' or '{layout.label_key}' (keys: {', '.join(map(str, entry))})")
+        data = np.asarray(entry["data"])
+        lab = np.asarray(entry[layout.label_key])
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataError(f"{folder / name}: 'data' must be uint8 [n, 3072], found {data.dtype} {list(data.shape)}")
+        if lab.shape != (data.shape[0],):
+            raise DataError(f"{folder / name}: {data.shape[0]} images but {lab.size} labels")
+        if lab.size and (lab.min() < 0 or lab.max() >= layout.num_classes):
+            raise DataError(f"{folder / name}: labels must lie in 0..{layout.num_classes - 1}, found {lab.min()}..{lab.max()}")
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(lab.astype(np.int64))
+    return np.ascontiguousarray(np.concatenate(images)), np.concatenate(labels)
+
+
+def verify_cifar_checksums(dataset: str, data_dir: str | Path) -> dict[str, bool]:
+    """MD5 of every file against the official sums: {file: matches}."""
+    folder = Path(data_dir) / CIFAR[dataset].folder
+    out = {}
+    for name, md5 in CIFAR_MD5[dataset].items():
+        path = folder / name
+        out[name] = path.is_file() and hashlib.md5(path.read_bytes()).hexdigest() == md5
+    return out
+
+
+def download_cifar(dataset: str, data_dir: str | Path) -> None:
+    import torchvision
+
+    cls = torchvision.datasets.CIFAR10 if dataset == "torch/cifar10" else torchvision.datasets.CIFAR100
+    try:
+        cls(str(data_dir), train=True, download=True)
+    except Exception as e:  # network errors come in many types
+        raise DataError(f"download of {dataset} into {data_dir} failed ({type(e).__name__}: {e}); place the files by hand instead") from None
+
+
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0
+
+
+def read_digits(img_size: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's bundled 8x8 digits as RGB uint8 ``img_size`` squares; fixed stratified split."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images * (255.0 / 16.0)).round().astype(np.uint8)
+    idx_train, idx_test = train_test_split(
+        np.arange(len(images)), test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=digits.target
+    )
+    idx = idx_train if train else idx_test
+    resized = np.stack(
+        [np.asarray(Image.fromarray(images[i]).resize((img_size, img_size), Image.BICUBIC).convert("RGB")) for i in idx]
+    )
+    return resized, digits.target[idx].astype(np.int64)
+
+
+def read_split(cfg: Config, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    if cfg.dataset == "sklearn/digits":
+        if cfg.num_classes != 10 or cfg.in_channels != 3:
+            raise DataError("sklearn/digits has 10 classes and is served as 3-channel images: set num_classes: 10, in_channels: 3")
+        return read_digits(cfg.img_size, train)
+    layout = CIFAR[cfg.dataset]
+    if cfg.num_classes != layout.num_classes:
+        raise DataError(f"{cfg.dataset} has {layout.num_classes} classes but num_classes is {cfg.num_classes}")
+    if cfg.in_channels != 3:
+        raise DataError(f"{cfg.dataset} images have 3 channels but in_channels is {cfg.in_channels}")
+    if cfg.download:
+        root = Path(cfg.data_dir)
+        if not all((root / layout.folder / n).is_file() for n in layout.train_files + layout.test_files):
+            download_cifar(cfg.dataset, cfg.data_dir)
+    return read_cifar(cfg.dataset, cfg.data_dir, train)
+
+
+def build_transforms(cfg: Config, train: bool):
+    return create_transform(
+        input_size=(cfg.in_channels, cfg.img_size, cfg.img_size),
+        is_training=train,
+        scale=tuple(cfg.scale),
+        ratio=tuple(cfg.ratio),
+        hflip=cfg.hflip,
+        vflip=0.0,
+        color_jitter=cfg.color_jitter,
+        auto_augment=cfg.aa,
+        interpolation=cfg.interpolation,
+        mean=tuple(cfg.mean),
+        std=tuple(cfg.std),
+        crop_pct=cfg.crop_pct,
+    )
+
+
+@dataclass
+class Splits:
+    train: Dataset
+    eval: Dataset
+    eval_name: str  # "test" or "val": which set picks the best checkpoint
+
+
+def build_datasets(cfg: Config) -> Splits:
+    """Training set and the evaluation set (test set, or ``val_size`` held out of training)."""
+    images, labels = read_split(cfg, train=True)
+    train_tf, eval_tf = build_transforms(cfg, True), build_transforms(cfg, False)
+    if cfg.val_size:
+        if cfg.val_size >= len(labels):
+            raise DataError(f"val_size {cfg.val_size} must be smaller than the {len(labels)} training images")
+        order = np.random.default_rng(cfg.seed).permutation(len(labels))
+        val, keep = order[: cfg.val_size], np.sort(order[cfg.val_size:])
+        val = np.sort(val)
+        return Splits(
+            ArrayImageDataset(images[keep], labels[keep], train_tf),
+            ArrayImageDataset(images[val], labels[val], eval_tf),
+            "val",
+        )
+    test_images, test_labels = read_split(cfg, train=False)
+    return Splits(ArrayImageDataset(images, labels, train_tf), ArrayImageDataset(test_images, test_labels, eval_tf), "test")
+
+
+def build_test_dataset(cfg: Config) -> Dataset:
+    images, labels = read_split(cfg, train=False)
+    return ArrayImageDataset(images, labels, build_transforms(cfg, False))
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Every ``world``-th index from ``rank``: evaluation shards without padding or duplicates."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def build_train_loader(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
+    """Shuffled per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+    per_rank = len(dataset) // world
+    if cfg.batch_size > per_rank:
+        raise DataError(f"batch_size {cfg.batch_size} is larger than the {per_rank} training images per process; lower --batch-size")
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+        pin_memory=pin_memory, persistent_workers=False,  # fresh workers each epoch take seeds from (seed, epoch)
+    )
+
+
+def build_eval_loader(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
+    return DataLoader(
+        dataset, batch_size=cfg.val_batch_size, sampler=ShardSampler(len(dataset), rank, world),
+        num_workers=cfg.workers, pin_memory=pin_memory, persistent_workers=cfg.workers > 0,
+    )

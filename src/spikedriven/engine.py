@@ -1,0 +1,196 @@
+"""One training epoch and one evaluation pass. No files are written here."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+from torch import nn
+
+from .distributed import DistInfo, all_reduce_sum
+from .errors import SpikedrivenError
+from .monitor import SpikeRecorder
+
+AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(SpikedrivenError):
+    pass
+
+
+class StopRequested(Exception):
+    """Raised between steps after SIGINT / SIGTERM; carries how far the epoch got."""
+
+    def __init__(self, step: int, loss_sum: float, images: int):
+        super().__init__(step)
+        self.step, self.loss_sum, self.images = step, loss_sum, images
+
+
+def autocast(device: torch.device, amp: str):
+    dtype = AMP_DTYPES[amp]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def classification_loss(logits: torch.Tensor, target: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
+    """TET models return per-step logits ``[T, B, K]``: the loss is averaged over steps."""
+    if logits.dim() == 3:
+        return torch.stack([loss_fn(step_logits, target) for step_logits in logits]).mean()
+    return loss_fn(logits, target)
+
+
+@dataclass
+class EpochState:
+    """Progress inside an epoch, so an interrupted epoch can resume where it stopped."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    images: int = 0
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable,
+    device: torch.device,
+    *,
+    epoch: int,
+    dist: DistInfo,
+    mixup: Optional[Callable] = None,
+    amp: str = "none",
+    scaler: Optional[torch.amp.GradScaler] = None,
+    clip_grad: Optional[float] = None,
+    channels_last: bool = False,
+    nonfinite: str = "stop",
+    sync_every: int = 10,
+    state: Optional[EpochState] = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    on_sync: Optional[Callable[[float, int], None]] = None,
+) -> dict:
+    """Train over ``batches``; returns mean loss, images seen and steps skipped.
+
+    The loss is checked for finiteness on the device and read back only every
+    ``sync_every`` steps (a "sync point"), so the GPU is not synchronised on
+    every step. Stop requests and non-finite losses are agreed on by all ranks
+    at sync points, so no rank is left waiting in a collective.
+    """
+    model.train()
+    state = state or EpochState()
+    pending = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n since the last sync
+    first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)
+    skipped = 0
+    last_loss = float("nan")
+
+    def sync_point() -> bool:
+        """Fold pending sums into ``state``; True when every rank should stop now."""
+        nonlocal last_loss
+        flags = torch.stack([(first_bad >= 0).double(), torch.tensor(float(stop_requested()), dtype=torch.float64, device=device)])
+        flags = all_reduce_sum(flags, dist)
+        if flags[0] > 0:
+            _raise_if_nonfinite(int(first_bad) if first_bad >= 0 else None, epoch)
+        loss_sum, n = pending.tolist()
+        state.loss_sum += loss_sum
+        pending.zero_()
+        if on_sync is not None and n:
+            on_sync(loss_sum / n, int(n))
+        return bool(flags[1] > 0)
+
+    for batch_index, (images, target) in enumerate(batches, start=state.step):
+        images = images.to(device, non_blocking=True)
+        target = target.to(device, non_blocking=True)
+        if mixup is not None:
+            images, target = mixup(images, target)
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            loss = classification_loss(model(images), target, loss_fn)
+        optimizer.zero_grad(set_to_none=True)
+        finite = torch.isfinite(loss.detach())
+        if nonfinite == "skip" and not bool(finite):  # per-step sync only in skip mode
+            skipped += 1
+        else:
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if clip_grad is not None:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if clip_grad is not None:
+                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                optimizer.step()
+            n = images.shape[0]
+            pending[0] += loss.detach().double() * n
+            pending[1] += n
+            state.images += n
+            first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, batch_index), first_bad)
+        state.step = batch_index + 1
+        if state.step % sync_every == 0 and sync_point():
+            raise StopRequested(state.step, state.loss_sum, state.images)
+    if sync_point():
+        raise StopRequested(state.step, state.loss_sum, state.images)
+    totals = all_reduce_sum(torch.tensor([state.loss_sum, state.images], dtype=torch.float64, device=device), dist)
+    return {"train_loss": float(totals[0] / max(totals[1], 1)), "images": int(totals[1]), "skipped_steps": skipped}
+
+
+def _raise_if_nonfinite(step: Optional[int], epoch: int) -> None:
+    """Raise on this rank or, with ``step`` None, because another rank saw it."""
+    where = f"step {step}" if step is not None else "a step of another process"
+    raise NonFiniteLossError(
+        f"the training loss became non-finite at epoch {epoch}, {where}; the last good checkpoint is kept. "
+        "Likely causes: a learning rate too high (try a lower --lr or longer --warmup-epochs) or fp16 overflow "
+        "(try --amp bf16 or none); --nonfinite skip skips such steps instead"
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable,
+    device: torch.device,
+    *,
+    dist: DistInfo,
+    amp: str = "none",
+    channels_last: bool = False,
+    recorder: Optional[SpikeRecorder] = None,
+) -> dict:
+    """Cross-entropy, top-1 and top-5 (percent) over every sample of every rank."""
+    model.eval()
+    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    start = time.perf_counter()
+    with recorder if recorder is not None else contextlib.nullcontext():
+        for images, target in batches:
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                logits = model(images)
+            if logits.dim() == 3:
+                logits = logits.mean(0)
+            logits = logits.float()
+            k = min(5, logits.shape[-1])
+            top = logits.topk(k, dim=-1).indices
+            hits = top == target.unsqueeze(1)
+            sums += torch.stack([
+                nn.functional.cross_entropy(logits, target, reduction="sum").double(),
+                hits[:, 0].sum().double(),
+                hits.any(dim=1).sum().double(),
+                torch.tensor(float(target.numel()), dtype=torch.float64, device=device),
+            ])
+    all_reduce_sum(sums, dist)
+    n = max(float(sums[3]), 1.0)
+    return {
+        "eval_loss": float(sums[0]) / n,
+        "eval_top1": 100.0 * float(sums[1]) / n,
+        "eval_top5": 100.0 * float(sums[2]) / n,
+        "eval_images": int(sums[3]),
+        "eval_seconds": time.perf_counter() - start,
+    }

@@ -1,0 +1,277 @@
+"""Writing an evaluation folder and comparing evaluations.
+
+An evaluation folder holds ``metrics.json`` (everything, machine-readable),
+``firing_rates.csv``, ``energy.csv``, ``firing_rates.png`` and ``energy.png``.
+Plots use matplotlib's object-oriented API with the Agg canvas, so no global
+backend is touched and no display is needed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence, Union
+
+from matplotlib.figure import Figure
+
+from .errors import SpikedrivenError
+
+PathLike = Union[str, os.PathLike]
+
+METRICS_FORMAT = "spikedriven-eval"
+METRICS_VERSION = 1
+METRICS_FILE = "metrics.json"
+REQUIRED_KEYS = ("top1", "mean_firing_rate", "firing_rates", "layers", "totals")
+
+__all__ = [
+    "compare",
+    "find_metrics",
+    "format_summary",
+    "load_metrics",
+    "plot_compare",
+    "plot_energy",
+    "plot_firing_rates",
+    "write_energy_csv",
+    "write_evaluation",
+    "write_firing_rates_csv",
+    "write_metrics",
+]
+
+
+# ------------------------------------------------------------------ writers
+
+
+def write_metrics(path: PathLike, result: Mapping[str, Any], config: Optional[Mapping] = None, checkpoint: Optional[PathLike] = None) -> Path:
+    """``metrics.json``: the analysis result plus the config and checkpoint it came from."""
+    payload = {
+        "format": METRICS_FORMAT,
+        "format_version": METRICS_VERSION,
+        "checkpoint": str(checkpoint) if checkpoint is not None else None,
+        "config": dict(config) if config is not None else None,
+        **result,
+    }
+    path = Path(path)
+    # allow_nan=False: a NaN would make the file unreadable for strict JSON parsers
+    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+def write_firing_rates_csv(path: PathLike, result: Mapping[str, Any]) -> Path:
+    """Rows = neuron layers; columns t0..t{T-1} and their mean."""
+    steps = result["time_steps"] or 0
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["layer", *(f"t{t}" for t in range(steps)), "mean"])
+        for name, rate in result["firing_rates"].items():
+            out.writerow([name, *(f"{r:.6f}" for r in rate["per_step"]), f"{rate['mean']:.6f}"])
+    return path
+
+
+def write_energy_csv(path: PathLike, result: Mapping[str, Any]) -> Path:
+    """One row per Conv2d / Linear layer; ``sops`` and ``energy_pj`` are per image."""
+    path = Path(path)
+    with path.open("w", newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["layer", "kind", "macs_per_step", "input_firing_rate", "sops", "energy_pj"])
+        for row in result["layers"]:
+            rate = row["input_firing_rate"]
+            out.writerow([
+                row["name"], row["kind"], row["macs_per_step"],
+                "" if rate is None else f"{rate:.6f}", f"{row['sops']:.1f}", f"{row['energy_j'] * 1e12:.3f}",
+            ])
+    return path
+
+
+def _bar_figure(n_bars: int) -> Figure:
+    # widen with the number of layers so rotated names stay legible
+    return Figure(figsize=(max(6.0, 0.45 * n_bars + 2.0), 4.8), layout="constrained")
+
+
+def plot_firing_rates(path: PathLike, result: Mapping[str, Any]) -> Path:
+    """Grouped bars: one group per neuron layer, one bar per time step."""
+    names = list(result["firing_rates"])
+    steps = result["time_steps"] or 1
+    fig = _bar_figure(len(names))
+    ax = fig.subplots()
+    width = 0.8 / steps
+    for t in range(steps):
+        heights = [result["firing_rates"][n]["per_step"][t] for n in names]
+        ax.bar([i + (t - (steps - 1) / 2) * width for i in range(len(names))], heights, width, label=f"t={t}")
+    ax.set_xticks(range(len(names)), names, rotation=75, ha="right", fontsize=7)
+    ax.set_ylabel("firing rate")
+    ax.set_title(f"Firing rate per neuron layer and time step (T = {steps})")
+    ax.legend(fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_energy(path: PathLike, result: Mapping[str, Any]) -> Path:
+    """Energy per image of each Conv2d / Linear layer, coloured by MAC / AC."""
+    rows = result["layers"]
+    fig = _bar_figure(len(rows))
+    ax = fig.subplots()
+    colours = {"MAC": "tab:red", "AC": "tab:blue"}
+    ax.bar(range(len(rows)), [r["energy_j"] * 1e6 for r in rows], color=[colours[r["kind"]] for r in rows])
+    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=75, ha="right", fontsize=7)
+    ax.set_ylabel("energy per image (uJ)")
+    totals = result["totals"]
+    ax.set_title(f"SNN {totals['energy_snn_j'] * 1e6:.2f} uJ vs ANN {totals['energy_ann_j'] * 1e6:.2f} uJ per image")
+    for kind, colour in colours.items():
+        ax.bar([], [], color=colour, label=kind)
+    ax.legend(fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def write_evaluation(folder: PathLike, result: Mapping[str, Any], config: Optional[Mapping] = None, checkpoint: Optional[PathLike] = None) -> dict[str, Path]:
+    """Write every file of an evaluation folder; returns them by name."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "metrics": write_metrics(folder / METRICS_FILE, result, config, checkpoint),
+        "firing_rates_csv": write_firing_rates_csv(folder / "firing_rates.csv", result),
+        "energy_csv": write_energy_csv(folder / "energy.csv", result),
+        "firing_rates_png": plot_firing_rates(folder / "firing_rates.png", result),
+        "energy_png": plot_energy(folder / "energy.png", result),
+    }
+
+
+# ----------------------------------------------------------- terminal table
+
+
+def _rate(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.4f}"
+
+
+def format_summary(result: Mapping[str, Any]) -> str:
+    """A compact terminal report of one evaluation."""
+    totals = result["totals"]
+    ratio = totals["snn_to_ann_energy_ratio"]
+    lines = [
+        f"samples {result['samples']}  T {result['time_steps']}  "
+        f"top-1 {result['top1']:.2f}%  top-{result['top5_k']} {result['top5']:.2f}%  loss {result['loss']:.4f}",
+        f"mean firing rate {_rate(result['mean_firing_rate'])}  SOPs {totals['sops'] / 1e6:.2f} M/image  "
+        f"SNN {totals['energy_snn_j'] * 1e6:.2f} uJ  ANN {totals['energy_ann_j'] * 1e6:.2f} uJ  "
+        f"SNN/ANN {'-' if ratio is None else f'{ratio:.4f}'}",
+        f"convention: {result['convention']}",
+    ]
+    rates = result["firing_rates"]
+    if rates:
+        width = max(len(n) for n in rates)
+        steps = result["time_steps"] or 0
+        lines.append(f"{'neuron layer':<{width}}  " + "  ".join(f"{f't{t}':>6}" for t in range(steps)) + "    mean")
+        for name, rate in rates.items():
+            lines.append(f"{name:<{width}}  " + "  ".join(f"{r:6.4f}" for r in rate["per_step"]) + f"  {rate['mean']:6.4f}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ compare
+
+
+def load_metrics(path: PathLike) -> dict:
+    """Read one ``metrics.json`` written by ``write_metrics``, with a clear error otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SpikedrivenError(f"{path} is not a readable metrics file ({type(e).__name__}: {e})") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(data, dict) or k not in data]
+    if missing or data.get("format") != METRICS_FORMAT:
+        raise SpikedrivenError(f"{path} is not a spikedriven evaluation metrics file (missing: {', '.join(missing) or 'format'})")
+    return data
+
+
+def find_metrics(path: PathLike) -> list[Path]:
+    """``path`` itself if a file, else ``metrics.json`` in it or in its immediate subfolders."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise SpikedrivenError(f"{path} does not exist")
+    if (path / METRICS_FILE).is_file():
+        return [path / METRICS_FILE]
+    found = sorted(p for p in path.glob(f"*/{METRICS_FILE}") if p.is_file())
+    if not found:
+        raise SpikedrivenError(f"no {METRICS_FILE} in {path} or its immediate subfolders; run an evaluation first")
+    return found
+
+
+def _neuron_setting(metrics: Mapping, neuron_key: str, config_key: str) -> Any:
+    """From the model's recorded neuron spec, else from the run config."""
+    for source, key in ((metrics.get("neuron"), neuron_key), (metrics.get("config"), config_key)):
+        if isinstance(source, Mapping) and key in source:
+            return source[key]
+    return None
+
+
+def _compare_row(label: str, path: Path, metrics: Mapping) -> dict:
+    totals = metrics["totals"]
+    return dict(
+        label=label,
+        path=str(path),
+        mode=_neuron_setting(metrics, "mode", "spike_mode"),
+        u_th=_neuron_setting(metrics, "v_threshold", "v_threshold"),
+        top1=metrics["top1"],
+        mean_firing_rate=metrics["mean_firing_rate"],
+        sops=totals["sops"],
+        energy_j=totals["energy_snn_j"],
+    )
+
+
+def _format_compare(rows: Sequence[Mapping]) -> str:
+    header = ["run", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ"]
+    body = [
+        [
+            r["label"], str(r["mode"] or "-"), "-" if r["u_th"] is None else f"{r['u_th']:g}", f"{r['top1']:.2f}",
+            _rate(r["mean_firing_rate"]), f"{r['sops'] / 1e6:.2f}", f"{r['energy_j'] * 1e6:.2f}",
+        ]
+        for r in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+
+    def fmt(line):  # run name left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+
+    return "\n".join([fmt(header), *map(fmt, body)])
+
+
+def plot_compare(path: PathLike, rows: Sequence[Mapping]) -> Path:
+    """Side-by-side bars: top-1 and SNN energy per run."""
+    labels = [r["label"] for r in rows]
+    fig = Figure(figsize=(max(7.0, 1.2 * len(rows) + 3.0), 4.5), layout="constrained")
+    acc_ax, energy_ax = fig.subplots(1, 2)
+    acc = [r["top1"] for r in rows]
+    acc_ax.bar(range(len(rows)), acc, color="tab:green")
+    # zoom on the range that holds the runs: the differences studied are tenths of a point
+    acc_ax.set_ylim(max(0.0, math.floor(min(acc) - 1.0)), min(100.0, max(acc) + 0.5))
+    acc_ax.set_ylabel("top-1 (%)")
+    energy_ax.bar(range(len(rows)), [r["energy_j"] * 1e6 for r in rows], color="tab:blue")
+    energy_ax.set_ylabel("SNN energy per image (uJ)")
+    for ax in (acc_ax, energy_ax):
+        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def compare(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> tuple[str, list[dict]]:
+    """One table over evaluations; each input is a metrics file or a folder holding one
+    (directly or in an immediate subfolder). With ``out_dir``, also writes ``compare.png`` there."""
+    if not inputs:
+        raise SpikedrivenError("compare needs at least one evaluation folder or metrics.json")
+    rows = []
+    for given in inputs:
+        found = find_metrics(given)
+        for path in found:
+            label = str(given) if len(found) == 1 else str(path.parent)
+            rows.append(_compare_row(label, path, load_metrics(path)))
+    if out_dir is not None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        plot_compare(Path(out_dir) / "compare.png", rows)
+    return _format_compare(rows), rows

@@ -1,0 +1,471 @@
+"""A training run, top to bottom: config -> data -> model -> epochs -> run folder.
+
+Run folder: ``config.yaml``, ``summary.csv``, ``log.txt``, TensorBoard events,
+``last.pth.tar``, ``best.pth.tar`` and, at the end, ``results.json``.
+
+Reproducibility: every epoch reseeds all generators from (seed, epoch, rank)
+and the sampler orders data from (seed, epoch), so a run resumed from a
+checkpoint continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import signal
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from timm.data import Mixup
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from . import checkpoint as ckpt_io
+from .config import Config, from_mapping, save_config
+from .data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
+from .distributed import DistInfo, barrier, init_distributed, shutdown
+from .engine import EpochState, StopRequested, evaluate, train_one_epoch
+from .errors import CheckpointError, ConfigError
+from .models import build_model
+from .monitor import SpikeRecorder
+
+log = logging.getLogger("spikedriven")
+
+SUMMARY_FIELDS = ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "epoch_seconds", "images_per_s"]
+CHECKPOINT_NAMES = ("last.pth.tar", "best.pth.tar")
+
+
+# ----------------------------------------------------------------- run folder
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    dataset = cfg.dataset.split("/")[-1]
+    return Path("output/train") / f"{stamp}-{dataset}-{cfg.spike_mode}-uth{cfg.v_threshold:g}-seed{cfg.seed}"
+
+
+def prepare_run_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {path} is not writable ({e.strerror or e})") from None
+    return path
+
+
+def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if run_dir is not None and is_main:
+        file_handler = logging.FileHandler(run_dir / "log.txt")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(file_handler)
+
+
+class SummaryCSV:
+    """``summary.csv`` with one row per finished epoch; rows from an abandoned future are dropped on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def keep_before(self, epoch: int) -> None:
+        rows = []
+        if self.path.exists():
+            with open(self.path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit() and int(r["epoch"]) < epoch]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, SUMMARY_FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in SUMMARY_FIELDS} for r in rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.path)
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, SUMMARY_FIELDS).writerow({k: row[k] for k in SUMMARY_FIELDS})
+            f.flush()
+            os.fsync(f.fileno())
+
+
+# ---------------------------------------------------------------- randomness
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
+        "python_version": random.getstate()[0],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((state["python_version"], tuple(py[:-1]), None if py[-1] == -1 else py[-1]))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def epoch_seed(cfg: Config, epoch: int, rank: int) -> int:
+    return cfg.seed + 1000 * epoch + 100_003 * rank
+
+
+# -------------------------------------------------------------- stop signals
+
+
+class StopFlag:
+    """Set by SIGINT / SIGTERM; the loop saves and exits at the next sync point."""
+
+    def __init__(self):
+        self.signal: Optional[int] = None
+
+    def __call__(self) -> bool:
+        return self.signal is not None
+
+    @contextmanager
+    def installed(self):
+        if threading_is_main():
+            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        else:
+            previous = {}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C stops at once
+        self.signal = signum
+        log.warning("%s received: saving a resumable checkpoint at the next safe point", signal.Signals(signum).name)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class RunStopped(Exception):
+    """Training stopped on a signal after saving; carries the exit code."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------- resume
+
+
+def newest_checkpoint(run_dir: Path) -> Optional[Path]:
+    """The valid checkpoint with the most progress; unreadable ones are skipped with a warning."""
+    best, best_key = None, None
+    for name in CHECKPOINT_NAMES:
+        path = run_dir / name
+        if not path.exists():
+            continue
+        try:
+            ckpt = ckpt_io.read_checkpoint(path)
+        except CheckpointError as e:
+            log.warning("skipping %s: %s", path, e)
+            continue
+        key = (int(ckpt.get("epoch", -1)), int(ckpt.get("step", 0)), name == "last.pth.tar")
+        if best_key is None or key > best_key:
+            best, best_key = path, key
+    return best
+
+
+@dataclass
+class ResumePlan:
+    checkpoint: Optional[Path]  # None: fresh start
+    weights_only: bool
+    run_dir: Optional[Path]  # continue here (None: a new folder)
+
+
+def plan_resume(resume: Optional[str], no_resume_opt: bool, output: Optional[str]) -> ResumePlan:
+    if not resume:
+        return ResumePlan(None, False, None)
+    if resume == "auto":
+        if not output:
+            raise ConfigError("--resume auto needs --output RUN_FOLDER to know where to look")
+        run_dir = Path(output)
+        found = newest_checkpoint(run_dir) if run_dir.is_dir() else None
+        if found is None:
+            return ResumePlan(None, False, run_dir)
+        return ResumePlan(found, no_resume_opt, None if no_resume_opt else run_dir)
+    path = Path(resume)
+    if path.is_dir():
+        found = newest_checkpoint(path)
+        if found is None:
+            raise CheckpointError(f"no readable checkpoint (last.pth.tar / best.pth.tar) in {path}")
+        path = found
+    return ResumePlan(path, no_resume_opt, None if no_resume_opt else path.parent)
+
+
+def resolve_config(yaml_cfg: Config, overrides: dict, plan: ResumePlan) -> Config:
+    """A full resume continues with the checkpoint's own config; flags given now still apply."""
+    if plan.checkpoint is None or plan.weights_only:
+        return yaml_cfg
+    ckpt = ckpt_io.read_checkpoint(plan.checkpoint)
+    if ckpt_io.is_original_format(ckpt):
+        raise CheckpointError(
+            f"{plan.checkpoint} was written by the original code: only its weights can be used; add --no-resume-opt"
+        )
+    base = from_mapping(ckpt.get("config", {}), source=f"{plan.checkpoint} config")
+    return from_mapping(overrides, source="command line", base=base) if overrides else base
+
+
+# --------------------------------------------------------------------- run
+
+
+def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train") -> Path:
+    """Train per ``cfg``; returns the run folder. Raises RunStopped after a signal."""
+    dist, device = init_distributed(cfg.device)
+    try:
+        return _train(cfg, plan, dist, device, command_hint)
+    finally:
+        shutdown(dist)
+
+
+def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
+    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mixup_mode != "elem" and cfg.batch_size % 2:
+        raise ConfigError(f"mixup needs an even batch_size, got {cfg.batch_size}")
+    run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
+    if dist.is_main:
+        prepare_run_dir(run_dir)
+    barrier(dist)
+    setup_logging(run_dir, dist.is_main)
+
+    seed_everything(cfg.seed)
+    splits = build_datasets(cfg)
+    pin = device.type == "cuda"
+    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, pin)
+    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, pin)
+
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                    betas=tuple(cfg.opt_betas), eps=cfg.opt_eps)
+    scheduler, total_epochs = create_scheduler_v2(
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, warmup_prefix=False,
+    )
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
+
+    start_epoch, epoch_state, best = 0, EpochState(), {"eval_top1": None, "epoch": None}
+    resume_rng = None
+    if plan.checkpoint is not None:
+        ckpt = ckpt_io.load_checkpoint(model, plan.checkpoint)
+        if not plan.weights_only:
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            if scaler is not None and ckpt.get("scaler"):
+                scaler.load_state_dict(ckpt["scaler"])
+            start_epoch = int(ckpt["epoch"])
+            epoch_state = EpochState(**ckpt.get("epoch_state", {}))
+            best = ckpt.get("best", best)
+            resume_rng = ckpt.get("rng")
+            log.info("resuming %s at epoch %d, step %d", plan.checkpoint, start_epoch, epoch_state.step)
+        else:
+            log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
+
+    train_model = model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
+    if dist.enabled:
+        train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    summary = SummaryCSV(run_dir / "summary.csv")
+    writer = None
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+        summary.keep_before(start_epoch)
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(str(run_dir), purge_step=start_epoch)
+    log.info("run folder %s | %s | %s mode u_th=%g | %d train / %d %s images | %s | %d parameters",
+             run_dir, cfg.dataset, cfg.spike_mode, cfg.v_threshold, len(splits.train), len(splits.eval),
+             splits.eval_name, device, sum(p.numel() for p in model.parameters()))
+
+    def payload(epoch: int, state: EpochState, rng: Optional[dict] = None) -> dict:
+        return {
+            "epoch": epoch, "step": state.step, "epoch_state": vars(state).copy(),
+            "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "config": cfg.to_dict(), "neuron": cfg.neuron_spec().to_dict(), "model_args": cfg.model_kwargs(),
+            "best": best, "eval_set": splits.eval_name, "rng": rng,
+        }
+
+    stop = StopFlag()
+    with stop.installed():
+        for epoch in range(start_epoch, total_epochs):
+            started = time.perf_counter()
+            # Seed before the loader starts: its workers draw their seeds from this state.
+            seed_everything(epoch_seed(cfg, epoch, dist.rank))
+            train_loader.sampler.set_epoch(epoch)
+            batches = iter(train_loader)
+            if epoch_state.step:  # mid-epoch resume: same order and worker draws, skip what was done
+                for _ in range(epoch_state.step):
+                    next(batches)
+            if resume_rng is not None:
+                set_rng_state(resume_rng)
+                resume_rng = None
+            scheduler.step(epoch)
+            lr = optimizer.param_groups[0]["lr"]
+            mixup_on = (cfg.mixup > 0 or cfg.cutmix > 0) and (cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch)
+            mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device)
+
+            bar = tqdm(total=len(train_loader), initial=epoch_state.step, desc=f"epoch {epoch}",
+                       disable=not (dist.is_main and sys.stderr.isatty()), unit="batch", leave=False)
+            tick = {"t": time.perf_counter()}
+
+            def on_sync(loss: float, n: int) -> None:
+                now = time.perf_counter()
+                bar.update(n // cfg.batch_size)
+                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{n * dist.world / max(now - tick['t'], 1e-9):.0f}")
+                tick["t"] = now
+
+            try:
+                stats = train_one_epoch(
+                    train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
+                    amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=cfg.channels_last,
+                    nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
+                    stop_requested=stop, on_sync=on_sync,
+                )
+            except StopRequested:
+                bar.close()
+                if dist.is_main:
+                    path = ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch, epoch_state, rng_state()))
+                    log.warning("stopped at epoch %d, step %d; checkpoint saved to %s", epoch, epoch_state.step, path)
+                    log.warning("resume with: %s --resume %s", command_hint, path)
+                code = 128 + (stop.signal or signal.SIGINT)
+                raise RunStopped(code, f"training interrupted; resume with: {command_hint} --resume {run_dir / 'last.pth.tar'}")
+            bar.close()
+            train_seconds = time.perf_counter() - started
+
+            recorder = SpikeRecorder(model)
+            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp,
+                               channels_last=cfg.channels_last, recorder=recorder)
+            rates = reduced_firing_rates(recorder, dist, device)
+            row = {
+                "epoch": epoch, "lr": lr, "train_loss": stats["train_loss"],
+                "eval_loss": metrics["eval_loss"], "eval_top1": metrics["eval_top1"], "eval_top5": metrics["eval_top5"],
+                "epoch_seconds": round(time.perf_counter() - started, 3),
+                "images_per_s": round(stats["images"] / max(train_seconds, 1e-9), 1),
+            }
+            improved = best["eval_top1"] is None or metrics["eval_top1"] > best["eval_top1"]
+            if improved:
+                best = {"eval_top1": metrics["eval_top1"], "epoch": epoch}
+            epoch_state = EpochState()
+            if dist.is_main:
+                summary.append(row)
+                log_epoch(writer, row, rates, stats, mixup_on, splits.eval_name)
+                if improved:
+                    ckpt_io.save_checkpoint(run_dir / "best.pth.tar", payload(epoch + 1, epoch_state))
+                ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch + 1, epoch_state))
+            barrier(dist)
+
+    if dist.is_main:
+        writer.close()
+        write_results(cfg, run_dir, model, device, dist, splits.eval_name)
+    barrier(dist)
+    return run_dir
+
+
+def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
+    if mixup_on:
+        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                      switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode,
+                      label_smoothing=cfg.smoothing, num_classes=cfg.num_classes)
+        return mixup, SoftTargetCrossEntropy()
+    if cfg.smoothing > 0:
+        return None, LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    return None, torch.nn.CrossEntropyLoss()
+
+
+def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> dict:
+    """Mean firing rate per neuron layer over every sample of every rank."""
+    names = list(recorder.firing_rates())
+    if not names:
+        return {}
+    packed = torch.tensor(
+        [[float(recorder.spike_counts[n].sum()), float(recorder.element_counts[n] * recorder.spike_counts[n].numel())] for n in names],
+        dtype=torch.float64, device=device,
+    )
+    from .distributed import all_reduce_sum
+
+    packed = all_reduce_sum(packed, dist)
+    return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed.tolist())}
+
+
+def log_epoch(writer, row: dict, rates: dict, stats: dict, mixup_on: bool, eval_name: str) -> None:
+    epoch = row["epoch"]
+    for key in ("lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "images_per_s"):
+        writer.add_scalar(f"{'train' if key in ('lr', 'train_loss', 'images_per_s') else eval_name}/{key}", row[key], epoch)
+    for name, rate in rates.items():
+        writer.add_scalar(f"firing_rate/{name}", rate, epoch)
+    writer.flush()
+    extra = f" | skipped {stats['skipped_steps']} non-finite steps" if stats["skipped_steps"] else ""
+    log.info("epoch %d | lr %.3g | train loss %.4f%s | %s loss %.4f top1 %.2f top5 %.2f | mean firing %.4f | %.1fs, %.0f img/s%s",
+             epoch, row["lr"], row["train_loss"], " (mixup)" if mixup_on else "", eval_name, row["eval_loss"],
+             row["eval_top1"], row["eval_top5"], sum(rates.values()) / max(len(rates), 1), row["epoch_seconds"],
+             row["images_per_s"], extra)
+
+
+def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eval_name: str) -> None:
+    """``results.json``: best and final accuracy; with a held-out split, also both on the test set."""
+    with open(run_dir / "summary.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    best_row = max(rows, key=lambda r: float(r["eval_top1"]))
+    results = {
+        "eval_set": eval_name,
+        "best_epoch": int(best_row["epoch"]), "best_top1": float(best_row["eval_top1"]),
+        "final_epoch": int(rows[-1]["epoch"]), "final_top1": float(rows[-1]["eval_top1"]),
+        "spike_mode": cfg.spike_mode, "v_threshold": cfg.v_threshold, "seed": cfg.seed,
+    }
+    if eval_name == "val":
+        test_loader = build_eval_loader(cfg, build_test_dataset(cfg))
+        single = DistInfo()
+        results["final_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
+        ckpt_io.load_checkpoint(model, run_dir / "best.pth.tar")
+        results["best_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    log.info("done: best %s top1 %.2f at epoch %d, final %.2f | %s", eval_name, results["best_top1"],
+             results["best_epoch"], results["final_top1"], run_dir)
