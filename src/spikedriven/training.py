@@ -266,12 +266,6 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
     if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mixup_mode != "elem" and cfg.batch_size % 2:
         raise ConfigError(f"mixup needs an even batch_size, got {cfg.batch_size}")
-    run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
-    if dist.is_main:
-        prepare_run_dir(run_dir)
-    barrier(dist)
-    setup_logging(run_dir, dist.is_main)
-
     seed_everything(cfg.seed)
     splits = build_datasets(cfg)
     pin = device.type == "cuda"
@@ -281,13 +275,15 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                    betas=tuple(cfg.opt_betas), eps=cfg.opt_eps)
-    scheduler, total_epochs = create_scheduler_v2(
-        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-        warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, warmup_prefix=False,
-    )
+    optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
+
+    # Everything that can fail on bad input has run: only now create the run folder.
+    run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
+    if dist.is_main:
+        prepare_run_dir(run_dir)
+    barrier(dist)
+    setup_logging(run_dir, dist.is_main)
 
     start_epoch, epoch_state, best = 0, EpochState(), {"eval_top1": None, "epoch": None}
     resume_rng = None
@@ -407,6 +403,29 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         write_results(cfg, run_dir, model, device, dist, splits.eval_name)
     barrier(dist)
     return run_dir
+
+
+def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module):
+    """timm's factories: AdamW without decay on biases and norm weights; cosine with warm-up and cooldown.
+
+    ``warmup_prefix=False`` makes the cosine run on the absolute epoch, as in the study:
+    ``lr(t) = min_lr + (lr - min_lr)(1 + cos(pi t / epochs)) / 2`` for ``warmup <= t < epochs``.
+    """
+    try:
+        optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                        betas=tuple(cfg.opt_betas), eps=cfg.opt_eps)
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f"optimizer {cfg.opt!r} cannot be built: {e}") from None
+    try:
+        scheduler, total_epochs = create_scheduler_v2(
+            optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
+            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, warmup_prefix=False,
+        )
+    except (ValueError, AssertionError) as e:
+        raise ConfigError(f"scheduler {cfg.sched!r} cannot be built: {e}") from None
+    if scheduler is None:
+        raise ConfigError(f"unknown scheduler {cfg.sched!r}; try cosine, step, plateau, poly or tanh")
+    return optimizer, scheduler, total_epochs
 
 
 def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):

@@ -1,0 +1,111 @@
+"""Bad input: one clear sentence on stderr and exit status 2, never a traceback."""
+
+import pickle
+from pathlib import Path
+
+import pytest
+
+from spikedriven.cli import main
+from spikedriven.config import load_config
+from spikedriven.testing import write_fake_cifar
+
+from helpers import TINY_RUN
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = str(ROOT / "conf/cifar10/2_256_300E_t4.yml")
+
+
+def run_cli(args, capsys):
+    code = main(args)
+    err = capsys.readouterr().err
+    return code, err
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.fixture
+def data(tmp_path):
+    return str(write_fake_cifar(tmp_path / "data", n_train=20, n_test=10))
+
+
+CASES = [
+    # (id, extra args or a callable(tmp_path, data) -> args, words expected in the message)
+    ("unknown key with hyphen", lambda t, d: ["-c", write(t, "a.yml", "model-ema: true\n")], ["model-ema", "did you mean"]),
+    ("typo key", lambda t, d: ["-c", write(t, "a.yml", "batch_sise: 8\n")], ["batch_sise", "batch_size"]),
+    ("wrong type", lambda t, d: ["-c", write(t, "a.yml", "epochs: many\n")], ["epochs", "integer"]),
+    ("bad bool", lambda t, d: ["-c", CONF, "--tet", "maybe"], ["tet", "true or false"]),
+    ("malformed yaml", lambda t, d: ["-c", write(t, "a.yml", "dim: [1, 2\n")], ["not valid YAML", "line"]),
+    ("yaml not a mapping", lambda t, d: ["-c", write(t, "a.yml", "- a\n- b\n")], ["mapping"]),
+    ("missing config", lambda t, d: ["-c", str(t / "nope.yml")], ["does not exist"]),
+    ("dim vs heads", lambda t, d: ["-c", CONF, "--dim", "40", "--num-heads", "3"], ["not divisible by num_heads"]),
+    ("T < 1", lambda t, d: ["-c", CONF, "--time-steps", "0"], ["time_steps"]),
+    ("pooling_stat", lambda t, d: ["-c", CONF, "--pooling-stat", "00112"], ["pooling_stat"]),
+    ("spike mode", lambda t, d: ["-c", CONF, "--spike-mode", "lif2"], ["spike_mode", "lif, if, if_soft"]),
+    ("surrogate", lambda t, d: ["-c", CONF, "--surrogate", "relu"], ["surrogate", "sigmoid"]),
+    ("threshold", lambda t, d: ["-c", CONF, "--v-threshold", "-1"], ["v_threshold"]),
+    ("soft reset with v_reset", lambda t, d: ["-c", CONF, "--spike-mode", "if_soft", "--v-reset", "0"], ["soft reset"]),
+    ("missing dataset", lambda t, d: ["-c", CONF, "--data-dir", str(t / "empty"), *TINY_RUN], ["dataset not found", "cifar-10-batches-py", "--download"]),
+    ("partial dataset", lambda t, d: ["-c", CONF, "--data-dir", _drop(d, "data_batch_3"), *TINY_RUN], ["missing: data_batch_3"]),
+    ("corrupt pickle", lambda t, d: ["-c", CONF, "--data-dir", _corrupt(d), *TINY_RUN], ["test_batch", "not a readable CIFAR pickle"]),
+    ("wrong classes", lambda t, d: ["-c", CONF, "--data-dir", d, "--num-classes", "100", *TINY_RUN], ["10 classes"]),
+    ("batch larger than data", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--batch-size", "64"], ["batch_size 64", "larger"]),
+    ("odd batch with mixup", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--batch-size", "7"], ["even batch_size"]),
+    ("unwritable output", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--output", "/proc/spikedriven-run"], ["not writable"]),
+    ("unknown model", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--model", "resnet_sdt"], ["unknown model"]),
+    ("unknown optimizer", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--opt", "adamx"], ["optimizer 'adamx'"]),
+    ("resume missing file", lambda t, d: ["-c", CONF, "--resume", str(t / "x.pth.tar")], ["does not exist"]),
+    ("resume auto without output", lambda t, d: ["-c", CONF, "--resume", "auto"], ["--output"]),
+    ("val_size too large", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--val-size", "20"], ["val_size"]),
+    ("cuda without gpu", lambda t, d: ["-c", CONF, "--data-dir", d, *TINY_RUN, "--device", "cuda"], ["no CUDA GPU"]),
+]
+
+
+def _drop(data_dir, name):
+    (Path(data_dir) / "cifar-10-batches-py" / name).unlink()
+    return data_dir
+
+
+def _corrupt(data_dir):
+    (Path(data_dir) / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x04garbage")
+    return data_dir
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_gives_one_sentence_and_exit_2(case, tmp_path, data, capsys):
+    _, make_args, words = case
+    code, err = run_cli(["train", *make_args(tmp_path, data)], capsys)
+    assert code == 2
+    assert err.startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in err, err
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from spikedriven.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        main(["train", "-c", write(tmp_path, "a.yml", "dimm: 3\n"), "--debug"])
+
+
+@pytest.mark.parametrize("text, expected", [("false", False), ("False", False), ("0", False), ("no", False),
+                                            ("true", True), ("True", True), ("1", True)])
+def test_booleans_parse_like_a_person_means(text, expected):
+    assert load_config(CONF, {"tet": text}).tet is expected
+
+
+def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
+    cfg = load_config(write(tmp_path, "a.yml", "lr: 3e-4\nweight_decay: 6e-2\n"))
+    assert cfg.lr == 3e-4 and cfg.weight_decay == 0.06
+
+
+def test_missing_labels_key_is_named(tmp_path, capsys):
+    data = write_fake_cifar(tmp_path / "d", n_train=20, n_test=10)
+    path = data / "cifar-10-batches-py" / "test_batch"
+    with open(path, "wb") as f:
+        pickle.dump({"data": b""}, f)
+    code, err = run_cli(["train", "-c", CONF, "--data-dir", str(data), *TINY_RUN], capsys)
+    assert code == 2 and "lacks 'data' or 'labels'" in err

@@ -1,0 +1,180 @@
+"""Training end to end on tiny generated CIFAR-format data, resume, torchrun, schedule."""
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from spikedriven import checkpoint as ckpt_io
+from spikedriven import training
+from spikedriven.cli import main
+from spikedriven.config import load_config
+from spikedriven.models import build_model
+from spikedriven.testing import write_fake_cifar
+
+from helpers import TINY_RUN, deterministic_columns, read_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def cifar_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar(root, "torch/cifar10", n_train=50, n_test=20, seed=1)
+    write_fake_cifar(root, "torch/cifar100", n_train=48, n_test=20, seed=2)
+    return root
+
+
+def test_generated_data_is_what_torchvision_reads(cifar_root, monkeypatch):
+    import numpy as np
+    import torchvision
+    import torchvision.datasets.cifar as tv_cifar
+
+    from spikedriven.data import read_cifar
+
+    monkeypatch.setattr(tv_cifar, "check_integrity", lambda *a, **k: True)  # generated files have other MD5s
+    for cls, name in ((torchvision.datasets.CIFAR10, "torch/cifar10"), (torchvision.datasets.CIFAR100, "torch/cifar100")):
+        monkeypatch.setattr(cls, "_check_integrity", lambda self: True)
+        for train in (True, False):
+            ref = cls(str(cifar_root), train=train)
+            images, labels = read_cifar(name, cifar_root, train)
+            assert np.array_equal(ref.data, images) and list(ref.targets) == labels.tolist()
+
+
+@pytest.mark.parametrize("dataset, mode", [("cifar10", "lif"), ("cifar100", "if_soft")])
+def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, dataset, mode):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), "-c", str(ROOT / f"conf/{dataset}/2_256_300E_t4.yml"),
+           "--model", "sdt", "--spike-mode", mode, "--data-dir", str(cifar_root), "--output", str(out), *TINY_RUN]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {"config.yaml", "summary.csv", "log.txt", "last.pth.tar", "best.pth.tar", "results.json"} <= names
+    assert any(n.startswith("events.out.tfevents") for n in names)
+    rows = read_summary(out)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert list(rows[0]) == ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "epoch_seconds", "images_per_s"]
+    assert all(math.isfinite(float(r["train_loss"])) and 0 <= float(r["eval_top1"]) <= 100 for r in rows)
+
+    cfg = load_config(out / "config.yaml")
+    assert cfg.spike_mode == mode and cfg.dim == 32 and cfg.num_classes == (10 if dataset == "cifar10" else 100)
+    ckpt = ckpt_io.read_checkpoint(out / "last.pth.tar")
+    assert ckpt["config"] == cfg.to_dict() and ckpt["epoch"] == 2 and ckpt["neuron"]["mode"] == mode
+    ckpt_io.load_checkpoint(build_model(cfg), out / "best.pth.tar")
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out))
+    events.Reload()
+    tags = events.Tags()["scalars"]
+    assert {"train/lr", "train/train_loss", "test/eval_top1"} <= set(tags)
+    assert any(t.startswith("firing_rate/block.0.attn.q_neuron") for t in tags)
+
+
+def _run(args, monkeypatch=None):
+    return main(["train", *args])
+
+
+def _final_state(run_dir):
+    return ckpt_io.read_checkpoint(Path(run_dir) / "last.pth.tar")["state_dict"]
+
+
+def _assert_same_run(a, b):
+    assert deterministic_columns(read_summary(a)) == deterministic_columns(read_summary(b))
+    sa, sb = _final_state(a), _final_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+# 12 steps an epoch, the stop flag is read every 2 steps and once more at the end: 7 reads an epoch.
+@pytest.mark.parametrize("stop_at_call, epoch, step", [(7, 0, 12), (10, 1, 6)], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_continues_exactly(cifar_root, tmp_path, monkeypatch, stop_at_call, epoch, step):
+    """A run stopped (epoch boundary or mid-epoch) and resumed ends bitwise equal to an uninterrupted one."""
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN,
+            "--epochs", "3", "--batch-size", "4"]
+    assert _run([*args, "--output", str(tmp_path / "whole")]) == 0
+
+    calls = {"n": 0}
+
+    def fake_flag(self):
+        calls["n"] += 1
+        return calls["n"] == stop_at_call
+
+    monkeypatch.setattr(training.StopFlag, "__call__", fake_flag)
+    interrupted = tmp_path / "interrupted"
+    code = _run([*args, "--output", str(interrupted)])
+    assert code == 128 + 2  # stopped as if by SIGINT (the flag carries no signal number)
+    ckpt = ckpt_io.read_checkpoint(interrupted / "last.pth.tar")
+    assert ckpt["rng"] is not None and (ckpt["epoch"], ckpt["step"]) == (epoch, step)
+    assert len(read_summary(interrupted)) == epoch
+    monkeypatch.undo()
+    assert _run(["--resume", str(interrupted / "last.pth.tar")]) == 0
+    _assert_same_run(tmp_path / "whole", interrupted)
+
+
+def test_no_resume_opt_loads_weights_into_a_new_run(cifar_root, tmp_path):
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN, "--epochs", "1"]
+    assert _run([*args, "--output", str(tmp_path / "a")]) == 0
+    assert _run([*args, "--output", str(tmp_path / "b"), "--resume", str(tmp_path / "a" / "last.pth.tar"), "--no-resume-opt"]) == 0
+    assert [r["epoch"] for r in read_summary(tmp_path / "b")] == ["0"]
+
+
+def test_torchrun_two_processes_gloo(cifar_root, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "spikedriven",
+           "train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root),
+           "--output", str(out), *TINY_RUN, "--batch-size", "4"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_summary(out)
+    assert [r["epoch"] for r in rows] == ["0", "1"]
+    # every test image counted once across both ranks
+    assert "20 test images" in (out / "log.txt").read_text()
+    assert (out / "last.pth.tar").exists()
+
+
+def test_lr_schedule_matches_the_study_epoch_by_epoch():
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"dim": 32, "layer": 1})
+    optimizer, scheduler, total = training.build_optimizer_and_scheduler(cfg, build_model(cfg))
+    assert total == 310
+    for t in range(total):
+        scheduler.step(t)
+        if t < 20:
+            expected = 1e-6 + t * (3e-4 - 1e-6) / 20
+        elif t < 300:
+            expected = 1e-5 + 0.5 * (3e-4 - 1e-5) * (1 + math.cos(math.pi * t / 300))
+        else:
+            expected = 1e-5
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9), t
+    decays = sorted(g["weight_decay"] for g in optimizer.param_groups)
+    assert decays == [0.0, 0.06]
+    no_decay = next(g for g in optimizer.param_groups if g["weight_decay"] == 0.0)
+    assert all(p.dim() <= 1 for p in no_decay["params"])  # biases and norm weights only
+
+
+def test_mixup_switches_off_at_its_epoch(monkeypatch):
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
+    seen = {}
+    for epoch in (199, 200):
+        on = cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch
+        mixup, loss = training.make_mixup_and_loss(cfg, on, torch.device("cpu"))
+        seen[epoch] = (mixup is not None, type(loss).__name__)
+    assert seen == {199: (True, "SoftTargetCrossEntropy"), 200: (False, "LabelSmoothingCrossEntropy")}
+
+
+def test_held_out_validation_split(cifar_root, tmp_path):
+    out = tmp_path / "val"
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN,
+            "--epochs", "1", "--val-size", "10", "--output", str(out)]
+    assert _run(args) == 0
+    import json
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["eval_set"] == "val" and "best_test_top1" in results and "final_test_top1" in results
+    assert "40 train / 10 val images" in (out / "log.txt").read_text()
