@@ -92,11 +92,11 @@ class OperationCounter:
 
     def __init__(self, model: nn.Module):
         self.model = model
-        self.modules = OrderedDict(
+        self.targets = OrderedDict(
             (name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
         )
         self.stats: "OrderedDict[str, LayerOps]" = OrderedDict(
-            (name, LayerOps(name, type(m).__name__)) for name, m in self.modules.items()
+            (name, LayerOps(name, type(m).__name__)) for name, m in self.targets.items()
         )
         self._batch: Optional[int] = None
         self._handles: list = []
@@ -128,7 +128,7 @@ class OperationCounter:
 
     def __enter__(self) -> "OperationCounter":
         self._handles = [self.model.register_forward_pre_hook(self._record_batch)]
-        self._handles += [m.register_forward_hook(self._hook(name)) for name, m in self.modules.items()]
+        self._handles += [m.register_forward_hook(self._hook(name)) for name, m in self.targets.items()]
         return self
 
     def __exit__(self, *exc) -> None:

@@ -46,6 +46,65 @@ def _run_train(args, argv_hint: str) -> int:
     return 0
 
 
+def _add_eval(sub) -> None:
+    from .config import add_config_flags
+
+    p = sub.add_parser(
+        "eval", help="evaluate a checkpoint: accuracy, firing rates, SOPs, energy (the study's firing_num.py)",
+        description="Evaluate a checkpoint (ours or the original code's) and write metrics.json, firing_rates.csv, "
+                    "energy.csv and plots. Neuron settings come from the checkpoint.",
+    )
+    p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, metavar="CKPT",
+                   help="checkpoint to evaluate (--resume is the study's spelling)")
+    p.add_argument("-c", "--config", help="YAML config; needed for checkpoints of the original code, which carry none")
+    p.add_argument("--override", action="store_true",
+                   help="allow flags that contradict the checkpoint's neuron/model settings")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="evaluate on the test set or on the run's held-out validation split")
+    p.add_argument("--eval-output", dest="eval_output", metavar="DIR",
+                   help="report folder (default: eval_<name> next to the checkpoint)")
+    p.add_argument("--e-mac", type=float, default=4.6, metavar="PJ", help="energy of one MAC in pJ (default 4.6)")
+    p.add_argument("--e-ac", type=float, default=0.9, metavar="PJ", help="energy of one AC in pJ (default 0.9)")
+    p.add_argument("--use-ema", action="store_true", help="evaluate the checkpoint's EMA weights")
+    p.add_argument("--no-resume-opt", action="store_true", help="accepted for the study's command line; evaluation never loads an optimizer")
+    _common(p)
+    add_config_flags(p, exclude=("output",))
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args, argv_hint: str) -> int:
+    from .config import overrides_from_args
+    from .errors import ConfigError
+    from .evaluation import evaluate_checkpoint, print_report
+
+    if args.e_mac <= 0 or args.e_ac <= 0:
+        raise ConfigError("--e-mac and --e-ac must be positive energies in pJ")
+    result, files = evaluate_checkpoint(
+        args.checkpoint, args.config, overrides_from_args(args), override=args.override, split=args.split,
+        output=args.eval_output, e_mac=args.e_mac * 1e-12, e_ac=args.e_ac * 1e-12, use_ema=args.use_ema,
+    )
+    print_report(result, files)
+    return 0
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="put several evaluated runs side by side (table and plot)")
+    p.add_argument("inputs", nargs="+", metavar="RUN_OR_METRICS",
+                   help="metrics.json files, evaluation folders, or run folders holding eval_*/metrics.json")
+    p.add_argument("--output", default="output/compare", help="folder for compare.png (default output/compare)")
+    _common(p)
+    p.set_defaults(func=_run_compare)
+
+
+def _run_compare(args, argv_hint: str) -> int:
+    from .reports import compare
+
+    table, _ = compare(args.inputs, out_dir=args.output)
+    print(table)
+    print(f"plot: {args.output}/compare.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikedriven", description="Train, evaluate and study Spike-driven Transformers with LIF / IF neurons."
@@ -58,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS: list[Callable] = [_add_train]
+SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare]
 
 
 def main(argv=None, prog_hint: str = "spikedriven") -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from .errors import SpikedrivenError
 
@@ -121,9 +122,7 @@ def plot_energy(path: PathLike, result: Mapping[str, Any]) -> Path:
     ax.set_ylabel("energy per image (uJ)")
     totals = result["totals"]
     ax.set_title(f"SNN {totals['energy_snn_j'] * 1e6:.2f} uJ vs ANN {totals['energy_ann_j'] * 1e6:.2f} uJ per image")
-    for kind, colour in colours.items():
-        ax.bar([], [], color=colour, label=kind)
-    ax.legend(fontsize=7)
+    ax.legend(handles=[Patch(color=c, label=k) for k, c in colours.items()], fontsize=7)
     path = Path(path)
     fig.savefig(path, dpi=120)
     return path
@@ -149,15 +148,24 @@ def _rate(value: Optional[float]) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
+_PREFIXES = {-12: "p", -9: "n", -6: "u", -3: "m", 0: "", 3: "k", 6: "M", 9: "G"}
+
+
+def _si(value: float, unit: str = "") -> str:
+    """Three significant digits with an SI prefix: 67.6 pJ, 123 M."""
+    exponent = 0 if value == 0 else min(9, max(-12, 3 * math.floor(math.log10(abs(value)) / 3)))
+    return f"{value / 10 ** exponent:.3g} {_PREFIXES[exponent]}{unit}".rstrip()
+
+
 def format_summary(result: Mapping[str, Any]) -> str:
-    """A compact terminal report of one evaluation."""
+    """A compact terminal report of one evaluation (energies and SOPs per image)."""
     totals = result["totals"]
     ratio = totals["snn_to_ann_energy_ratio"]
     lines = [
         f"samples {result['samples']}  T {result['time_steps']}  "
         f"top-1 {result['top1']:.2f}%  top-{result['top5_k']} {result['top5']:.2f}%  loss {result['loss']:.4f}",
-        f"mean firing rate {_rate(result['mean_firing_rate'])}  SOPs {totals['sops'] / 1e6:.2f} M/image  "
-        f"SNN {totals['energy_snn_j'] * 1e6:.2f} uJ  ANN {totals['energy_ann_j'] * 1e6:.2f} uJ  "
+        f"mean firing rate {_rate(result['mean_firing_rate'])}  SOPs/image {_si(totals['sops'])}  "
+        f"energy/image SNN {_si(totals['energy_snn_j'], 'J')}  ANN {_si(totals['energy_ann_j'], 'J')}  "
         f"SNN/ANN {'-' if ratio is None else f'{ratio:.4f}'}",
         f"convention: {result['convention']}",
     ]

@@ -65,6 +65,8 @@ def prepare_run_dir(path: Path) -> Path:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"output folder {path} is not writable ({e.strerror or e})") from None
+    for stale in path.glob(".*.tmp"):  # a checkpoint write cut short by a crash
+        stale.unlink()
     return path
 
 

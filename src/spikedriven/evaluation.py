@@ -1,0 +1,134 @@
+"""Evaluate a checkpoint: accuracy, firing rates, SOPs and energy, written to a folder.
+
+Neuron and model settings come from the checkpoint. A flag that contradicts
+them is an error unless ``override`` is set, so an analysis never silently
+runs other thresholds than the training used. Checkpoints of the original
+code carry no resolved config: their settings come from the YAML and flags,
+checked against what their pickled arguments do record.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from . import checkpoint as ckpt_io
+from .analysis import E_AC, E_MAC, analyze
+from .config import Config, from_mapping, load_config
+from .data import build_datasets, build_eval_loader, build_test_dataset
+from .distributed import resolve_device
+from .engine import AMP_DTYPES
+from .errors import ConfigError
+from .models import build_model
+from .reports import format_summary, write_evaluation
+
+log = logging.getLogger("spikedriven")
+
+# Settings that define the trained network: changing one changes what is analysed.
+MODEL_SETTINGS = (
+    "model", "layer", "dim", "num_heads", "mlp_ratio", "time_steps", "pooling_stat", "num_classes", "img_size",
+    "in_channels", "tet", "spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha",
+    "detach_reset", "attn_v_threshold", "dataset", "mean", "std",
+)
+
+# What the original code's pickled argparse Namespace records, under its own names.
+ORIGINAL_ARG_NAMES = {
+    "spike_mode": "spike_mode", "dim": "dim", "layer": "layer", "time_steps": "time_steps",
+    "num_classes": "num_classes", "num_heads": "num_heads", "pooling_stat": "pooling_stat",
+    "mlp_ratio": "mlp_ratio", "img_size": "img_size", "TET": "tet",
+}
+
+
+def _differs(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) != float(b)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) != len(b) or any(_differs(x, y) for x, y in zip(a, b))
+    return a != b
+
+
+def _conflicts(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+    return [
+        f"{key}={wanted[key]!r} (checkpoint: {recorded[key]!r})"
+        for key in MODEL_SETTINGS
+        if key in wanted and key in recorded and _differs(recorded[key], wanted[key])
+    ]
+
+
+def resolve_eval_config(
+    ckpt: Mapping, config_path: Optional[str], overrides: Mapping[str, Any], override: bool
+) -> tuple[Config, list[str]]:
+    """The config to evaluate with, and the list of settings overridden against the checkpoint."""
+    if not ckpt_io.is_original_format(ckpt):
+        recorded = from_mapping(ckpt.get("config", {}), source="checkpoint config")
+        conflicts = _conflicts(recorded.to_dict(), overrides)
+        if conflicts and not override:
+            raise ConfigError(
+                f"flags contradict the checkpoint's settings: {'; '.join(conflicts)}; "
+                "drop them, or add --override to analyse with other settings on purpose"
+            )
+        return from_mapping(overrides, source="command line", base=recorded), conflicts
+    cfg = load_config(config_path, overrides)
+    recorded = {ours: value for theirs, ours in ORIGINAL_ARG_NAMES.items()
+                if (value := ckpt_io.original_args(ckpt).get(theirs)) is not None}
+    conflicts = _conflicts(recorded, cfg.to_dict())
+    if conflicts and not override:
+        raise ConfigError(
+            f"settings contradict the checkpoint's recorded arguments: {'; '.join(conflicts)}; "
+            "fix the config or flags, or add --override"
+        )
+    return cfg, conflicts
+
+
+def default_output(checkpoint: Path) -> Path:
+    stem = checkpoint.name.split(".")[0]
+    return checkpoint.parent / f"eval_{stem}"
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    config_path: Optional[str] = None,
+    overrides: Optional[Mapping[str, Any]] = None,
+    *,
+    override: bool = False,
+    split: str = "test",
+    output: Optional[str | Path] = None,
+    e_mac: float = E_MAC,
+    e_ac: float = E_AC,
+    use_ema: bool = False,
+) -> tuple[dict, dict[str, Path]]:
+    """Analyse ``checkpoint`` on the test set (or the held-out ``val`` split); write the report folder."""
+    checkpoint = Path(checkpoint)
+    ckpt = ckpt_io.read_checkpoint(checkpoint)
+    cfg, overridden = resolve_eval_config(ckpt, config_path, overrides or {}, override)
+    if split == "val" and not cfg.val_size:
+        raise ConfigError("--split val needs the run's held-out split (val_size > 0 in its config)")
+    dataset = build_datasets(cfg).eval if split == "val" else build_test_dataset(cfg)
+    device = resolve_device(cfg.device)
+    loader = build_eval_loader(cfg, dataset, pin_memory=device.type == "cuda")
+
+    model = build_model(cfg)
+    ckpt_io.load_checkpoint(model, checkpoint, use_ema=use_ema)
+    model.to(device)
+    result = analyze(model, loader, device, amp_dtype=AMP_DTYPES[cfg.amp], e_mac=e_mac, e_ac=e_ac)
+    result["split"] = split
+    result["overridden_settings"] = overridden
+    result["checkpoint_format"] = "original" if ckpt_io.is_original_format(ckpt) else "spikedriven"
+    if "epoch" in ckpt:
+        result["checkpoint_epoch"] = int(ckpt["epoch"])
+    folder = Path(output) if output else default_output(checkpoint)
+    try:
+        files = write_evaluation(folder, result, config=cfg.to_dict(), checkpoint=checkpoint)
+    except OSError as e:
+        raise ConfigError(f"cannot write the evaluation to {folder} ({e.strerror or e})") from None
+    return result, files
+
+
+def print_report(result: dict, files: Mapping[str, Path]) -> None:
+    print(format_summary(result))
+    if result.get("overridden_settings"):
+        print("settings overridden against the checkpoint: " + "; ".join(result["overridden_settings"]))
+    folder = next(iter(files.values())).parent
+    print(f"written to {folder}: " + ", ".join(p.name for p in files.values()))
+

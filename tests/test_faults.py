@@ -1,0 +1,94 @@
+"""Interrupted runs lose nothing: SIGKILL at random moments (also mid-checkpoint-write) and SIGTERM."""
+
+import os
+import random
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from spikedriven.testing import write_fake_cifar
+
+from helpers import TINY_RUN
+from test_training import _assert_same_run
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+def train_cmd(data, out, *extra):
+    return [sys.executable, "-m", "spikedriven", "train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"),
+            "--data-dir", str(data), *TINY_RUN, "--epochs", "4", "--batch-size", "4", "--output", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    base = tmp_path_factory.mktemp("faults")
+    data = write_fake_cifar(base / "data", n_train=40, n_test=12, seed=3)
+    out = base / "reference"
+    proc = subprocess.run(train_cmd(data, out), capture_output=True, text=True, env=ENV, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return data, out
+
+
+def _kill_during_checkpoint_write(proc, run_dir, deadline):
+    """Poll for the temporary file of an atomic save and kill the moment one shows up."""
+    while time.monotonic() < deadline and proc.poll() is None:
+        if run_dir.is_dir() and any(p.name.endswith(".tmp") for p in os.scandir(run_dir)):
+            proc.send_signal(signal.SIGKILL)
+            return True
+    return False
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_loses_nothing(reference, tmp_path):
+    data, ref = reference
+    out = tmp_path / "killed"
+    rng = random.Random(1234)
+    kills, kills_mid_write, attempts = 0, 0, 0
+    while True:
+        attempts += 1
+        assert attempts < 40, "the run never finished"
+        proc = subprocess.Popen(train_cmd(data, out, "--resume", "auto"), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=ENV)
+        if kills < 6:
+            if kills % 2 == 1:
+                hit = _kill_during_checkpoint_write(proc, out, time.monotonic() + 30)
+                kills_mid_write += hit
+            else:
+                time.sleep(rng.uniform(1.0, 9.0))
+                proc.send_signal(signal.SIGKILL)
+        _, err = proc.communicate(timeout=600)
+        if proc.returncode == 0:
+            break
+        assert proc.returncode == -signal.SIGKILL, err
+        kills += 1
+    print(f"\nsurvived {kills} SIGKILLs ({kills_mid_write} while a checkpoint was being written)")
+    assert kills >= 3
+    _assert_same_run(ref, out)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_prints_a_working_resume_command(reference, tmp_path):
+    data, ref = reference
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen(train_cmd(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
+    # wait until the first epoch is done, so the stop lands mid-run
+    deadline = time.monotonic() + 300
+    while not (out / "last.pth.tar").exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    match = re.search(r"resume with: (.+)$", err, re.MULTILINE)
+    assert match, err
+    command = shlex.split(match.group(1))
+    assert command[:2] == ["spikedriven", "train"]
+    resumed = subprocess.run([sys.executable, "-m", "spikedriven", *command[1:]], capture_output=True, text=True, env=ENV, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(ref, out)
