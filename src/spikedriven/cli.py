@@ -105,6 +105,56 @@ def _run_compare(args, argv_hint: str) -> int:
     return 0
 
 
+def _add_study(sub) -> None:
+    from .config import add_config_flags
+
+    p = sub.add_parser(
+        "study", help="the neuron-model study: train and evaluate a grid of modes x thresholds x seeds",
+        description="Plan, train and evaluate every (mode, threshold, seed) run, then write results.md, "
+                    "results.csv, curves.png and firing.png. Rerunning the same command skips finished runs "
+                    "and resumes interrupted ones.",
+    )
+    p.add_argument("-c", "--config", help="YAML config shared by all runs")
+    p.add_argument("--modes", default="lif,if,if_soft", help="comma-separated spike modes (default lif,if,if_soft)")
+    p.add_argument("--thresholds", default="0.8,1.0,1.2", help="thresholds for the IF modes (default 0.8,1.0,1.2)")
+    p.add_argument("--lif-thresholds", default="1.0", help="thresholds for LIF (default 1.0)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default 1)")
+    p.add_argument("--study-dir", help="study folder (default output/study/<dataset>-<config name>)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run (repeatable)")
+    p.add_argument("--dry-run", action="store_true", help="list the planned runs and whether each is done")
+    p.add_argument("--devices", help="comma-separated GPU ids: run one job per device (group) in parallel")
+    p.add_argument("--nproc-per-run", type=int, default=1, help="GPUs per run, launched with torchrun (needs --devices)")
+    p.add_argument("--emit-commands", action="store_true", help="print one shell command per run (for Slurm) and exit")
+    _common(p)
+    add_config_flags(p, exclude=("spike_mode", "v_threshold", "output"))
+    p.set_defaults(func=_run_study)
+
+
+def _run_study(args, argv_hint: str) -> int:
+    from .config import overrides_from_args
+    from .errors import ConfigError
+    from .neurons import SPIKE_MODES
+    from .study import parse_list, parse_sets, run_study
+
+    overrides = {**parse_sets(args.set), **overrides_from_args(args)}
+    for key in ("spike_mode", "v_threshold", "output"):
+        if key in overrides:
+            raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
+    modes = parse_list(args.modes, str, "--modes")
+    unknown = [m for m in modes if m not in SPIKE_MODES]
+    if unknown:
+        raise ConfigError(f"unknown spike mode(s) {', '.join(unknown)} in --modes; valid: {', '.join(SPIKE_MODES)}")
+    if args.nproc_per_run < 1:
+        raise ConfigError("--nproc-per-run must be >= 1")
+    run_study(
+        args.config, overrides, modes, parse_list(args.thresholds, float, "--thresholds"),
+        parse_list(args.lif_thresholds, float, "--lif-thresholds"), args.seeds, study_dir=args.study_dir,
+        dry_run=args.dry_run, devices=parse_list(args.devices, str, "--devices") if args.devices else None,
+        nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="spikedriven", description="Train, evaluate and study Spike-driven Transformers with LIF / IF neurons."
@@ -117,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare]
+SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study]
 
 
 def main(argv=None, prog_hint: str = "spikedriven") -> int:

@@ -1,0 +1,337 @@
+"""The neuron-model study as one command: plan, train, evaluate, tabulate, plot.
+
+A study is a grid of (spike mode, threshold, seed) runs sharing one config.
+Each run lives in ``<study>/runs/<mode>-uth<v>-seed<s>/`` and is trained with
+``--resume auto``, so rerunning the same command skips finished runs and
+resumes interrupted ones. ``study.yaml`` records the plan and every override.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from matplotlib.figure import Figure
+
+from .config import Config, load_config
+from .errors import ConfigError, SpikedrivenError
+
+log = logging.getLogger("spikedriven.study")  # its own handler: run loggers write to each run's log.txt
+log.propagate = False
+if not log.handlers:
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("study: %(message)s"))
+    log.addHandler(_handler)
+    log.setLevel(logging.INFO)
+
+# Best-epoch test top-1 of the publication (SPEC section 1), for comparison only.
+PUBLISHED_BEST_TOP1 = {
+    "torch/cifar10": {("lif", 1.0): 94.34, ("if", 0.8): 94.13, ("if", 1.0): 94.44, ("if", 1.2): 94.32,
+                      ("if_soft", 0.8): 93.88, ("if_soft", 1.0): 94.53, ("if_soft", 1.2): 94.40},
+    "torch/cifar100": {("lif", 1.0): 76.00, ("if", 0.8): 76.11, ("if", 1.0): 76.07, ("if", 1.2): 76.15,
+                       ("if_soft", 0.8): 76.00, ("if_soft", 1.0): 76.36, ("if_soft", 1.2): 76.56},
+}
+MODE_NAMES = {"lif": "LIF", "if": "IF hard reset", "if_soft": "IF soft reset"}
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    mode: str
+    v_threshold: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.mode}-uth{self.v_threshold:g}-seed{self.seed}"
+
+    @property
+    def setting(self) -> tuple[str, float]:
+        return self.mode, self.v_threshold
+
+
+def parse_list(text: str, kind, what: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{what} is empty")
+    return values
+
+
+def parse_sets(items: Sequence[str]) -> dict:
+    """``--set key=value`` pairs; values are read as YAML scalars (``0.5``, ``true``, ``[1, 1]``)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes key=value, got {item!r}")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {item!r}: the value is not a valid YAML scalar") from None
+    return out
+
+
+def plan_runs(modes: list[str], thresholds: list[float], lif_thresholds: list[float], seeds: list[int]) -> list[PlannedRun]:
+    runs = []
+    for mode in modes:
+        for thr in lif_thresholds if mode == "lif" else thresholds:
+            runs.extend(PlannedRun(mode, float(thr), seed) for seed in seeds)
+    return runs
+
+
+class Study:
+    def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path):
+        self.config_path, self.overrides, self.runs, self.folder = config_path, overrides, runs, folder
+        self.configs = {run: self.run_config(run) for run in runs}  # validates every run before any starts
+
+    def run_config(self, run: PlannedRun) -> Config:
+        values = {**self.overrides, "spike_mode": run.mode, "v_threshold": run.v_threshold, "seed": run.seed,
+                  "output": str(self.run_dir(run))}
+        return load_config(self.config_path, values)
+
+    def run_dir(self, run: PlannedRun) -> Path:
+        return self.folder / "runs" / run.name
+
+    def eval_dir(self, run: PlannedRun) -> Path:
+        return self.run_dir(run) / "eval_last"
+
+    def is_done(self, run: PlannedRun) -> bool:
+        return (self.run_dir(run) / "results.json").is_file() and (self.eval_dir(run) / "metrics.json").is_file()
+
+    # ---------------------------------------------------------------- record
+    def record(self) -> None:
+        """Write ``study.yaml``; refuse to mix a different plan into an existing study folder."""
+        doc = {"config": self.config_path, "overrides": self.overrides, "runs": [r.name for r in self.runs]}
+        path = self.folder / "study.yaml"
+        if path.exists():
+            old = yaml.safe_load(path.read_text()) or {}
+            if old.get("config") != doc["config"] or old.get("overrides") != doc["overrides"]:
+                raise ConfigError(
+                    f"{self.folder} holds a study with other settings (config {old.get('config')}, overrides "
+                    f"{old.get('overrides')}); use another --study-dir"
+                )
+            doc["runs"] = sorted(set(old.get("runs", [])) | set(doc["runs"]))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+    # --------------------------------------------------------------- commands
+    def train_args(self, run: PlannedRun) -> list[str]:
+        args = ["train"] + (["-c", self.config_path] if self.config_path else [])
+        cfg = self.configs[run]
+        for key in sorted({*self.overrides, "spike_mode", "v_threshold", "seed", "output"}):
+            value = getattr(cfg, key)
+            args += ["--" + key.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
+        return args + ["--resume", "auto"]
+
+    def eval_args(self, run: PlannedRun) -> list[str]:
+        return ["eval", "--checkpoint", str(self.run_dir(run) / "last.pth.tar"), "--eval-output", str(self.eval_dir(run))]
+
+    def shell_command(self, run: PlannedRun, nproc: int = 1) -> str:
+        launcher = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "spikedriven"] if nproc > 1 else ["spikedriven"]
+        train = shlex.join(launcher + self.train_args(run))
+        return f"{train} && {shlex.join(['spikedriven', *self.eval_args(run)])}"
+
+    # -------------------------------------------------------------- execution
+    def run_inline(self, run: PlannedRun) -> None:
+        from .evaluation import evaluate_checkpoint
+        from .training import plan_resume, train
+
+        cfg = self.configs[run]
+        train(cfg, plan_resume("auto", False, cfg.output), command_hint="spikedriven study (same command)")
+        evaluate_checkpoint(self.run_dir(run) / "last.pth.tar", output=self.eval_dir(run))
+
+    def run_parallel(self, pending: list[PlannedRun], devices: list[str], nproc: int) -> None:
+        """One run per group of ``nproc`` devices at a time, each a subprocess."""
+        if len(devices) < nproc:
+            raise ConfigError(f"--nproc-per-run {nproc} needs at least that many --devices, got {len(devices)}")
+        slots = [devices[i:i + nproc] for i in range(0, len(devices) - nproc + 1, nproc)]
+        queue, active, failed = list(pending), {}, []
+        while queue or active:
+            while queue and len(active) < len(slots):
+                slot = next(s for s in range(len(slots)) if s not in active)
+                run = queue.pop(0)
+                env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(slots[slot])}
+                log_path = self.run_dir(run).parent / f"{run.name}.log"
+                log_path.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(log_path, "a")
+                proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle, stderr=subprocess.STDOUT)
+                active[slot] = (run, proc, handle)
+                log.info("started %s on devices %s (log %s)", run.name, ",".join(slots[slot]), log_path)
+            time.sleep(1.0)
+            for slot, (run, proc, handle) in list(active.items()):
+                if proc.poll() is not None:
+                    handle.close()
+                    del active[slot]
+                    if proc.returncode:
+                        failed.append(run.name)
+                    log.info("%s %s", run.name, "failed" if proc.returncode else "finished")
+        if failed:
+            raise SpikedrivenError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their .log files in {self.folder / 'runs'}")
+
+    # ---------------------------------------------------------------- results
+    def collect(self) -> list[dict]:
+        """One row per (mode, threshold) over the seeds that finished."""
+        rows = []
+        settings = list(dict.fromkeys(r.setting for r in self.runs))
+        dataset = next(iter(self.configs.values())).dataset
+        for mode, thr in settings:
+            done = [r for r in self.runs if r.setting == (mode, thr) and self.is_done(r)]
+            if not done:
+                continue
+            res = [json.loads((self.run_dir(r) / "results.json").read_text()) for r in done]
+            met = [json.loads((self.eval_dir(r) / "metrics.json").read_text()) for r in done]
+            final = [x.get("final_test_top1", x["final_top1"]) for x in res]
+            best = [x.get("best_test_top1", x["best_top1"]) for x in res]
+            rows.append({
+                "mode": mode, "v_threshold": thr, "seeds": len(done),
+                "final_top1_mean": statistics.fmean(final), "final_top1_std": _std(final),
+                "best_top1_mean": statistics.fmean(best), "best_top1_std": _std(best),
+                "best_picked_on": res[0]["eval_set"],
+                "mean_firing_rate": statistics.fmean(m["mean_firing_rate"] for m in met),
+                "sops_per_image": statistics.fmean(m["totals"]["sops"] for m in met),
+                "energy_uj_per_image": statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in met),
+                "published_best_top1": PUBLISHED_BEST_TOP1.get(dataset, {}).get((mode, thr)),
+            })
+        return rows
+
+    def write_results(self) -> list[dict]:
+        rows = self.collect()
+        if not rows:
+            raise SpikedrivenError(f"no finished runs in {self.folder} to tabulate")
+        with open(self.folder / "results.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        (self.folder / "results.md").write_text(format_markdown(rows, next(iter(self.configs.values()))))
+        self.plot_curves(self.folder / "curves.png")
+        self.plot_firing(self.folder / "firing.png")
+        return rows
+
+    def plot_curves(self, path: Path) -> None:
+        fig = Figure(figsize=(8, 5), layout="constrained")
+        ax = fig.subplots()
+        for setting in dict.fromkeys(r.setting for r in self.runs):
+            curves = [_summary_top1(self.run_dir(r)) for r in self.runs if r.setting == setting and self.is_done(r)]
+            if not curves:
+                continue
+            n = min(len(c) for c in curves)
+            epochs = range(n)
+            mean = [statistics.fmean(c[e] for c in curves) for e in epochs]
+            line, = ax.plot(epochs, mean, label=f"{MODE_NAMES[setting[0]]} u_th={setting[1]:g} ({len(curves)} seeds)")
+            if len(curves) > 1:
+                lo = [min(c[e] for c in curves) for e in epochs]
+                hi = [max(c[e] for c in curves) for e in epochs]
+                ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("evaluation top-1 (%)")
+        ax.set_title("Evaluation top-1 per epoch (line: mean over seeds, band: min to max)")
+        ax.legend(fontsize=8)
+        fig.savefig(path, dpi=120)
+
+    def plot_firing(self, path: Path) -> None:
+        series = {}
+        for setting in dict.fromkeys(r.setting for r in self.runs):
+            mets = [json.loads((self.eval_dir(r) / "metrics.json").read_text())
+                    for r in self.runs if r.setting == setting and self.is_done(r)]
+            if mets:
+                layers = list(mets[0]["firing_rates"])
+                series[setting] = (layers, [statistics.fmean(m["firing_rates"][l]["mean"] for m in mets) for l in layers])
+        layers = next(iter(series.values()))[0]
+        fig = Figure(figsize=(max(8.0, 0.45 * len(layers) + 3), 5), layout="constrained")
+        ax = fig.subplots()
+        for (mode, thr), (_, rates) in series.items():
+            ax.plot(range(len(layers)), rates, marker="o", label=f"{MODE_NAMES[mode]} u_th={thr:g}")
+        ax.set_xticks(range(len(layers)), layers, rotation=70, ha="right", fontsize=7)
+        ax.set_ylabel("firing rate (mean over T and seeds)")
+        ax.set_title("Firing rate per neuron layer")
+        ax.legend(fontsize=8)
+        fig.savefig(path, dpi=120)
+
+
+def _std(values: list[float]) -> Optional[float]:
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _summary_top1(run_dir: Path) -> list[float]:
+    with open(run_dir / "summary.csv", newline="") as f:
+        return [float(r["eval_top1"]) for r in csv.DictReader(f)]
+
+
+def _pm(mean: float, std: Optional[float]) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+
+
+def format_markdown(rows: list[dict], cfg: Config) -> str:
+    picked = rows[0]["best_picked_on"]
+    best_col = "best-epoch top-1 (picked on test set)" if picked == "test" else "test top-1 of the epoch best on the held-out split"
+    lines = [
+        f"# Neuron-model study: {cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
+        "",
+        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch. Energy per image "
+        f"(E_MAC 4.6 pJ x T x first-layer MACs + E_AC 0.9 pJ x SOPs), from the final model on the test set.",
+        "",
+        f"| neuron | u_th | seeds | final top-1 | {best_col} | mean firing rate | SOPs / image (M) | energy / image (uJ) | publication, best epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
+        lines.append(
+            f"| {MODE_NAMES[r['mode']]} | {r['v_threshold']:g} | {r['seeds']} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
+            f"| {_pm(r['best_top1_mean'], r['best_top1_std'])} | {r['mean_firing_rate']:.4f} | {r['sops_per_image'] / 1e6:.2f} "
+            f"| {r['energy_uj_per_image']:.3f} | {pub} |"
+        )
+    lines += ["", "The publication column holds the paper's best-epoch figures (best of 310 test-set evaluations, "
+              "one run each); it is for reference, not computed here."]
+    return "\n".join(lines) + "\n"
+
+
+def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:
+    stem = Path(config_path).stem if config_path else "defaults"
+    return Path("output/study") / f"{cfg.dataset.split('/')[-1]}-{stem}"
+
+
+def run_study(
+    config_path: Optional[str], overrides: dict, modes: list[str], thresholds: list[float], lif_thresholds: list[float],
+    n_seeds: int, *, study_dir: Optional[str] = None, dry_run: bool = False, devices: Optional[list[str]] = None,
+    nproc_per_run: int = 1, emit_commands: bool = False, out=sys.stdout,
+) -> Optional[list[dict]]:
+    base = load_config(config_path, overrides)
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {n_seeds}")
+    runs = plan_runs(modes, thresholds, lif_thresholds, [base.seed + i for i in range(n_seeds)])
+    folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
+    study = Study(config_path, overrides, runs, folder)
+    if dry_run or emit_commands:
+        for run in runs:
+            if emit_commands:
+                print(study.shell_command(run, nproc_per_run), file=out)
+            else:
+                print(f"{'done   ' if study.is_done(run) else 'pending'} {run.name}  ->  {study.run_dir(run)}", file=out)
+        return None
+    study.record()
+    pending = [r for r in runs if not study.is_done(r)]
+    log.info("study %s: %d runs, %d finished, %d to do", folder, len(runs), len(runs) - len(pending), len(pending))
+    if devices:
+        study.run_parallel(pending, devices, nproc_per_run)
+    else:
+        if nproc_per_run > 1:
+            raise ConfigError("--nproc-per-run needs --devices")
+        for i, run in enumerate(pending, 1):
+            log.info("[%d/%d] %s", i, len(pending), run.name)
+            study.run_inline(run)
+    rows = study.write_results()
+    print((folder / "results.md").read_text(), file=out)
+    return rows

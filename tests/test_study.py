@@ -1,0 +1,113 @@
+"""`spikedriven study` on the digits demo: plan, interruption, resume, tables, plots."""
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from spikedriven import training
+from spikedriven.cli import main
+
+from helpers import read_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG = b"\x89PNG\r\n\x1a\n"
+STUDY = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "lif,if,if_soft", "--thresholds", "0.8,1.0",
+         "--seeds", "2", "--epochs", "2", "--warmup-epochs", "0", "--dim", "32", "--set", "val_batch_size=360"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("study") / "digits"
+    args = [*STUDY, "--study-dir", str(folder)]
+    # first invocation: interrupted (as by Ctrl-C) in the middle of the fourth run
+    calls = {"n": 0}
+    original = training.StopFlag.__call__
+
+    def stop_in_fourth_run(self):
+        calls["n"] += 1
+        return calls["n"] == 3 * 10 + 4  # ~10 flag reads per run
+
+    training.StopFlag.__call__ = stop_in_fourth_run
+    try:
+        first = main(args)
+    finally:
+        training.StopFlag.__call__ = original
+    return folder, args, first
+
+
+@pytest.mark.slow
+def test_interrupted_study_resumes_and_tabulates(study, capsys):
+    folder, args, first = study
+    assert first == 130
+    done_before = sorted(p.parent.name for p in folder.glob("runs/*/results.json"))
+    assert len(done_before) == 3
+    assert main(args) == 0
+    runs = sorted(p.name for p in (folder / "runs").iterdir() if p.is_dir())
+    assert len(runs) == 10  # lif: 1 threshold; if and if_soft: 2; two seeds each
+    for run in runs:
+        rows = read_summary(folder / "runs" / run)
+        assert [r["epoch"] for r in rows] == ["0", "1"], run  # no duplicated or missing epochs
+
+    with open(folder / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["mode"], float(r["v_threshold"])) for r in table] == [
+        ("lif", 1.0), ("if", 0.8), ("if", 1.0), ("if_soft", 0.8), ("if_soft", 1.0)]
+    for row in table:
+        names = [f"{row['mode']}-uth{float(row['v_threshold']):g}-seed{s}" for s in (42, 43)]
+        summaries = [read_summary(folder / "runs" / n) for n in names]
+        final = [float(s[-1]["eval_top1"]) for s in summaries]
+        best = [max(float(r["eval_top1"]) for r in s) for s in summaries]
+        assert int(row["seeds"]) == 2
+        assert float(row["final_top1_mean"]) == pytest.approx(statistics.fmean(final))
+        assert float(row["final_top1_std"]) == pytest.approx(statistics.stdev(final))
+        assert float(row["best_top1_mean"]) == pytest.approx(statistics.fmean(best))
+        assert float(row["best_top1_std"]) == pytest.approx(statistics.stdev(best))
+        assert row["best_picked_on"] == "test"
+        metrics = [json.loads((folder / "runs" / n / "eval_last" / "metrics.json").read_text()) for n in names]
+        assert float(row["mean_firing_rate"]) == pytest.approx(statistics.fmean(m["mean_firing_rate"] for m in metrics))
+        assert float(row["energy_uj_per_image"]) == pytest.approx(statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in metrics))
+    md = (folder / "results.md").read_text()
+    assert "IF soft reset" in md and "±" in md and "picked on test set" in md
+    for name in ("curves.png", "firing.png"):
+        assert (folder / name).read_bytes()[:8] == PNG
+    study_yaml = (folder / "study.yaml").read_text()
+    assert "epochs: 2" in study_yaml and "val_batch_size: 360" in study_yaml
+
+
+@pytest.mark.slow
+def test_second_invocation_trains_nothing(study, monkeypatch):
+    folder, args, _ = study
+    if not (folder / "results.csv").exists():
+        assert main(args) == 0
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished study trained again")
+
+    monkeypatch.setattr(training, "train", no_training)
+    stamps = {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/last.pth.tar")}
+    assert main(args) == 0
+    assert stamps == {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/last.pth.tar")}
+
+
+def test_dry_run_and_emitted_commands(tmp_path, capsys):
+    args = [*STUDY, "--study-dir", str(tmp_path / "s")]
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("pending") == 10 and not (tmp_path / "s").exists()
+    assert main([*args, "--emit-commands", "--devices", "0,1", "--nproc-per-run", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 10
+    assert lines[0].startswith("torchrun --standalone --nproc_per_node=2 -m spikedriven train")
+    assert "--epochs 2" in lines[0] and "--resume auto" in lines[0] and "&& spikedriven eval --checkpoint" in lines[0]
+
+
+def test_study_flags_refuse_bad_input(tmp_path, capsys):
+    assert main([*STUDY, "--modes", "lif,relu", "--dry-run"]) == 2
+    assert "relu" in capsys.readouterr().err
+    assert main([*STUDY, "--set", "batch_sise=3", "--dry-run"]) == 2
+    assert "batch_size" in capsys.readouterr().err
+    assert main([*STUDY, "--set", "spike_mode=lif", "--dry-run"]) == 2
+    assert "--modes" in capsys.readouterr().err
