@@ -81,7 +81,7 @@ def test_arbitrary_objects_are_not_unpickled(tmp_path):
 
     path = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": {}, "payload": Evil()}, path)
-    with pytest.raises(CheckpointError, match="allow-list"):
+    with pytest.raises(CheckpointError, match="not on the allow-list"):
         load_checkpoint(SpikeDrivenTransformer(**tiny_model_kwargs()), path)
 
 

@@ -109,3 +109,71 @@ def test_missing_labels_key_is_named(tmp_path, capsys):
         pickle.dump({"data": b""}, f)
     code, err = run_cli(["train", "-c", CONF, "--data-dir", str(data), *TINY_RUN], capsys)
     assert code == 2 and "lacks 'data' or 'labels'" in err
+
+
+# ---------------------------------------------------------------- checkpoints, eval, compare, study
+
+
+@pytest.fixture
+def ckpt(tmp_path, data):
+    """A checkpoint of our format for a tiny if_soft model (no training needed)."""
+    from spikedriven import save_checkpoint
+    from spikedriven.models import build_model
+
+    cfg = load_config(CONF, {"dim": 32, "layer": 1, "time_steps": 2, "spike_mode": "if_soft", "data_dir": data, "workers": 0})
+    path = save_checkpoint(tmp_path / "run" / "last.pth.tar",
+                           {"state_dict": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 1})
+    return str(path)
+
+
+def _other_size_checkpoint(t, d, **changes):
+    from spikedriven import save_checkpoint
+    from spikedriven.models import build_model
+
+    cfg = load_config(CONF, {"dim": 32, "layer": 1, "time_steps": 2, **changes})
+    model = build_model(cfg)
+    return str(save_checkpoint(t / "other.pth.tar", {"state_dict": model.state_dict(), "epoch": 1}))
+
+
+def _bytes_file(t, name, data):
+    path = t / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _truncated(c):
+    data = Path(c).read_bytes()
+    Path(c).write_bytes(data[: len(data) // 3])
+    return c
+
+
+CKPT_CASES = [
+    ("eval unreadable file", lambda t, d, c: ["eval", "--checkpoint", _bytes_file(t, "x.pth.tar", b"\x00" * 100)], ["cannot be read"]),
+    ("eval truncated", lambda t, d, c: ["eval", "--checkpoint", _truncated(c)], ["truncated"]),
+    ("eval not a checkpoint", lambda t, d, c: ["eval", "--checkpoint", CONF], ["cannot be read"]),
+    ("eval missing checkpoint", lambda t, d, c: ["eval", "--checkpoint", str(t / "none.pth.tar")], ["does not exist"]),
+    ("eval contradicting mode", lambda t, d, c: ["eval", "--checkpoint", c, "--spike-mode", "lif"], ["spike_mode='lif'", "--override"]),
+    ("eval contradicting T", lambda t, d, c: ["eval", "--checkpoint", c, "--time-steps", "4"], ["time_steps=4"]),
+    ("eval other size", lambda t, d, c: ["eval", "-c", CONF, "--checkpoint", _other_size_checkpoint(t, d, dim=64), "--dim", "32", "--layer", "1", "--time-steps", "2", "--data-dir", d], ["does not fit", "shape mismatches"]),
+    ("eval other classes", lambda t, d, c: ["eval", "-c", CONF, "--checkpoint", _other_size_checkpoint(t, d, num_classes=100), "--dim", "32", "--layer", "1", "--time-steps", "2", "--data-dir", d], ["head.weight (100, 32) vs model (10, 32)"]),
+    ("eval val without split", lambda t, d, c: ["eval", "--checkpoint", c, "--split", "val"], ["val_size"]),
+    ("eval negative energy", lambda t, d, c: ["eval", "--checkpoint", c, "--e-mac", "-1"], ["positive"]),
+    ("compare nothing there", lambda t, d, c: ["compare", str(t / "nothing")], ["nothing"]),
+    ("resume garbage", lambda t, d, c: ["train", "-c", CONF, "--resume", _bytes_file(t, "g.pth.tar", b"garbage")], ["cannot be read"]),
+    ("resume original without --no-resume-opt", lambda t, d, c: ["train", "-c", CONF, "--resume", _other_size_checkpoint(t, d)], ["original code", "--no-resume-opt"]),
+    ("resume folder without checkpoints", lambda t, d, c: ["train", "-c", CONF, "--resume", str(t)], ["no readable checkpoint"]),
+    ("study bad mode", lambda t, d, c: ["study", "-c", CONF, "--modes", "lif,relu", "--dry-run"], ["relu"]),
+    ("study bad threshold list", lambda t, d, c: ["study", "-c", CONF, "--thresholds", "0.8,high", "--dry-run"], ["--thresholds"]),
+    ("study bad --set", lambda t, d, c: ["study", "-c", CONF, "--set", "epochs", "--dry-run"], ["key=value"]),
+    ("study nproc without devices", lambda t, d, c: ["study", "-c", CONF, "--nproc-per-run", "2", "--study-dir", str(t / "s"), "--epochs", "0", "--cooldown-epochs", "1"], ["--devices"]),
+]
+
+
+@pytest.mark.parametrize("case", CKPT_CASES, ids=[c[0] for c in CKPT_CASES])
+def test_bad_checkpoint_and_command_input(case, tmp_path, data, ckpt, capsys):
+    _, make_args, words = case
+    code, err = run_cli(make_args(tmp_path, data, ckpt), capsys)
+    assert code == 2, err
+    assert err.startswith("error: ") and "Traceback" not in err
+    for word in words:
+        assert word in err, err

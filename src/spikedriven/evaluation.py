@@ -15,7 +15,7 @@ from typing import Any, Mapping, Optional
 
 from . import checkpoint as ckpt_io
 from .analysis import E_AC, E_MAC, analyze
-from .config import Config, from_mapping, load_config
+from .config import Config, coerce, from_mapping, load_config
 from .data import build_datasets, build_eval_loader, build_test_dataset
 from .distributed import resolve_device
 from .engine import AMP_DTYPES
@@ -60,8 +60,9 @@ def resolve_eval_config(
     ckpt: Mapping, config_path: Optional[str], overrides: Mapping[str, Any], override: bool
 ) -> tuple[Config, list[str]]:
     """The config to evaluate with, and the list of settings overridden against the checkpoint."""
-    if not ckpt_io.is_original_format(ckpt):
-        recorded = from_mapping(ckpt.get("config", {}), source="checkpoint config")
+    overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}
+    if "config" in ckpt and not ckpt_io.is_original_format(ckpt):
+        recorded = from_mapping(ckpt["config"], source="checkpoint config")
         conflicts = _conflicts(recorded.to_dict(), overrides)
         if conflicts and not override:
             raise ConfigError(

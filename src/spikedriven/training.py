@@ -245,9 +245,10 @@ def resolve_config(yaml_cfg: Config, overrides: dict, plan: ResumePlan) -> Confi
     if plan.checkpoint is None or plan.weights_only:
         return yaml_cfg
     ckpt = ckpt_io.read_checkpoint(plan.checkpoint)
-    if ckpt_io.is_original_format(ckpt):
+    if ckpt_io.is_original_format(ckpt) or not {"config", "optimizer", "scheduler"} <= set(ckpt):
         raise CheckpointError(
-            f"{plan.checkpoint} was written by the original code: only its weights can be used; add --no-resume-opt"
+            f"{plan.checkpoint} holds weights but no training state to continue (written by the original code or "
+            "without config and optimizer); add --no-resume-opt to start a new run from its weights"
         )
     base = from_mapping(ckpt.get("config", {}), source=f"{plan.checkpoint} config")
     return from_mapping(overrides, source="command line", base=base) if overrides else base

@@ -1,0 +1,272 @@
+"""Fused multi-step neuron against the per-step reference neuron.
+
+The PyTorch path runs here directly. The Triton kernels run on CPU under the
+Triton interpreter, which must be switched on before Triton is imported, so
+that test reruns this file as a script in a subprocess; on a CUDA machine the
+kernels are also tested on the GPU.
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+import zlib
+
+import pytest
+import torch
+
+from spikedriven import NeuronSpec, SpikeDrivenTransformer, SpikingNeuron, create_neuron
+from spikedriven.fused import fused_available, fused_neuron
+
+try:
+    import triton  # noqa: F401
+
+    HAVE_TRITON = True
+except ImportError:
+    HAVE_TRITON = False
+
+MODES = ("lif", "if", "if_soft")
+CUDA = torch.cuda.is_available() and HAVE_TRITON
+
+
+def draw(shape, seed_key, dtype=torch.float32, device="cpu"):
+    """Input currents around the threshold, the same on every run."""
+    gen = torch.Generator().manual_seed(zlib.crc32(repr(seed_key).encode()))
+    return (torch.randn(shape, generator=gen, dtype=torch.float64) * 1.5 + 0.5).to(dtype=dtype, device=device)
+
+
+def run_both(spec, x, backend="auto"):
+    """Spikes and input gradients of the fused neuron and of the reference, for the same loss."""
+    x_fused = x.detach().clone().requires_grad_()
+    x_ref = x.detach().clone().requires_grad_()
+    s_fused = fused_neuron(x_fused, spec, backend=backend)
+    s_ref = create_neuron(spec)(x_ref)
+    weights = draw(x.shape, "weights", dtype=x.dtype, device=x.device)
+    (s_fused * weights).sum().backward()
+    (s_ref * weights).sum().backward()
+    return s_fused, x_fused.grad, s_ref, x_ref.grad
+
+
+def assert_grad_close(grad, grad_ref, scale_tol=None):
+    """rtol 1e-6; with ``scale_tol``, also an absolute tolerance relative to the largest gradient."""
+    atol = 1e-12 if scale_tol is None else scale_tol * grad_ref.abs().max().item()
+    torch.testing.assert_close(grad, grad_ref, rtol=1e-6, atol=atol)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("v_threshold", [0.5, 1.0, 1.2])
+@pytest.mark.parametrize("T", [1, 3, 4])
+@pytest.mark.parametrize("shape", [(6,), (2, 3, 5), (2, 4, 3, 3)])
+def test_matches_reference(mode, v_threshold, T, shape):
+    spec = NeuronSpec(mode=mode, v_threshold=v_threshold)
+    x = draw((T, *shape), (mode, v_threshold, T, shape))
+    s, grad, s_ref, grad_ref = run_both(spec, x)
+    assert s.dtype == x.dtype and s.shape == x.shape
+    assert torch.equal(s, s_ref)
+    assert_grad_close(grad, grad_ref)
+
+
+SETTINGS = [
+    dict(surrogate="atan"),
+    dict(surrogate="atan", surrogate_alpha=2.0),
+    dict(tau=3.0),
+    dict(v_reset=-0.3),
+    dict(v_reset=-0.3, tau=3.0, surrogate="atan"),
+]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: "-".join(f"{k}={v}" for k, v in s.items()))
+def test_other_settings_match_reference(mode, settings):
+    if mode == "if_soft" and "v_reset" in settings:
+        pytest.skip("soft reset has no V_reset")
+    spec = NeuronSpec(mode=mode, **settings)
+    x = draw((4, 3, 7, 5), (mode, settings))
+    s, grad, s_ref, grad_ref = run_both(spec, x)
+    assert torch.equal(s, s_ref)
+    assert_grad_close(grad, grad_ref)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("surrogate", ["sigmoid", "atan"])
+def test_gradient_through_the_reset(mode, surrogate):
+    """detach_reset=False: the same math in float64; fp32 sums its terms in another order."""
+    spec = NeuronSpec(mode=mode, surrogate=surrogate, detach_reset=False)
+    for dtype, scale_tol in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        x = draw((4, 3, 7, 5), (mode, surrogate), dtype=dtype)
+        s, grad, s_ref, grad_ref = run_both(spec, x)
+        assert torch.equal(s, s_ref)
+        assert_grad_close(grad, grad_ref, scale_tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("mode", MODES)
+def test_half_precision_is_computed_in_fp32(mode, dtype):
+    spec = NeuronSpec(mode=mode)
+    x = draw((4, 2, 8, 5, 5), (mode, str(dtype)), dtype=dtype).requires_grad_()
+    s = fused_neuron(x, spec)
+    assert s.dtype == dtype
+    # the same spikes as the fp32 reference on the same (rounded) input values
+    x32 = x.detach().float().requires_grad_()
+    s32 = create_neuron(spec)(x32)
+    assert torch.equal(s.float(), s32)
+    weights = draw(x.shape, "weights")
+    (s.float() * weights).sum().backward()
+    (s32 * weights).sum().backward()
+    assert x.grad.dtype == dtype and torch.isfinite(x.grad).all()
+    torch.testing.assert_close(x.grad.float(), x32.grad, rtol=2e-2, atol=2e-2 * x32.grad.abs().max().item())
+
+
+def test_memory_layouts_are_kept_or_copied():
+    spec = NeuronSpec(mode="lif")
+    base = draw((3, 2, 6, 4, 4), "layout")
+    expected, grad_expected, _, _ = run_both(spec, base)
+    # channels_last images folded into [T, B, C, H, W]: used as they are
+    channels_last = base.flatten(0, 1).contiguous(memory_format=torch.channels_last).reshape(base.shape)
+    # a time axis that is not outermost, and a broadcast input: copied
+    transposed = base.transpose(0, 1).contiguous().transpose(0, 1)
+    expanded = base[:, :1].expand_as(base)
+    for x in (channels_last, transposed, expanded):
+        s, grad, s_ref, grad_ref = run_both(spec, x)
+        assert torch.equal(s, s_ref)
+        assert_grad_close(grad, grad_ref)
+    s, grad, _, _ = run_both(spec, channels_last)
+    assert torch.equal(s, expected) and torch.equal(grad, grad_expected)
+
+
+def test_without_grad_nothing_is_kept_for_backward():
+    spec = NeuronSpec(mode="if_soft")
+    x = draw((4, 5, 6), "no grad")
+    reference = create_neuron(spec)(x)
+    assert torch.equal(fused_neuron(x, spec), reference)
+    with torch.no_grad():
+        assert torch.equal(fused_neuron(x.clone().requires_grad_(), spec), reference)
+    assert not fused_neuron(x, spec).requires_grad
+
+
+def test_input_errors():
+    spec = NeuronSpec()
+    with pytest.raises(ValueError, match="unknown backend"):
+        fused_neuron(torch.zeros(2, 3), spec, backend="cupy")
+    with pytest.raises(ValueError, match="time axis"):
+        fused_neuron(torch.tensor(1.0), spec)
+    with pytest.raises(TypeError, match="floating-point"):
+        fused_neuron(torch.zeros(2, 3, dtype=torch.int64), spec)
+    if not fused_available(torch.zeros(2, 3)):
+        with pytest.raises(RuntimeError, match="Triton"):
+            fused_neuron(torch.zeros(2, 3), spec, backend="triton")
+    assert not fused_available(torch.zeros(2, 3, dtype=torch.float64))
+
+
+def test_compiles_with_fullgraph():
+    spec = NeuronSpec(mode="lif")
+
+    def loss_and_spikes(x, w):
+        s = fused_neuron(x, spec, backend="torch")
+        return (s * w).sum(), s
+
+    compiled = torch.compile(loss_and_spikes, fullgraph=True, backend="aot_eager")
+    x = draw((4, 3, 5), "compile")
+    w = draw(x.shape, "weights")
+    x_compiled, x_eager = x.clone().requires_grad_(), x.clone().requires_grad_()
+    loss, s = compiled(x_compiled, w)
+    loss.backward()
+    loss_eager, s_eager = loss_and_spikes(x_eager, w)
+    loss_eager.backward()
+    assert torch.equal(s, s_eager)
+    assert_grad_close(x_compiled.grad, x_eager.grad)
+
+
+def test_model_with_fused_neurons_matches_reference_model():
+    from conftest import tiny_model_kwargs
+
+    reference = SpikeDrivenTransformer(**tiny_model_kwargs(depth=2))
+    fused = SpikeDrivenTransformer(**tiny_model_kwargs(depth=2))
+    fused.load_state_dict(reference.state_dict())
+    for m in fused.modules():
+        if isinstance(m, SpikingNeuron):
+            m.forward = lambda x, spec=m.spec: fused_neuron(x, spec)
+    images = draw((3, 3, 16, 16), "images")
+    logits, logits_ref = fused(images), reference(images)
+    assert torch.equal(logits, logits_ref)
+    logits.square().sum().backward()
+    logits_ref.square().sum().backward()
+    for (name, p), p_ref in zip(fused.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+# ------------------------------------------------------------ Triton kernels
+
+
+def triton_checks(device: str) -> None:
+    """The Triton kernels against the reference on ``device``; plain asserts."""
+    cases = itertools.product(MODES, ["sigmoid", "atan"], [True, False], [1, 4])
+    for mode, surrogate, detach_reset, T in cases:
+        spec = NeuronSpec(mode=mode, surrogate=surrogate, detach_reset=detach_reset, tau=3.0 if T == 1 else 2.0)
+        x = draw((T, 3, 37, 5), (mode, surrogate, detach_reset, T), device=device)
+        s, grad, s_ref, grad_ref = run_both(spec, x, backend="triton")
+        assert torch.equal(s, s_ref), (mode, surrogate, detach_reset, T)
+        # the interpreter's sigmoid is numpy's, not torch's: off by rounding, which
+        # 1 - sigmoid magnifies where the surrogate gradient is small
+        exact_sigmoid = device == "cuda" or surrogate == "atan"
+        assert_grad_close(grad, grad_ref, None if detach_reset and exact_sigmoid else 1e-6)
+
+    for dtype in (torch.float16, torch.bfloat16):
+        spec = NeuronSpec(mode="lif")
+        x = draw((4, 2, 8, 5, 5), str(dtype), dtype=dtype, device=device)
+        s, grad, s_ref, _ = run_both(spec, x, backend="triton")
+        s_torch, grad_torch, _, _ = run_both(spec, x, backend="torch")
+        assert s.dtype == dtype and torch.equal(s, s_torch)
+        assert torch.isfinite(grad).all()
+        torch.testing.assert_close(grad, grad_torch, rtol=1e-2, atol=1e-2)
+
+    # channels_last folded into [T, B, C, H, W] keeps its layout; no grad keeps no U
+    x = draw((8, 6, 4, 4), "cl", device=device).contiguous(memory_format=torch.channels_last).reshape(4, 2, 6, 4, 4)
+    spec = NeuronSpec(mode="if")
+    s, grad, s_ref, grad_ref = run_both(spec, x, backend="triton")
+    assert s.stride() == x.stride() and torch.equal(s, s_ref)
+    with torch.no_grad():
+        assert torch.equal(fused_neuron(x, spec, backend="triton"), s_ref)
+
+    # under torch.compile the kernels are reached through custom ops
+    compiled = torch.compile(lambda z: fused_neuron(z, spec, backend="triton"), fullgraph=True, backend="aot_eager")
+    x = draw((4, 3, 5), "compile", device=device)
+    x_compiled, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    s = compiled(x_compiled)
+    s.sum().backward()
+    s_ref = create_neuron(spec)(x_ref)
+    s_ref.sum().backward()
+    assert torch.equal(s, s_ref)
+    assert_grad_close(x_compiled.grad, x_ref.grad)
+
+
+@pytest.mark.skipif(not HAVE_TRITON, reason="Triton is not installed")
+def test_triton_kernels_in_interpreter():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run(
+        [sys.executable, __file__], env=env, cwd=os.path.dirname(__file__), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "triton interpreter checks passed" in done.stdout
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
+def test_triton_kernels_on_gpu():
+    triton_checks("cuda")
+
+
+@pytest.mark.skipif(not CUDA, reason="needs CUDA and Triton")
+@pytest.mark.parametrize("mode", MODES)
+def test_triton_kernels_on_gpu_at_model_size(mode):
+    spec = NeuronSpec(mode=mode)
+    x = draw((4, 16, 128, 32, 32), mode, device="cuda")
+    s, grad, s_ref, grad_ref = run_both(spec, x, backend="triton")
+    assert torch.equal(s, s_ref)
+    assert_grad_close(grad, grad_ref)
+
+
+if __name__ == "__main__":
+    if not fused_available(torch.zeros(1)):
+        sys.exit("run with TRITON_INTERPRET=1 (set before Triton is imported) to test the kernels on CPU")
+    triton_checks("cpu")
+    print("triton interpreter checks passed")
