@@ -92,3 +92,49 @@ def test_sigterm_saves_and_prints_a_working_resume_command(reference, tmp_path):
     resumed = subprocess.run([sys.executable, "-m", "spikedriven", *command[1:]], capture_output=True, text=True, env=ENV, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_run(ref, out)
+
+
+def _nan_on_call(monkeypatch, bad_call):
+    from spikedriven import engine
+
+    original = engine.classification_loss
+    calls = {"n": 0}
+
+    def loss(*args, **kwargs):
+        calls["n"] += 1
+        value = original(*args, **kwargs)
+        return value * float("nan") if calls["n"] == bad_call else value
+
+    monkeypatch.setattr(engine, "classification_loss", loss)
+
+
+def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
+    from spikedriven import checkpoint as ckpt_io
+    from spikedriven.cli import main
+
+    from helpers import read_summary
+
+    data = write_fake_cifar(tmp_path / "data", n_train=40, n_test=12, seed=3)
+    out = tmp_path / "nan"
+    _nan_on_call(monkeypatch, 10 + 4)  # 10 steps an epoch: the 4th step (index 3) of epoch 1
+    code = main(["train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(data), *TINY_RUN,
+                 "--batch-size", "4", "--output", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "non-finite at epoch 1, step 3" in err and "--lr" in err and "--amp" in err and "--nonfinite skip" in err
+    assert ckpt_io.read_checkpoint(out / "last.pth.tar")["epoch"] == 1  # the good one from epoch 0
+    assert [r["epoch"] for r in read_summary(out)] == ["0"]
+
+
+def test_nonfinite_steps_can_be_skipped(tmp_path, monkeypatch):
+    from spikedriven.cli import main
+
+    from helpers import read_summary
+
+    data = write_fake_cifar(tmp_path / "data", n_train=40, n_test=12, seed=3)
+    out = tmp_path / "skip"
+    _nan_on_call(monkeypatch, 5)
+    assert main(["train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(data), *TINY_RUN,
+                 "--batch-size", "4", "--nonfinite", "skip", "--output", str(out)]) == 0
+    assert "skipped 1 non-finite steps" in (out / "log.txt").read_text()
+    assert len(read_summary(out)) == 2

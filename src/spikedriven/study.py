@@ -311,6 +311,8 @@ def run_study(
     base = load_config(config_path, overrides)
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {n_seeds}")
+    if nproc_per_run > 1 and not devices:
+        raise ConfigError("--nproc-per-run needs --devices")
     runs = plan_runs(modes, thresholds, lif_thresholds, [base.seed + i for i in range(n_seeds)])
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
     study = Study(config_path, overrides, runs, folder)
@@ -327,8 +329,6 @@ def run_study(
     if devices:
         study.run_parallel(pending, devices, nproc_per_run)
     else:
-        if nproc_per_run > 1:
-            raise ConfigError("--nproc-per-run needs --devices")
         for i, run in enumerate(pending, 1):
             log.info("[%d/%d] %s", i, len(pending), run.name)
             study.run_inline(run)
