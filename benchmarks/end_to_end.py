@@ -1,0 +1,108 @@
+"""End-to-end epoch benchmark: the study's augmentation and loaders, one training
+epoch and one evaluation, on a generated CIFAR-format set (no download).
+
+    python benchmarks/end_to_end.py --train-images 50000 --test-images 10000 --workers 16
+    python benchmarks/end_to_end.py --quick        # small, CPU
+
+Prints images/s for the data pipeline alone, the training epoch and the
+evaluation, and writes JSON with --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from spikedriven.config import load_config
+from spikedriven.data import build_datasets, build_eval_loader, build_train_loader
+from spikedriven.distributed import DistInfo, resolve_device
+from spikedriven.engine import evaluate, train_one_epoch
+from spikedriven.models import build_model
+from spikedriven.testing import write_fake_cifar
+from spikedriven.training import build_optimizer_and_scheduler, make_mixup_and_loss, seed_everything
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(train_images: int, test_images: int, workers: int, batch: int, amp: str, overrides: dict) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        write_fake_cifar(tmp, "torch/cifar10", n_train=train_images, n_test=test_images, seed=0)
+        generate_s = time.perf_counter() - t0
+        cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml",
+                          {"data_dir": tmp, "workers": workers, "batch_size": batch, "val_batch_size": max(batch, 256),
+                           "amp": amp, **overrides})
+        device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        splits = build_datasets(cfg)
+        pin = device.type == "cuda"
+        train_loader = build_train_loader(cfg, splits.train, pin_memory=pin)
+        eval_loader = build_eval_loader(cfg, splits.eval, pin_memory=pin)
+
+        t0 = time.perf_counter()
+        n = sum(images.shape[0] for images, _ in train_loader)
+        data_s = time.perf_counter() - t0
+
+        model = build_model(cfg).to(device)
+        optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
+        mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
+        dist = DistInfo()
+        sync(device)
+        t0 = time.perf_counter()
+        stats = train_one_epoch(model, train_loader, optimizer, loss_fn, device, epoch=0, dist=dist, mixup=mixup,
+                                amp=cfg.amp, sync_every=50)
+        sync(device)
+        train_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp)
+        sync(device)
+        eval_s = time.perf_counter() - t0
+    total = stats["images"] + metrics["eval_images"]
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "workers": workers, "batch": batch, "amp": amp,
+        "train_images": stats["images"], "eval_images": metrics["eval_images"],
+        "generate_s": round(generate_s, 2),
+        "data_only_images_per_s": round(n / data_s, 1),
+        "train_s": round(train_s, 2), "train_images_per_s": round(stats["images"] / train_s, 1),
+        "eval_s": round(eval_s, 2), "eval_images_per_s": round(metrics["eval_images"] / eval_s, 1),
+        "epoch_plus_eval_images_per_s": round(total / (train_s + eval_s), 1),
+        "projected_310_epochs_min": round(310 * (train_s + eval_s) / 60, 1),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--train-images", type=int, default=50_000)
+    p.add_argument("--test-images", type=int, default=10_000)
+    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
+    p.add_argument("--json", help="write the result here")
+    args = p.parse_args()
+    overrides = {"compile": args.compile}
+    if args.quick:
+        args.train_images, args.test_images, args.workers, args.batch = 256, 128, 2, 32
+        overrides.update(dim=32, layer=1, time_steps=2, device="cpu")
+    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, overrides)
+    width = max(map(len, result))
+    for key, value in result.items():
+        print(f"{key:<{width}}  {value}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
