@@ -29,6 +29,13 @@ MODES = ("lif", "if", "if_soft")
 CUDA = torch.cuda.is_available() and HAVE_TRITON
 
 
+def reference_neuron(spec):
+    """The per-step loop, also where the fused kernels would be picked by default."""
+    neuron = create_neuron(spec)
+    neuron.use_fused = False
+    return neuron
+
+
 def draw(shape, seed_key, dtype=torch.float32, device="cpu"):
     """Input currents around the threshold, the same on every run."""
     gen = torch.Generator().manual_seed(zlib.crc32(repr(seed_key).encode()))
@@ -40,7 +47,7 @@ def run_both(spec, x, backend="auto"):
     x_fused = x.detach().clone().requires_grad_()
     x_ref = x.detach().clone().requires_grad_()
     s_fused = fused_neuron(x_fused, spec, backend=backend)
-    s_ref = create_neuron(spec)(x_ref)
+    s_ref = reference_neuron(spec)(x_ref)
     weights = draw(x.shape, "weights", dtype=x.dtype, device=x.device)
     (s_fused * weights).sum().backward()
     (s_ref * weights).sum().backward()
@@ -108,7 +115,7 @@ def test_half_precision_is_computed_in_fp32(mode, dtype):
     assert s.dtype == dtype
     # the same spikes as the fp32 reference on the same (rounded) input values
     x32 = x.detach().float().requires_grad_()
-    s32 = create_neuron(spec)(x32)
+    s32 = reference_neuron(spec)(x32)
     assert torch.equal(s.float(), s32)
     weights = draw(x.shape, "weights")
     (s.float() * weights).sum().backward()
@@ -137,7 +144,7 @@ def test_memory_layouts_are_kept_or_copied():
 def test_without_grad_nothing_is_kept_for_backward():
     spec = NeuronSpec(mode="if_soft")
     x = draw((4, 5, 6), "no grad")
-    reference = create_neuron(spec)(x)
+    reference = reference_neuron(spec)(x)
     assert torch.equal(fused_neuron(x, spec), reference)
     with torch.no_grad():
         assert torch.equal(fused_neuron(x.clone().requires_grad_(), spec), reference)
@@ -234,7 +241,7 @@ def triton_checks(device: str) -> None:
     x_compiled, x_ref = x.clone().requires_grad_(), x.clone().requires_grad_()
     s = compiled(x_compiled)
     s.sum().backward()
-    s_ref = create_neuron(spec)(x_ref)
+    s_ref = reference_neuron(spec)(x_ref)
     s_ref.sum().backward()
     assert torch.equal(s, s_ref)
     assert_grad_close(x_compiled.grad, x_ref.grad)

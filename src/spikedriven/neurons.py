@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .fused import fused_available, fused_neuron
 
 # ---------------------------------------------------------------- surrogates
 
@@ -148,6 +149,8 @@ class NeuronSpec:
 class SpikingNeuron(nn.Module):
     """Base class: subclasses define ``charge`` and ``reset``; ``fire`` is shared."""
 
+    use_fused = True  # False keeps the per-step loop below on CUDA too
+
     def __init__(self, spec: NeuronSpec):
         super().__init__()
         self.spec = spec
@@ -167,7 +170,13 @@ class SpikingNeuron(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: input current ``[T, ...]``; returns spikes of the same shape and dtype."""
+        """``x``: input current ``[T, ...]``; returns spikes of the same shape and dtype.
+
+        On CUDA the built-in modes run as fused kernels (``spikedriven.fused``),
+        which give the same fp32 spikes and gradients as the loop below.
+        """
+        if self.use_fused and type(self) in NEURONS.values() and fused_available(x):
+            return fused_neuron(x, self.spec)
         v = torch.full_like(x[0], self.v_reset or 0.0)
         spikes = []
         for t in range(x.shape[0]):

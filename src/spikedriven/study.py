@@ -24,7 +24,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from matplotlib.figure import Figure
 
-from .config import Config, load_config
+from .config import Config, coerce, load_config
 from .errors import ConfigError, SpikedrivenError
 
 log = logging.getLogger("spikedriven.study")  # its own handler: run loggers write to each run's log.txt
@@ -309,6 +309,7 @@ def run_study(
     nproc_per_run: int = 1, emit_commands: bool = False, out=sys.stdout,
 ) -> Optional[list[dict]]:
     base = load_config(config_path, overrides)
+    overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}  # recorded typed
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {n_seeds}")
     if nproc_per_run > 1 and not devices:

@@ -1,0 +1,121 @@
+"""CUDA checks that CI (CPU only) cannot run: fused neurons against the reference
+on the GPU, the model's forward/backward with both paths, a bf16 analysis pass,
+and a short training + evaluation run through the command line.
+
+    python benchmarks/cuda_check.py            # prints one line per check, exits 1 on a failure
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+import spikedriven  # noqa: F401
+from spikedriven.analysis import analyze
+from spikedriven.fused import fused_available, fused_neuron
+from spikedriven.models import SpikeDrivenTransformer
+from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
+from spikedriven.testing import write_fake_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+FAILURES = []
+
+
+def check(name: str, ok: bool, detail: str = "") -> None:
+    print(f"{'ok  ' if ok else 'FAIL'} {name} {detail}", flush=True)
+    if not ok:
+        FAILURES.append(name)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).norm() / b.norm().clamp_min(1e-30))
+
+
+def neuron_checks(device: torch.device) -> None:
+    gen = torch.Generator(device=device).manual_seed(0)
+    for mode in ("lif", "if", "if_soft"):
+        for thr in (0.8, 1.0, 1.2):
+            for dtype in (torch.float32, torch.bfloat16):
+                spec = NeuronSpec(mode=mode, v_threshold=thr)
+                x = (torch.randn(4, 64, 256, 8, 8, device=device, generator=gen) * 1.5 + 0.5).to(dtype)
+                x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+                ref = create_neuron(spec)
+                ref.use_fused = False
+                s_ref = ref(x1)
+                s_fast = fused_neuron(x2, spec)
+                w = torch.randn(s_ref.shape, device=device, generator=gen).to(dtype)
+                (s_ref * w).float().sum().backward()
+                (s_fast * w).float().sum().backward()
+                same = torch.equal(s_ref, s_fast) if dtype == torch.float32 else (s_ref != s_fast).float().mean().item() < 1e-3
+                tol = 1e-6 if dtype == torch.float32 else 2e-2
+                err = rel(x2.grad.float(), x1.grad.float())
+                check(f"fused {mode} u_th={thr} {str(dtype)[6:]}", same and err < tol and torch.isfinite(x2.grad).all().item(),
+                      f"grad rel err {err:.2e}, spike mismatch {(s_ref != s_fast).float().mean().item():.2e}")
+
+
+def model_checks(device: torch.device) -> None:
+    for mode in ("lif", "if", "if_soft"):
+        torch.manual_seed(0)
+        model = SpikeDrivenTransformer(spike_mode=mode).to(device)
+        x = torch.randn(32, 3, 32, 32, device=device)
+        outs, grads = [], []
+        for fused in (False, True):
+            for m in model.modules():
+                if isinstance(m, SpikingNeuron):
+                    m.use_fused = fused
+            model.zero_grad()
+            out = model(x)
+            out.logsumexp(-1).sum().backward()
+            outs.append(out.detach())
+            grads.append(model.patch_embed.proj_conv.weight.grad.clone())
+        check(f"model {mode} fused vs reference (fp32)", torch.allclose(outs[0], outs[1], atol=1e-5) and rel(grads[1], grads[0]) < 1e-4,
+              f"logit max diff {(outs[0] - outs[1]).abs().max().item():.2e}, grad rel err {rel(grads[1], grads[0]):.2e}")
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = model(x)
+        check(f"model {mode} bf16 autocast finite", torch.isfinite(out).all().item())
+
+
+def analysis_check(device: torch.device) -> None:
+    model = SpikeDrivenTransformer(spike_mode="if_soft").to(device)
+    batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(2)]
+    result = analyze(model, batches, device, amp_dtype=torch.bfloat16)
+    check("analysis on cuda with bf16", result["samples"] == 32 and result["totals"]["sops"] > 0,
+          f"mean firing {result['mean_firing_rate']:.4f}, SOPs {result['totals']['sops'] / 1e6:.1f} M")
+
+
+def cli_check(device: torch.device) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        write_fake_cifar(tmp, "torch/cifar10", n_train=512, n_test=128)
+        out = Path(tmp) / "run"
+        base = [sys.executable, "-m", "spikedriven"]
+        train = base + ["train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", tmp, "--epochs", "2",
+                        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--workers", "4", "--amp", "bf16",
+                        "--output", str(out), "--spike-mode", "if_soft"]
+        proc = subprocess.run(train, capture_output=True, text=True)
+        check("train on cuda via the CLI (bf16)", proc.returncode == 0, proc.stderr[-400:].replace("\n", " | "))
+        proc = subprocess.run(base + ["eval", "--checkpoint", str(out / "last.pth.tar")], capture_output=True, text=True)
+        check("eval on cuda via the CLI", proc.returncode == 0, (proc.stdout + proc.stderr)[:300].replace("\n", " | "))
+
+
+def main() -> int:
+    if not torch.cuda.is_available():
+        print("no CUDA device: nothing to check")
+        return 0
+    device = torch.device("cuda")
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fused kernels available: "
+          f"{fused_available(torch.zeros(1, device=device))}", flush=True)
+    for step in (neuron_checks, model_checks, analysis_check, cli_check):
+        try:
+            step(device)
+        except Exception as e:  # report and go on: one run of this script must say as much as possible
+            check(step.__name__, False, f"{type(e).__name__}: {e}")
+    print(f"{len(FAILURES)} failure(s)" + (f": {', '.join(FAILURES)}" if FAILURES else ""))
+    return 1 if FAILURES else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

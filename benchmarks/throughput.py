@@ -1,0 +1,343 @@
+"""Training and evaluation throughput of the SDT: reference neurons vs the fast path.
+
+Both paths run in one process on the same model (the CIFAR-10 2-256 T=4
+configuration by default) with synthetic inputs on the device:
+
+* reference: the model as built, per-step neurons, plain eager PyTorch;
+* fast: fused neurons (``spikedriven.fused``: Triton kernels on CUDA),
+  channels_last, cuDNN autotuning, and with ``--compile`` torch.compile.
+
+A training step is forward, cross-entropy, backward and an AdamW step; the
+warm-up steps are not timed. Peak memory is torch.cuda.max_memory_allocated
+(not measured on CPU). A neuron-level check compares the fused neuron with
+the reference on the same device before the model runs.
+
+    python benchmarks/throughput.py --json throughput.json
+    python benchmarks/throughput.py --compile --batch-sizes 64 --precisions bf16
+    python benchmarks/throughput.py --quick          # tiny sizes, a CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import functools
+import gc
+import json
+import platform
+import resource
+import sys
+import time
+from contextlib import nullcontext
+
+import timm
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+
+import spikedriven  # noqa: F401  (registers "sdt" with timm)
+from spikedriven.fused import fused_available, fused_neuron
+from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
+
+PRECISIONS = ("fp32", "bf16")
+PATHS = ("reference", "fast")
+QUICK_MODEL = dict(embed_dim=32, depth=1, img_size=16, T=2)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[64, 256])
+    p.add_argument("--precisions", nargs="+", choices=PRECISIONS, default=list(PRECISIONS))
+    p.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    p.add_argument("--warmup", type=int, default=5, help="untimed steps before each measurement")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    p.add_argument("--compile-mode", default="default", help='e.g. "reduce-overhead" for CUDA graphs')
+    p.add_argument(
+        "--quick", action="store_true", help="embed_dim 32, depth 1, 16x16 images, T=2, batch 4, 2 steps: a smoke run"
+    )
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.batch_sizes, args.steps, args.warmup = [4], 2, 1
+    if args.compile:
+        args.warmup = max(args.warmup, 3)  # compilation happens in the first calls
+    return args
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return None
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def use_fused_neurons(model: torch.nn.Module, fused: bool) -> None:
+    """Fused kernels (the default on CUDA) or the per-step reference loop for every neuron layer."""
+    for m in model.modules():
+        if isinstance(m, SpikingNeuron):
+            m.use_fused = fused
+
+
+def mark_step(compiled: bool) -> None:
+    # CUDA-graph trees (compile mode "reduce-overhead") need to know where an
+    # iteration starts to reuse their memory; for other modes this is a no-op.
+    if compiled:
+        torch.compiler.cudagraph_mark_step_begin()
+
+
+# ------------------------------------------------------------ measurements
+
+
+def timed(step, n_warmup: int, n_steps: int, device: torch.device) -> float:
+    """Seconds for ``n_steps`` calls of ``step`` after ``n_warmup`` untimed ones."""
+    for _ in range(n_warmup):
+        step()
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(n_steps):
+        step()
+    sync(device)
+    return time.perf_counter() - start
+
+
+def measure(model, runner, fast: bool, precision: str, batch: int, args, device) -> dict:
+    torch.backends.cudnn.benchmark = fast
+    memory_format = torch.channels_last if fast else torch.contiguous_format
+    size = (batch, model.in_chans, model.img_size, model.img_size)
+    x = torch.randn(size, device=device).contiguous(memory_format=memory_format)
+    y = torch.randint(0, model.num_classes, (batch,), device=device)
+    compiled = fast and args.compile
+
+    if compiled:
+        torch.compiler.reset()  # a fresh compile per setting, clear of earlier settings' graphs
+    reset_peak_memory(device)
+    optimizer = create_optimizer_v2(model, "adamw", lr=3e-4, weight_decay=0.06)
+    model.train()
+
+    def train_step():
+        mark_step(compiled)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            loss = F.cross_entropy(runner(x), y)
+        loss.backward()
+        optimizer.step()
+
+    train_s = timed(train_step, args.warmup, args.steps, device)
+    train_mem = peak_memory_mib(device)
+    del optimizer
+    model.zero_grad(set_to_none=True)
+
+    reset_peak_memory(device)
+    model.eval()
+
+    def eval_step():
+        mark_step(compiled)
+        with torch.no_grad(), autocast(device, precision):
+            runner(x)
+
+    eval_s = timed(eval_step, args.warmup, args.steps, device)
+    eval_mem = peak_memory_mib(device)
+    model.train()
+    return {
+        "path": "fast" if fast else "reference",
+        "precision": precision,
+        "batch": batch,
+        "train_images_per_s": batch * args.steps / train_s,
+        "eval_images_per_s": batch * args.steps / eval_s,
+        "train_peak_mem_mib": train_mem,
+        "eval_peak_mem_mib": eval_mem,
+    }
+
+
+def neuron_check(device: torch.device, shape: tuple[int, ...], n_iter: int) -> list[dict]:
+    """Fused vs reference neuron on one tensor: equal spikes, gradient error, fwd+bwd time."""
+    rows = []
+    gen = torch.Generator(device=device).manual_seed(0)
+    for mode in ("lif", "if", "if_soft"):
+        spec = NeuronSpec(mode=mode)
+        x = torch.randn(shape, device=device, generator=gen) * 1.5 + 0.5
+        w = torch.randn(shape, device=device, generator=gen)
+        reference = create_neuron(spec)
+        reference.use_fused = False
+        result = {"mode": mode, "shape": list(shape), "fused_backend": "triton" if fused_available(x) else "torch"}
+        outputs = {}
+        for name, fn in (("reference", reference), ("fused", functools.partial(fused_neuron, spec=spec))):
+            xg = x.clone().requires_grad_()
+
+            def fwd_bwd(fn=fn, xg=xg):
+                xg.grad = None
+                (fn(xg) * w).sum().backward()
+
+            result[f"{name}_fwd_bwd_ms"] = timed(fwd_bwd, 2, n_iter, device) / n_iter * 1e3
+            xg.grad = None
+            s = fn(xg)
+            (s * w).sum().backward()
+            outputs[name] = (s.detach(), xg.grad)
+        (s_ref, g_ref), (s_fused, g_fused) = outputs["reference"], outputs["fused"]
+        result["spikes_equal"] = bool(torch.equal(s_ref, s_fused))
+        result["grad_max_abs_err"] = (g_fused - g_ref).abs().max().item()
+        result["grad_max_rel_err"] = ((g_fused - g_ref).abs() / g_ref.abs().clamp_min(1e-30)).max().item()
+        rows.append(result)
+    return rows
+
+
+def environment(device: torch.device) -> dict:
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = None
+    info = {
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "timm": timm.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_threads": torch.get_num_threads(),
+    }
+    if device.type == "cuda":
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["cuda"] = torch.version.cuda
+        info["allow_tf32_cudnn"] = torch.backends.cudnn.allow_tf32
+        info["allow_tf32_matmul"] = torch.backends.cuda.matmul.allow_tf32
+    return info
+
+
+# ------------------------------------------------------------------ report
+
+
+def _fmt(value, spec: str) -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def print_rows(columns: list[tuple[str, str]], rows: list[list]) -> None:
+    """``columns``: (title, alignment and width) pairs; ``rows``: cells already formatted."""
+    print(" ".join(f"{title:{align}}" for title, align in columns))
+    for cells in rows:
+        print(" ".join(f"{str(cell):{align}}" for cell, (_, align) in zip(cells, columns)))
+
+
+def print_table(results: list[dict]) -> None:
+    reference = {(r["precision"], r["batch"]): r for r in results if r["path"] == "reference"}
+
+    def speedup(r, key):
+        ref = reference.get((r["precision"], r["batch"]))
+        return _fmt(r[key] / ref[key] if ref else None, ".2f")
+
+    columns = [("path", "<10"), ("prec", "<5"), ("batch", ">5"), ("train img/s", ">12"), ("x ref", ">6"),
+               ("eval img/s", ">11"), ("x ref", ">6"), ("train MiB", ">10"), ("eval MiB", ">9")]  # fmt: skip
+    rows = [
+        [
+            r["path"], r["precision"], r["batch"],
+            f"{r['train_images_per_s']:.1f}", speedup(r, "train_images_per_s"),
+            f"{r['eval_images_per_s']:.1f}", speedup(r, "eval_images_per_s"),
+            _fmt(r["train_peak_mem_mib"], ".0f"), _fmt(r["eval_peak_mem_mib"], ".0f"),
+        ]  # fmt: skip
+        for r in results
+    ]
+    print_rows(columns, rows)
+
+
+def print_neuron_check(rows: list[dict]) -> None:
+    columns = [("neuron", "<8"), ("shape", "<22"), ("backend", "<7"), ("spikes==", "<8"),
+               ("grad rel err", ">12"), ("ref ms", ">8"), ("fused ms", ">8")]  # fmt: skip
+    cells = [
+        [
+            r["mode"], tuple(r["shape"]), r["fused_backend"], r["spikes_equal"], f"{r['grad_max_rel_err']:.2e}",
+            f"{r['reference_fwd_bwd_ms']:.3f}", f"{r['fused_fwd_bwd_ms']:.3f}",
+        ]  # fmt: skip
+        for r in rows
+    ]
+    print_rows(columns, cells)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but CUDA is not available")
+    torch.manual_seed(args.seed)
+    model_kwargs = dict(num_classes=10, **(QUICK_MODEL if args.quick else {}))
+    env = environment(device)
+    print(" ".join(f"{k}={v}" for k, v in env.items() if v is not None))
+
+    # the largest neuron input of the SPS at batch 64: [T, B, D/2, 32, 32]
+    check_shape = (4, 2, 16, 8, 8) if args.quick else (4, 64, 128, 32, 32)
+    checks = neuron_check(device, check_shape, n_iter=3 if args.quick else 20)
+    print_neuron_check(checks)
+    print()
+
+    reference = timm.create_model("sdt", **model_kwargs).to(device)
+    use_fused_neurons(reference, False)
+    models = {}
+    if "reference" in args.paths:
+        models["reference"] = (reference, reference)
+    if "fast" in args.paths:
+        fast = copy.deepcopy(reference).to(memory_format=torch.channels_last)
+        use_fused_neurons(fast, True)
+        runner = torch.compile(fast, mode=args.compile_mode, dynamic=False) if args.compile else fast
+        models["fast"] = (fast, runner)
+
+    results = []
+    for precision in args.precisions:
+        for batch in args.batch_sizes:
+            for path, (model, runner) in models.items():
+                r = measure(model, runner, path == "fast", precision, batch, args, device)
+                results.append(r)
+                train_ips = r["train_images_per_s"]
+                print(f"measured {path} {precision} batch {batch}: {train_ips:.1f} train img/s", file=sys.stderr)
+    print_table(results)
+    max_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    if device.type == "cpu":
+        print(f"peak memory is not measured per run on CPU; process max RSS {max_rss_mib:.0f} MiB")
+
+    if args.json:
+        report = {
+            "environment": env,
+            "settings": {
+                "model": model_kwargs,
+                "steps": args.steps,
+                "warmup": args.warmup,
+                "compile": args.compile,
+                "compile_mode": args.compile_mode if args.compile else None,
+                "fast_path": "fused neurons, channels_last, cudnn.benchmark" + (", torch.compile" if args.compile else ""),
+                "optimizer": "timm adamw lr=3e-4 weight_decay=0.06",
+            },
+            "neuron_check": checks,
+            "results": results,
+            "process_max_rss_mib": max_rss_mib,
+        }
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2)
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
