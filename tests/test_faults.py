@@ -29,11 +29,12 @@ def train_cmd(data, out, *extra):
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     base = tmp_path_factory.mktemp("faults")
-    data = write_fake_cifar(base / "data", n_train=40, n_test=12, seed=3)
+    data = write_fake_cifar(base / "data", n_train=80, n_test=12, seed=3)
     out = base / "reference"
+    started = time.monotonic()
     proc = subprocess.run(train_cmd(data, out), capture_output=True, text=True, env=ENV, timeout=600)
     assert proc.returncode == 0, proc.stderr
-    return data, out
+    return data, out, time.monotonic() - started
 
 
 def _kill_during_checkpoint_write(proc, run_dir, deadline):
@@ -47,7 +48,7 @@ def _kill_during_checkpoint_write(proc, run_dir, deadline):
 
 @pytest.mark.slow
 def test_sigkill_at_random_moments_loses_nothing(reference, tmp_path):
-    data, ref = reference
+    data, ref, duration = reference
     out = tmp_path / "killed"
     rng = random.Random(1234)
     kills, kills_mid_write, attempts = 0, 0, 0
@@ -61,7 +62,7 @@ def test_sigkill_at_random_moments_loses_nothing(reference, tmp_path):
                 hit = _kill_during_checkpoint_write(proc, out, time.monotonic() + 30)
                 kills_mid_write += hit
             else:
-                time.sleep(rng.uniform(1.0, 9.0))
+                time.sleep(rng.uniform(0.3, 0.9) * duration)  # anywhere from start-up to the last epoch
                 proc.send_signal(signal.SIGKILL)
         _, err = proc.communicate(timeout=600)
         if proc.returncode == 0:
@@ -75,7 +76,7 @@ def test_sigkill_at_random_moments_loses_nothing(reference, tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_saves_and_prints_a_working_resume_command(reference, tmp_path):
-    data, ref = reference
+    data, ref, _ = reference
     out = tmp_path / "terminated"
     proc = subprocess.Popen(train_cmd(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV)
     # wait until the first epoch is done, so the stop lands mid-run

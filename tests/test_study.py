@@ -111,3 +111,17 @@ def test_study_flags_refuse_bad_input(tmp_path, capsys):
     assert "batch_size" in capsys.readouterr().err
     assert main([*STUDY, "--set", "spike_mode=lif", "--dry-run"]) == 2
     assert "--modes" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_parallel_runs_with_devices(tmp_path, capsys):
+    """--devices runs each job as its own process (on CPU here; CUDA_VISIBLE_DEVICES picks the GPU there)."""
+    folder = tmp_path / "parallel"
+    args = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "if", "--thresholds", "1.0", "--seeds", "2",
+            "--epochs", "1", "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2", "--study-dir", str(folder),
+            "--devices", "0,1"]
+    assert main(args) == 0
+    assert sorted(p.name for p in (folder / "runs").glob("*.log")) == ["if-uth1-seed42.log", "if-uth1-seed43.log"]
+    with open(folder / "results.csv", newline="") as f:
+        (row,) = list(csv.DictReader(f))
+    assert row["seeds"] == "2"

@@ -178,3 +178,25 @@ def test_held_out_validation_split(cifar_root, tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["eval_set"] == "val" and "best_test_top1" in results and "final_test_top1" in results
     assert "40 train / 10 val images" in (out / "log.txt").read_text()
+
+
+def test_engine_options_tet_clipping_channels_last_bf16(cifar_root, tmp_path):
+    out = tmp_path / "options"
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN,
+            "--epochs", "1", "--tet", "true", "--clip-grad", "1.0", "--channels-last", "true", "--amp", "bf16",
+            "--output", str(out)]
+    assert _run(args) == 0
+    rows = read_summary(out)
+    assert len(rows) == 1 and math.isfinite(float(rows[0]["train_loss"]))
+    cfg = load_config(out / "config.yaml")
+    assert cfg.tet and cfg.clip_grad == 1.0 and cfg.channels_last and cfg.amp == "bf16"
+
+
+def test_tet_loss_averages_the_per_step_losses():
+    from spikedriven.engine import classification_loss
+
+    logits = torch.randn(3, 5, 4)
+    target = torch.randint(0, 4, (5,))
+    ce = torch.nn.functional.cross_entropy
+    expected = sum(ce(logits[t], target) for t in range(3)) / 3
+    torch.testing.assert_close(classification_loss(logits, target, ce), expected)

@@ -306,8 +306,9 @@ def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:
 def run_study(
     config_path: Optional[str], overrides: dict, modes: list[str], thresholds: list[float], lif_thresholds: list[float],
     n_seeds: int, *, study_dir: Optional[str] = None, dry_run: bool = False, devices: Optional[list[str]] = None,
-    nproc_per_run: int = 1, emit_commands: bool = False, out=sys.stdout,
+    nproc_per_run: int = 1, emit_commands: bool = False, out=None,
 ) -> Optional[list[dict]]:
+    out = out or sys.stdout
     base = load_config(config_path, overrides)
     overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}  # recorded typed
     if n_seeds < 1:
