@@ -59,12 +59,13 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
         dist = DistInfo()
         sync(device)
         t0 = time.perf_counter()
-        stats = train_one_epoch(model, train_loader, optimizer, loss_fn, device, epoch=0, dist=dist, mixup=mixup,
-                                amp=cfg.amp, sync_every=50)
+        train_model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
+        stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=0, dist=dist, mixup=mixup,
+                                amp=cfg.amp, sync_every=50, cuda_graphs=cfg.uses_cuda_graphs)
         sync(device)
         train_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp)
+        metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp)
         sync(device)
         eval_s = time.perf_counter() - t0
     total = stats["images"] + metrics["eval_images"]
@@ -89,10 +90,11 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile-mode", default="default")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args()
-    overrides = {"compile": args.compile}
+    overrides = {"compile": args.compile, "compile_mode": args.compile_mode}
     if args.quick:
         args.train_images, args.test_images, args.workers, args.batch = 256, 128, 2, 32
         overrides.update(dim=32, layer=1, time_steps=2, device="cpu")

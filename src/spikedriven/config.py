@@ -23,6 +23,7 @@ from .neurons import SPIKE_MODES, SURROGATES, NeuronSpec
 DATASETS = ("torch/cifar10", "torch/cifar100", "sklearn/digits")
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 def _f(default, help: str, **kw):
@@ -97,6 +98,8 @@ class Config:
     amp: str = _f("none", "mixed precision: none, bf16 or fp16", choices=AMP_MODES)
     channels_last: bool = _f(False, "channels-last memory format")
     compile: bool = _f(False, "torch.compile the model")
+    compile_mode: str = _f("default", "torch.compile mode; reduce-overhead adds CUDA graphs (fastest at small batches on a GPU)",
+                           choices=COMPILE_MODES)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     output: Optional[str] = _f(None, "run folder (default: output/train/<timestamp>-<dataset>-<mode>-uth<v>-seed<s>)")
     nonfinite: str = _f("stop", "on a non-finite loss: stop the run, or skip the step", choices=NONFINITE_POLICIES)
@@ -106,6 +109,10 @@ class Config:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.cooldown_epochs
+
+    @property
+    def uses_cuda_graphs(self) -> bool:
+        return self.compile and self.compile_mode in ("reduce-overhead", "max-autotune")
 
     def neuron_spec(self) -> NeuronSpec:
         return NeuronSpec(

@@ -68,6 +68,7 @@ def train_one_epoch(
     channels_last: bool = False,
     nonfinite: str = "stop",
     sync_every: int = 10,
+    cuda_graphs: bool = False,
     state: Optional[EpochState] = None,
     stop_requested: Callable[[], bool] = lambda: False,
     on_sync: Optional[Callable[[float, int], None]] = None,
@@ -107,6 +108,8 @@ def train_one_epoch(
             images, target = mixup(images, target)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
+        if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, amp):
             loss = classification_loss(model(images), target, loss_fn)
         optimizer.zero_grad(set_to_none=True)

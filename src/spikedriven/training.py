@@ -307,7 +307,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
 
     train_model = model
     if cfg.compile:
-        train_model = torch.compile(train_model)
+        train_model = torch.compile(train_model, mode=cfg.compile_mode)
     if dist.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -366,6 +366,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
                     amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=cfg.channels_last,
                     nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
+                    cuda_graphs=cfg.uses_cuda_graphs,
                     stop_requested=stop, on_sync=on_sync,
                 )
             except StopRequested:
