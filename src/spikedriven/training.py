@@ -122,12 +122,13 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    np_state = np.random.get_state()
+    """Every generator's state, as plain values and tensors that load with weights_only=True."""
+    version, internal, gauss = random.getstate()
+    _, keys, pos, has_gauss, np_gauss = np.random.get_state()
     return {
-        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
-        "python_version": random.getstate()[0],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "python": {"version": version, "state": list(internal), "gauss": gauss},
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(np_gauss)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -135,7 +136,7 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     py = state["python"]
-    random.setstate((state["python_version"], tuple(py[:-1]), None if py[-1] == -1 else py[-1]))
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     n = state["numpy"]
     np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
