@@ -117,7 +117,11 @@ def load_checkpoint(model: nn.Module, path: PathLike, use_ema: bool = False) -> 
     Accepts our own checkpoints and the original code's ``.pth.tar`` files
     (``module.`` prefixes, ``state_dict_ema`` with ``use_ema=True``).
     """
-    ckpt = read_checkpoint(path)
+    return load_into(model, read_checkpoint(path), path, use_ema)
+
+
+def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = False) -> dict:
+    """``load_checkpoint`` for a checkpoint already read from ``path``."""
     key = "state_dict_ema" if use_ema else "state_dict"
     if key not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no '{key}' (it holds: {', '.join(sorted(ckpt))})")
@@ -126,7 +130,7 @@ def load_checkpoint(model: nn.Module, path: PathLike, use_ema: bool = False) -> 
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit the model ({problem}); check the model size, number of classes and config")
     model.load_state_dict(state_dict, strict=True)
-    return ckpt
+    return dict(ckpt)
 
 
 def save_checkpoint(path: PathLike, payload: Mapping[str, Any]) -> Path:

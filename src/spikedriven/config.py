@@ -170,6 +170,8 @@ class Config:
             need(0 <= getattr(self, name) <= 1, f"{name} must lie in [0, 1], got {getattr(self, name)}")
         for name in ("mixup", "cutmix", "color_jitter", "weight_decay", "warmup_lr", "min_lr"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
+        need(self.batch_size % 2 == 0 or (self.mixup == 0 and self.cutmix == 0) or self.mixup_mode == "elem",
+             f"mixup needs an even batch_size, got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
         need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         need(0 < self.crop_pct <= 1, f"crop_pct must lie in (0, 1], got {self.crop_pct}")

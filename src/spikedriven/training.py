@@ -36,7 +36,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from .config import Config, from_mapping, save_config
 from .data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
-from .distributed import DistInfo, barrier, init_distributed, shutdown
+from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .engine import EpochState, StopRequested, evaluate, train_one_epoch
 from .errors import CheckpointError, ConfigError
 from .models import build_model
@@ -196,9 +196,9 @@ class RunStopped(Exception):
 # ------------------------------------------------------------------- resume
 
 
-def newest_checkpoint(run_dir: Path) -> Optional[Path]:
-    """The valid checkpoint with the most progress; unreadable ones are skipped with a warning."""
-    best, best_key = None, None
+def newest_checkpoint(run_dir: Path) -> tuple[Optional[Path], Optional[dict]]:
+    """The valid checkpoint with the most progress, and its contents; unreadable ones are skipped with a warning."""
+    best, best_ckpt, best_key = None, None, None
     for name in CHECKPOINT_NAMES:
         path = run_dir / name
         if not path.exists():
@@ -210,8 +210,8 @@ def newest_checkpoint(run_dir: Path) -> Optional[Path]:
             continue
         key = (int(ckpt.get("epoch", -1)), int(ckpt.get("step", 0)), name == "last.pth.tar")
         if best_key is None or key > best_key:
-            best, best_key = path, key
-    return best
+            best, best_ckpt, best_key = path, ckpt, key
+    return best, best_ckpt
 
 
 @dataclass
@@ -219,6 +219,7 @@ class ResumePlan:
     checkpoint: Optional[Path]  # None: fresh start
     weights_only: bool
     run_dir: Optional[Path]  # continue here (None: a new folder)
+    contents: Optional[dict] = None  # the checkpoint, read once
 
 
 def plan_resume(resume: Optional[str], no_resume_opt: bool, output: Optional[str]) -> ResumePlan:
@@ -228,24 +229,26 @@ def plan_resume(resume: Optional[str], no_resume_opt: bool, output: Optional[str
         if not output:
             raise ConfigError("--resume auto needs --output RUN_FOLDER to know where to look")
         run_dir = Path(output)
-        found = newest_checkpoint(run_dir) if run_dir.is_dir() else None
+        found, ckpt = newest_checkpoint(run_dir) if run_dir.is_dir() else (None, None)
         if found is None:
             return ResumePlan(None, False, run_dir)
-        return ResumePlan(found, no_resume_opt, None if no_resume_opt else run_dir)
+        return ResumePlan(found, no_resume_opt, None if no_resume_opt else run_dir, ckpt)
     path = Path(resume)
     if path.is_dir():
-        found = newest_checkpoint(path)
+        found, ckpt = newest_checkpoint(path)
         if found is None:
             raise CheckpointError(f"no readable checkpoint (last.pth.tar / best.pth.tar) in {path}")
         path = found
-    return ResumePlan(path, no_resume_opt, None if no_resume_opt else path.parent)
+    else:
+        ckpt = ckpt_io.read_checkpoint(path)
+    return ResumePlan(path, no_resume_opt, None if no_resume_opt else path.parent, ckpt)
 
 
 def resolve_config(yaml_cfg: Config, overrides: dict, plan: ResumePlan) -> Config:
     """A full resume continues with the checkpoint's own config; flags given now still apply."""
     if plan.checkpoint is None or plan.weights_only:
         return yaml_cfg
-    ckpt = ckpt_io.read_checkpoint(plan.checkpoint)
+    ckpt = plan.contents
     if ckpt_io.is_original_format(ckpt) or not {"config", "optimizer", "scheduler"} <= set(ckpt):
         raise CheckpointError(
             f"{plan.checkpoint} holds weights but no training state to continue (written by the original code or "
@@ -268,8 +271,6 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
 
 
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
-    if (cfg.mixup > 0 or cfg.cutmix > 0) and cfg.mixup_mode != "elem" and cfg.batch_size % 2:
-        raise ConfigError(f"mixup needs an even batch_size, got {cfg.batch_size}")
     seed_everything(cfg.seed)
     splits = build_datasets(cfg)
     pin = device.type == "cuda"
@@ -292,7 +293,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     start_epoch, epoch_state, best = 0, EpochState(), {"eval_top1": None, "epoch": None}
     resume_rng = None
     if plan.checkpoint is not None:
-        ckpt = ckpt_io.load_checkpoint(model, plan.checkpoint)
+        ckpt = ckpt_io.load_into(model, plan.contents, plan.checkpoint)
         if not plan.weights_only:
             optimizer.load_state_dict(ckpt["optimizer"])
             scheduler.load_state_dict(ckpt["scheduler"])
@@ -453,8 +454,6 @@ def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.
         [[float(recorder.spike_counts[n].sum()), float(recorder.element_counts[n] * recorder.spike_counts[n].numel())] for n in names],
         dtype=torch.float64, device=device,
     )
-    from .distributed import all_reduce_sum
-
     packed = all_reduce_sum(packed, dist)
     return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed.tolist())}
 
