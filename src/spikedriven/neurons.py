@@ -29,6 +29,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .fused import fused_available, fused_neuron
+from .spike_ops import norm_then_fire
 
 # ---------------------------------------------------------------- surrogates
 
@@ -169,8 +170,19 @@ class SpikingNeuron(nn.Module):
     def reset(self, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, norm: Optional[nn.BatchNorm2d] = None) -> torch.Tensor:
         """``x``: input current ``[T, ...]``; returns spikes of the same shape and dtype.
+
+        With ``norm``, ``x`` is ``[T, B, C, H, W]`` and the input current is
+        ``norm`` applied frame-wise; in training, backward then recomputes the
+        normalised current instead of keeping it (``spikedriven.spike_ops``).
+        """
+        if norm is not None:
+            return norm_then_fire(x, norm, self.multi_step)
+        return self.multi_step(x)
+
+    def multi_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes for input current ``[T, ...]``: charge, fire and reset at every step.
 
         On CUDA the built-in modes run as fused kernels (``spikedriven.fused``),
         which give the same fp32 spikes and gradients as the loop below.

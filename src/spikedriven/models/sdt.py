@@ -19,6 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..errors import ConfigError
 from ..neurons import NeuronSpec, SpikingNeuron, create_neuron
+from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, spike_mul
 
 __all__ = ["SpikeDrivenTransformer", "sdt"]
 
@@ -32,12 +33,18 @@ def per_step(layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
     return y.reshape(t, b, *y.shape[1:])
 
 
-def _pool(enabled: bool) -> nn.Module:
-    return nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if enabled else nn.Identity()
+# Layers fed by spikes keep their input for backward as bool (spikedriven.spike_ops).
 
 
-def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    return nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias), nn.BatchNorm2d(out_ch)
+def _pool(enabled: bool, spikes_in: bool = True) -> nn.Module:
+    if not enabled:
+        return nn.Identity()
+    return (SpikeMaxPool2d if spikes_in else nn.MaxPool2d)(kernel_size=3, stride=2, padding=1)
+
+
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, spikes_in: bool = True) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    conv = (SpikeConv2d if spikes_in else nn.Conv2d)(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
+    return conv, nn.BatchNorm2d(out_ch)
 
 
 class SpikingPatchSplit(nn.Module):
@@ -48,21 +55,21 @@ class SpikingPatchSplit(nn.Module):
         super().__init__()
         d = embed_dim
         pool = [flag == "1" for flag in pooling_stat]
-        self.proj_conv, self.proj_bn = _conv_bn(in_chans, d // 8, 3, bias=False)
+        self.proj_conv, self.proj_bn = _conv_bn(in_chans, d // 8, 3, bias=False, spikes_in=False)  # sees the image
         self.proj_neuron, self.maxpool = neuron(), _pool(pool[0])
         self.proj_conv1, self.proj_bn1 = _conv_bn(d // 8, d // 4, 3, bias=False)
         self.proj_neuron1, self.maxpool1 = neuron(), _pool(pool[1])
         self.proj_conv2, self.proj_bn2 = _conv_bn(d // 4, d // 2, 3, bias=False)
         self.proj_neuron2, self.maxpool2 = neuron(), _pool(pool[2])
         self.proj_conv3, self.proj_bn3 = _conv_bn(d // 2, d, 3, bias=False)
-        self.maxpool3 = _pool(pool[3])  # acts on the real-valued BN output
+        self.maxpool3 = _pool(pool[3], spikes_in=False)  # acts on the real-valued BN output
         self.rpe_neuron = neuron()
         self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj_neuron(per_step(lambda z: self.proj_bn(self.proj_conv(z)), x))
-        x = self.proj_neuron1(per_step(lambda z: self.proj_bn1(self.proj_conv1(self.maxpool(z))), x))
-        x = self.proj_neuron2(per_step(lambda z: self.proj_bn2(self.proj_conv2(self.maxpool1(z))), x))
+        x = self.proj_neuron(per_step(self.proj_conv, x), norm=self.proj_bn)
+        x = self.proj_neuron1(per_step(lambda z: self.proj_conv1(self.maxpool(z)), x), norm=self.proj_bn1)
+        x = self.proj_neuron2(per_step(lambda z: self.proj_conv2(self.maxpool1(z)), x), norm=self.proj_bn2)
         feat = per_step(lambda z: self.maxpool3(self.proj_bn3(self.proj_conv3(self.maxpool2(z)))), x)
         return per_step(lambda z: self.rpe_bn(self.rpe_conv(z)), self.rpe_neuron(feat)) + feat
 
@@ -90,11 +97,11 @@ class SpikeDrivenSelfAttention(nn.Module):
         s = self.shortcut_neuron(x)
         # [T, B, heads, dim/heads, N]: a view of [T, B, C, H, W], no copy
         heads = (t, b, self.num_heads, c // self.num_heads, h * w)
-        q = self.q_neuron(per_step(lambda z: self.q_bn(self.q_conv(z)), s)).reshape(heads)
-        k = self.k_neuron(per_step(lambda z: self.k_bn(self.k_conv(z)), s)).reshape(heads)
-        v = self.v_neuron(per_step(lambda z: self.v_bn(self.v_conv(z)), s)).reshape(heads)
-        kv = self.kv_neuron((k * v).sum(dim=-1, keepdim=True))  # sum over tokens
-        y = (q * kv).reshape(t, b, c, h, w)
+        q = self.q_neuron(per_step(self.q_conv, s), norm=self.q_bn).reshape(heads)
+        k = self.k_neuron(per_step(self.k_conv, s), norm=self.k_bn).reshape(heads)
+        v = self.v_neuron(per_step(self.v_conv, s), norm=self.v_bn).reshape(heads)
+        kv = self.kv_neuron(spike_mul(k, v).sum(dim=-1, keepdim=True))  # sum over tokens
+        y = spike_mul(q, kv).reshape(t, b, c, h, w)
         return per_step(lambda z: self.proj_bn(self.proj_conv(z)), y) + x
 
 
@@ -109,11 +116,13 @@ class SpikingMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
-        h = per_step(lambda z: self.fc1_bn(self.fc1_conv(z)), self.fc1_neuron(x))
+        h = per_step(self.fc1_conv, self.fc1_neuron(x))
         if self.hidden_residual:
-            h = h + identity
-            identity = h
-        return per_step(lambda z: self.fc2_bn(self.fc2_conv(z)), self.fc2_neuron(h)) + identity
+            identity = per_step(self.fc1_bn, h) + identity
+            s = self.fc2_neuron(identity)
+        else:
+            s = self.fc2_neuron(h, norm=self.fc1_bn)
+        return per_step(lambda z: self.fc2_bn(self.fc2_conv(z)), s) + identity
 
 
 class Block(nn.Module):

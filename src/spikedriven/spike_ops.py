@@ -1,0 +1,225 @@
+"""Operations on binary spikes that keep one byte per spike for the backward pass.
+
+A convolution, a product or a max-pool keeps its input for backward. When
+that input is a spike tensor, every value is exactly 0 or 1, so it is kept as
+``torch.bool`` (1 byte instead of 4 for fp32) and turned back into the compute
+dtype when backward needs it. Forward results and gradients are identical to
+the plain PyTorch operations; only the memory held between forward and
+backward shrinks.
+
+The model calls these only on neuron outputs and on pools or products of
+them, which are binary by construction. The functions do not check their
+input: a check would cost a device synchronisation on every call.
+``ok_for_spikes`` tells when compaction applies at all (a floating-point
+input that autograd tracks); otherwise the plain operation runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["SpikeConv2d", "SpikeMaxPool2d", "norm_then_fire", "spike_conv2d", "spike_max_pool2d", "spike_mul"]
+
+
+def _tracked(*tensors: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def _unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return packed.to(dtype)  # keeps the memory format (channels_last stays channels_last)
+
+
+# ------------------------------------------------------------- convolution
+
+
+class _SpikeConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        ctx.save_for_backward(x.to(torch.bool), weight)
+        # under autocast the convolution ran in out.dtype; backward repeats that
+        ctx.conf = (stride, padding, dilation, groups)
+        ctx.dtypes = (x.dtype, out.dtype)
+        ctx.bias_shape = None if bias is None else list(bias.shape)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        packed, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conf
+        in_dtype, compute = ctx.dtypes
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+            grad_out.to(compute),
+            _unpack(packed, compute),
+            weight.to(compute),
+            ctx.bias_shape,
+            list(stride),
+            list(padding),
+            list(dilation),
+            False,
+            [0] * len(stride),
+            groups,
+            [needs_x, needs_w, needs_b],
+        )
+        if grad_x is not None:
+            grad_x = grad_x.to(in_dtype)
+        if grad_w is not None:
+            grad_w = grad_w.to(weight.dtype)
+        if grad_b is not None:
+            grad_b = grad_b.to(weight.dtype)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def spike_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
+    """``F.conv2d`` for a binary input ``x``, keeping ``x`` as bool for backward."""
+    if not _tracked(x, weight, bias) or not x.is_floating_point():
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+    pair = nn.modules.utils._pair
+    return _SpikeConv2d.apply(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups)
+
+
+class SpikeConv2d(nn.Conv2d):
+    """A ``Conv2d`` whose input is always spikes (same parameters and state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return super().forward(x)
+        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+# ---------------------------------------------------------------- max-pool
+
+
+class _SpikeMaxPool2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+        ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
+        ctx.dtype = x.dtype
+        ctx.save_for_backward(x.to(torch.bool))
+        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        (packed,) = ctx.saved_tensors
+        x = _unpack(packed, ctx.dtype)
+        # the indices are recomputed from the input instead of kept (int64, 8 bytes each)
+        _, indices = F.max_pool2d(x, *ctx.conf, return_indices=True)
+        grad = torch.ops.aten.max_pool2d_with_indices_backward(grad_out, x, *map(_as_list, ctx.conf[:4]), ctx.conf[4], indices)
+        return grad, None, None, None, None, None
+
+
+def _as_list(value):
+    return list(nn.modules.utils._pair(value))
+
+
+def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
+    """``F.max_pool2d`` for a binary input, keeping the input as bool and no indices."""
+    stride = kernel_size if stride is None else stride
+    if not _tracked(x) or not x.is_floating_point():
+        return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _SpikeMaxPool2d.apply(x, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+class SpikeMaxPool2d(nn.MaxPool2d):
+    """A ``MaxPool2d`` whose input is always spikes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.return_indices:
+            return super().forward(x)
+        return spike_max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+
+
+# ----------------------------------------------------------------- product
+
+
+class _SpikeMul(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a, b):
+        ctx.dtypes = (a.dtype, b.dtype)
+        ctx.save_for_backward(a.to(torch.bool), b.to(torch.bool))
+        return a * b
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad):
+        packed_a, packed_b = ctx.saved_tensors
+        dtype_a, dtype_b = ctx.dtypes
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = (grad * _unpack(packed_b, dtype_b)).sum_to_size(packed_a.shape).to(dtype_a)
+        if ctx.needs_input_grad[1]:
+            grad_b = (grad * _unpack(packed_a, dtype_a)).sum_to_size(packed_b.shape).to(dtype_b)
+        return grad_a, grad_b
+
+
+def spike_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a * b`` (broadcasting) for binary ``a`` and ``b``, keeping both as bool."""
+    if not _tracked(a, b) or not (a.is_floating_point() and b.is_floating_point()):
+        return a * b
+    return _SpikeMul.apply(a, b)
+
+
+# ------------------------------------------------- batch norm, then neuron
+
+
+def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
+    return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+
+
+class _NormThenFire(torch.autograd.Function):
+    """Spikes of ``fire(norm(x))`` keeping only ``x`` for backward.
+
+    Without it, backward holds the batch norm's input and the neuron's
+    potentials, two tensors of x's size. Backward recomputes the normalised
+    input and the potentials from ``x`` (cheap element-wise work) with the same
+    calls as forward, so values and gradients are identical.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, norm, fire):
+        y = norm(x.flatten(0, 1)).reshape(x.shape)  # the module call: running statistics move once
+        ctx.save_for_backward(x, weight, bias)
+        ctx.norm, ctx.fire, ctx.autocast = norm, fire, _autocast_state(x.device.type)
+        return fire(y)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_spikes):
+        saved = ctx.saved_tensors
+        norm = ctx.norm
+        device_type, enabled, dtype = ctx.autocast
+        leaves = [
+            None if t is None else t.detach().requires_grad_(bool(need))
+            for t, need in zip(saved, ctx.needs_input_grad[:3])
+        ]
+        x, weight, bias = leaves
+
+        def copy(stat):  # the same kernel as forward, without moving the module's statistics again
+            return None if stat is None else stat.clone()
+
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+            y = F.batch_norm(x.flatten(0, 1), copy(norm.running_mean), copy(norm.running_var), weight, bias,
+                             True, 0.0, norm.eps)
+            spikes = ctx.fire(y.reshape(x.shape))
+        wanted = [t for t in leaves if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(spikes, wanted, grad_spikes))
+        return (*(next(grads) if t is not None and t.requires_grad else None for t in leaves), None, None)
+
+
+def norm_then_fire(x: torch.Tensor, norm: nn.BatchNorm2d, fire) -> torch.Tensor:
+    """``fire(norm(x))`` for ``x`` ``[T, B, C, H, W]`` with the batch norm over ``[T*B, C, H, W]``.
+
+    ``fire`` maps input current ``[T, ...]`` to spikes. In training with
+    autograd, backward recomputes the batch norm and the neuron instead of
+    keeping their outputs (see ``_NormThenFire``); under ``torch.compile`` the
+    compiler makes that choice itself, so the plain composition is traced.
+    """
+    if not norm.training or not _tracked(x, norm.weight, norm.bias) or torch.compiler.is_compiling():
+        return fire(norm(x.flatten(0, 1)).reshape(x.shape))
+    return _NormThenFire.apply(x, norm.weight, norm.bias, norm, fire)
