@@ -3,13 +3,17 @@
 Both paths run in one process on the same model (the CIFAR-10 2-256 T=4
 configuration by default) with synthetic inputs on the device:
 
-* reference: the model as built, per-step neurons, plain eager PyTorch;
-* fast: fused neurons (``spikedriven.fused``: Triton kernels on CUDA),
+* reference: per-step neurons and plain PyTorch operations that keep full
+  tensors for backward (``spikedriven.spike_ops.keep_full_tensors``), eager;
+* fast: fused neurons (``spikedriven.fused``: Triton kernels on CUDA), the
+  backward-memory mode of ``--backward-memory`` (auto: lean on GPUs, i.e. bool
+  spikes and batch norm + neuron recomputed in backward; full on CPU),
   channels_last, cuDNN autotuning, and with ``--compile`` torch.compile.
 
 A training step is forward, cross-entropy, backward and an AdamW step; the
 warm-up steps are not timed. Peak memory is torch.cuda.max_memory_allocated
-(not measured on CPU). A neuron-level check compares the fused neuron with
+(not measured on CPU); "saved MiB" is what autograd keeps between forward and
+backward in one training forward, counted the same way on every device. A neuron-level check compares the fused neuron with
 the reference on the same device before the model runs.
 
     python benchmarks/throughput.py --json throughput.json
@@ -38,6 +42,7 @@ from timm.optim import create_optimizer_v2
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven.fused import fused_available, fused_neuron
 from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
+from spikedriven.spike_ops import MEMORY_MODES, memory_mode, saved_tensor_bytes
 
 PRECISIONS = ("fp32", "bf16")
 PATHS = ("reference", "fast")
@@ -53,6 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
     p.add_argument("--warmup", type=int, default=5, help="untimed steps before each measurement")
     p.add_argument("--compile", action="store_true", help="torch.compile the fast path")
+    p.add_argument("--backward-memory", choices=MEMORY_MODES, default="auto", help="memory mode of the fast path")
     p.add_argument("--compile-mode", default="default", help='e.g. "reduce-overhead" for CUDA graphs')
     p.add_argument(
         "--quick", action="store_true", help="embed_dim 32, depth 1, 16x16 images, T=2, batch 4, 2 steps: a smoke run"
@@ -130,6 +136,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
     x = torch.randn(size, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
     compiled = fast and args.compile
+    ops = functools.partial(memory_mode, args.backward_memory if fast else "full")
 
     if compiled:
         torch.compiler.reset()  # a fresh compile per setting, clear of earlier settings' graphs
@@ -140,13 +147,19 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
     def train_step():
         mark_step(compiled)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
+        with autocast(device, precision), ops():
             loss = F.cross_entropy(runner(x), y)
         loss.backward()
         optimizer.step()
 
     train_s = timed(train_step, args.warmup, args.steps, device)
     train_mem = peak_memory_mib(device)
+
+    def forward_only():  # eager, also for a compiled fast path: the compiler's own saving is not visible here
+        with autocast(device, precision), ops():
+            model(x)
+
+    saved_mib = saved_tensor_bytes(forward_only) / 2**20
     del optimizer
     model.zero_grad(set_to_none=True)
 
@@ -168,6 +181,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
         "train_images_per_s": batch * args.steps / train_s,
         "eval_images_per_s": batch * args.steps / eval_s,
         "train_peak_mem_mib": train_mem,
+        "train_saved_mib": saved_mib,
         "eval_peak_mem_mib": eval_mem,
     }
 
@@ -251,12 +265,13 @@ def print_table(results: list[dict]) -> None:
         return _fmt(r[key] / ref[key] if ref else None, ".2f")
 
     columns = [("path", "<10"), ("prec", "<5"), ("batch", ">5"), ("train img/s", ">12"), ("x ref", ">6"),
-               ("eval img/s", ">11"), ("x ref", ">6"), ("train MiB", ">10"), ("eval MiB", ">9")]  # fmt: skip
+               ("eval img/s", ">11"), ("x ref", ">6"), ("saved MiB", ">10"), ("train MiB", ">10"),
+               ("eval MiB", ">9")]  # fmt: skip
     rows = [
         [
             r["path"], r["precision"], r["batch"],
             f"{r['train_images_per_s']:.1f}", speedup(r, "train_images_per_s"),
-            f"{r['eval_images_per_s']:.1f}", speedup(r, "eval_images_per_s"),
+            f"{r['eval_images_per_s']:.1f}", speedup(r, "eval_images_per_s"), f"{r['train_saved_mib']:.1f}",
             _fmt(r["train_peak_mem_mib"], ".0f"), _fmt(r["eval_peak_mem_mib"], ".0f"),
         ]  # fmt: skip
         for r in results
@@ -326,7 +341,8 @@ def main(argv=None) -> int:
                 "warmup": args.warmup,
                 "compile": args.compile,
                 "compile_mode": args.compile_mode if args.compile else None,
-                "fast_path": "fused neurons, channels_last, cudnn.benchmark" + (", torch.compile" if args.compile else ""),
+                "fast_path": f"fused neurons, backward memory {args.backward_memory}, channels_last, cudnn.benchmark"
+                + (", torch.compile" if args.compile else ""),
                 "optimizer": "timm adamw lr=3e-4 weight_decay=0.06",
             },
             "neuron_check": checks,

@@ -8,10 +8,16 @@ import torch.nn.functional as F
 from conftest import tiny_model_kwargs
 from torch import nn
 
-from spikedriven import spike_ops
 from spikedriven.models.sdt import SpikeDrivenTransformer
 from spikedriven.neurons import NeuronSpec, create_neuron
-from spikedriven.spike_ops import norm_then_fire, spike_conv2d, spike_max_pool2d, spike_mul
+from spikedriven.spike_ops import keep_full_tensors, memory_mode, norm_then_fire, saved_tensor_bytes, spike_conv2d, spike_max_pool2d, spike_mul
+
+
+@pytest.fixture(autouse=True)
+def lean_on_cpu():
+    """"auto" keeps full tensors on CPU; these tests exercise the lean operations there."""
+    with memory_mode("lean"):
+        yield
 
 
 def spikes(*shape, rate=0.3):
@@ -33,19 +39,6 @@ def assert_same(a, b):
         assert (ga is None and gb is None) or torch.equal(ga, gb)
 
 
-def saved_bytes(fn) -> int:
-    """Bytes of distinct storages autograd keeps for backward while ``fn`` runs."""
-    storages = {}
-
-    def pack(t):
-        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(storages.values())
-
-
 @pytest.mark.parametrize("kernel,stride,bias,channels_last", [(1, 1, True, False), (3, 1, False, False), (3, 2, True, True)])
 def test_spike_conv_equals_conv(kernel, stride, bias, channels_last):
     x = spikes(6, 5, 9, 9).requires_grad_()
@@ -63,7 +56,7 @@ def test_spike_conv_equals_conv(kernel, stride, bias, channels_last):
         return F.conv2d(x, w, b, stride, kernel // 2)
 
     assert_same(grads_of(with_ops, *inputs, weight=out_w), grads_of(plain, *inputs, weight=out_w))
-    assert saved_bytes(lambda: with_ops(*inputs)) < saved_bytes(lambda: plain(*inputs))
+    assert saved_tensor_bytes(lambda: with_ops(*inputs)) < saved_tensor_bytes(lambda: plain(*inputs))
 
 
 def test_spike_conv_under_bf16_autocast_equals_conv():
@@ -91,7 +84,7 @@ def test_spike_max_pool_and_mul_equal_plain_ops():
     a, b = spikes(2, 3, 4, 5, 6).requires_grad_(), spikes(2, 3, 4, 5, 1).requires_grad_()
     w = torch.randn(2, 3, 4, 5, 6)
     assert_same(grads_of(spike_mul, a, b, weight=w), grads_of(torch.mul, a, b, weight=w))
-    assert saved_bytes(lambda: spike_mul(a, b)) * 4 == saved_bytes(lambda: a * b)
+    assert saved_tensor_bytes(lambda: spike_mul(a, b)) * 4 == saved_tensor_bytes(lambda: a * b)
 
 
 @pytest.mark.parametrize("mode", ["lif", "if", "if_soft"])
@@ -116,7 +109,7 @@ def test_norm_then_fire_equals_norm_and_neuron(mode):
         assert torch.equal(p.grad, q.grad)
     for name, buf in norm.named_buffers():  # statistics moved once, as by the module
         assert torch.equal(buf, dict(plain_norm.named_buffers())[name]), name
-    assert saved_bytes(lambda: lean(x)) < 0.6 * saved_bytes(lambda: plain(x))
+    assert saved_tensor_bytes(lambda: lean(x)) < 0.6 * saved_tensor_bytes(lambda: plain(x))
 
 
 def test_norm_then_fire_recomputes_under_the_forward_autocast():
@@ -136,12 +129,7 @@ def test_norm_then_fire_recomputes_under_the_forward_autocast():
     assert_same(grads_of(lean, x, weight=w), grads_of(plain, x, weight=w))
 
 
-def plain_ops(monkeypatch):
-    """Route every spike op to the plain PyTorch operation."""
-    monkeypatch.setattr(spike_ops, "_tracked", lambda *tensors: False)
-
-
-def test_model_with_lean_ops_equals_plain_model(monkeypatch):
+def test_model_with_lean_ops_equals_plain_model():
     torch.manual_seed(0)
     lean = SpikeDrivenTransformer(**tiny_model_kwargs(depth=2, spike_mode="if_soft"))
     plain = copy.deepcopy(lean)
@@ -152,11 +140,11 @@ def test_model_with_lean_ops_equals_plain_model(monkeypatch):
         logits.square().sum().backward()
         return logits.detach()
 
-    lean_bytes = saved_bytes(lambda: lean(images))
+    lean_bytes = saved_tensor_bytes(lambda: lean(images))
     logits = step(lean)
-    plain_ops(monkeypatch)
-    plain_bytes = saved_bytes(lambda: plain(images))
-    assert torch.equal(logits, step(plain))
+    with keep_full_tensors():
+        plain_bytes = saved_tensor_bytes(lambda: plain(images))
+        assert torch.equal(logits, step(plain))
     for (name, p), q in zip(lean.named_parameters(), plain.parameters()):
         assert torch.equal(p.grad, q.grad), name
     for (name, buf), other in zip(lean.named_buffers(), plain.buffers()):
@@ -177,3 +165,17 @@ def test_compiled_model_with_lean_ops_matches_eager():
     compiled_logits.square().sum().backward()
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_memory_mode_auto_keeps_full_tensors_on_cpu_and_rejects_unknown_modes():
+    model = SpikeDrivenTransformer(**tiny_model_kwargs())
+    images = torch.randn(2, 3, 16, 16)
+    with memory_mode("auto"):
+        auto = saved_tensor_bytes(lambda: model(images))
+    with keep_full_tensors():
+        full = saved_tensor_bytes(lambda: model(images))
+    assert abs(auto - full) < 0.05 * full  # a few small storages vary from call to call
+    assert saved_tensor_bytes(lambda: model(images)) < 0.6 * full  # the fixture's "lean"
+    with pytest.raises(ValueError, match="valid modes are: auto, lean, full"):
+        with memory_mode("small"):
+            pass

@@ -200,3 +200,13 @@ def test_tet_loss_averages_the_per_step_losses():
     ce = torch.nn.functional.cross_entropy
     expected = sum(ce(logits[t], target) for t in range(3)) / 3
     torch.testing.assert_close(classification_loss(logits, target, ce), expected)
+
+
+def test_lean_backward_memory_trains_exactly_like_full(cifar_root, tmp_path):
+    """--backward-memory lean (bool spikes, recomputed batch norm + neuron) changes no number of a run."""
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN,
+            "--spike-mode", "if_soft"]
+    for memory in ("full", "lean"):
+        assert _run([*args, "--backward-memory", memory, "--output", str(tmp_path / memory)]) == 0
+    assert load_config(tmp_path / "lean" / "config.yaml").backward_memory == "lean"
+    _assert_same_run(tmp_path / "full", tmp_path / "lean")

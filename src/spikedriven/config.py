@@ -19,6 +19,7 @@ import yaml
 
 from .errors import ConfigError
 from .neurons import SPIKE_MODES, SURROGATES, NeuronSpec
+from .spike_ops import MEMORY_MODES
 
 DATASETS = ("torch/cifar10", "torch/cifar100", "sklearn/digits")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -97,6 +98,9 @@ class Config:
     seed: int = _f(42, "random seed")
     amp: str = _f("none", "mixed precision: none, bf16 or fp16", choices=AMP_MODES)
     channels_last: bool = _f(False, "channels-last memory format")
+    backward_memory: str = _f("auto", "what training keeps for backward: lean (bool spikes, batch norm + neuron recomputed; "
+                              "same gradients, about half the activation memory), full, or auto (lean on GPUs, full on CPU)",
+                              choices=MEMORY_MODES)
     compile: bool = _f(False, "torch.compile the model")
     compile_mode: str = _f("default", "torch.compile mode; reduce-overhead adds CUDA graphs (fastest at small batches on a GPU)",
                            choices=COMPILE_MODES)

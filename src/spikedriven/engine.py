@@ -13,6 +13,7 @@ from torch import nn
 from .distributed import DistInfo, all_reduce_sum
 from .errors import SpikedrivenError
 from .monitor import SpikeRecorder
+from .spike_ops import memory_mode
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -66,6 +67,7 @@ def train_one_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     clip_grad: Optional[float] = None,
     channels_last: bool = False,
+    backward_memory: str = "auto",
     nonfinite: str = "stop",
     sync_every: int = 10,
     cuda_graphs: bool = False,
@@ -110,7 +112,7 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with autocast(device, amp):
+        with autocast(device, amp), memory_mode(backward_memory):
             loss = classification_loss(model(images), target, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         finite = torch.isfinite(loss.detach())

@@ -1,31 +1,85 @@
-"""Operations on binary spikes that keep one byte per spike for the backward pass.
+"""Autograd operations for spiking layers that keep less for the backward pass.
 
-A convolution, a product or a max-pool keeps its input for backward. When
-that input is a spike tensor, every value is exactly 0 or 1, so it is kept as
-``torch.bool`` (1 byte instead of 4 for fp32) and turned back into the compute
-dtype when backward needs it. Forward results and gradients are identical to
-the plain PyTorch operations; only the memory held between forward and
-backward shrinks.
+* Spike inputs as bool. A convolution, a product or a max-pool keeps its
+  input for backward. A spike tensor holds only 0 and 1, so it is kept as
+  ``torch.bool`` (1 byte instead of 4 for fp32) and turned back into the
+  compute dtype when backward needs it. The model calls these only on neuron
+  outputs and on pools or products of them, which are binary by
+  construction; the functions do not check it, as a check would cost a device
+  synchronisation on every call.
+* Batch norm, then neuron (``norm_then_fire``): backward recomputes the
+  normalised current and the membrane potentials from the batch norm's input
+  instead of keeping both.
 
-The model calls these only on neuron outputs and on pools or products of
-them, which are binary by construction. The functions do not check their
-input: a check would cost a device synchronisation on every call.
-``ok_for_spikes`` tells when compaction applies at all (a floating-point
-input that autograd tracks); otherwise the plain operation runs.
+Forward results and gradients are identical to the plain PyTorch operations;
+only the memory held between forward and backward shrinks, to about half for
+the SDT. They apply on accelerators by default; ``memory_mode`` chooses
+(the config key ``backward_memory``), and ``keep_full_tensors()`` is the plain
+reference of benchmarks and tests.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-__all__ = ["SpikeConv2d", "SpikeMaxPool2d", "norm_then_fire", "spike_conv2d", "spike_max_pool2d", "spike_mul"]
+__all__ = [
+    "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then_fire",
+    "saved_tensor_bytes", "spike_conv2d", "spike_max_pool2d", "spike_mul",
+]  # fmt: skip
+
+MEMORY_MODES = ("auto", "lean", "full")
+_memory_mode = "auto"
+
+
+@contextlib.contextmanager
+def memory_mode(mode: str):
+    """Within this block: ``"lean"`` uses the operations here, ``"full"`` the plain
+    PyTorch ones, ``"auto"`` (the default) lean on accelerators, where memory
+    bounds the batch, and full on CPU, where the extra conversions and the
+    recomputation cost more time than the memory is worth."""
+    global _memory_mode
+    if mode not in MEMORY_MODES:
+        raise ValueError(f"unknown memory mode {mode!r}; valid modes are: {', '.join(MEMORY_MODES)}")
+    previous, _memory_mode = _memory_mode, mode
+    try:
+        yield
+    finally:
+        _memory_mode = previous
+
+
+def keep_full_tensors():
+    """The plain PyTorch operations within this block (the reference)."""
+    return memory_mode("full")
+
+
+def saved_tensor_bytes(fn) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while ``fn()`` runs
+    (activations, and parameters that backward needs): the memory a training step
+    holds between forward and backward, measured the same way on every device."""
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[(storage.device, storage.data_ptr())] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
 
 
 def _tracked(*tensors: torch.Tensor) -> bool:
-    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    """Whether the lean version applies: autograd records the call and the memory mode asks for it."""
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
+        return False
+    if _memory_mode == "auto":
+        return tensors[0].device.type != "cpu"
+    return _memory_mode == "lean"
 
 
 def _unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

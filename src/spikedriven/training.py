@@ -367,7 +367,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 stats = train_one_epoch(
                     train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
                     amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=cfg.channels_last,
-                    nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
+                    backward_memory=cfg.backward_memory, nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
                     cuda_graphs=cfg.uses_cuda_graphs,
                     stop_requested=stop, on_sync=on_sync,
                 )
