@@ -1,6 +1,7 @@
 """CUDA checks that CI (CPU only) cannot run: fused neurons against the reference
-on the GPU, the model's forward/backward with both paths, a bf16 analysis pass,
-and a short training + evaluation run through the command line.
+on the GPU, the model's forward/backward with both paths, lean against full
+backward memory, a bf16 analysis pass, and a short training + evaluation run
+through the command line (compiled with CUDA graphs by default).
 
     python benchmarks/cuda_check.py            # prints one line per check, exits 1 on a failure
 """
@@ -19,6 +20,7 @@ from spikedriven.analysis import analyze
 from spikedriven.fused import fused_available, fused_neuron
 from spikedriven.models import SpikeDrivenTransformer
 from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
+from spikedriven.spike_ops import memory_mode, saved_tensor_bytes
 from spikedriven.testing import write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,6 +83,26 @@ def model_checks(device: torch.device) -> None:
         check(f"model {mode} bf16 autocast finite", torch.isfinite(out).all().item())
 
 
+def memory_mode_check(device: torch.device) -> None:
+    """Lean backward (bool spikes, recomputed batch norm + neuron) against full tensors on the GPU."""
+    for amp in (None, torch.bfloat16):
+        torch.manual_seed(0)
+        model = SpikeDrivenTransformer(spike_mode="if_soft").to(device)
+        x = torch.randn(32, 3, 32, 32, device=device)
+        runs = {}
+        for mode in ("full", "lean"):
+            model.zero_grad()
+            with memory_mode(mode), torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+                saved = saved_tensor_bytes(lambda: model(x))
+                out = model(x)
+            out.float().logsumexp(-1).sum().backward()
+            runs[mode] = (out.detach().float(), torch.cat([p.grad.flatten() for p in model.parameters()]), saved)
+        (out_f, grad_f, saved_f), (out_l, grad_l, saved_l) = runs["full"], runs["lean"]
+        check(f"lean vs full backward memory ({'bf16' if amp else 'fp32'})",
+              torch.equal(out_f, out_l) and rel(grad_l, grad_f) < (1e-5 if amp is None else 1e-2),
+              f"grad rel err {rel(grad_l, grad_f):.2e}, saved {saved_f / 2**20:.0f} -> {saved_l / 2**20:.0f} MiB at batch 32")
+
+
 def analysis_check(device: torch.device) -> None:
     model = SpikeDrivenTransformer(spike_mode="if_soft").to(device)
     batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(2)]
@@ -98,7 +120,9 @@ def cli_check(device: torch.device) -> None:
                         "--warmup-epochs", "1", "--cooldown-epochs", "0", "--workers", "4", "--amp", "bf16",
                         "--output", str(out), "--spike-mode", "if_soft"]
         proc = subprocess.run(train, capture_output=True, text=True)
-        check("train on cuda via the CLI (bf16)", proc.returncode == 0, proc.stderr[-400:].replace("\n", " | "))
+        compiled = "torch.compile mode reduce-overhead (auto)" in (out / "log.txt").read_text() if out.exists() else False
+        check("train on cuda via the CLI (bf16, compile auto)", proc.returncode == 0 and compiled,
+              proc.stderr[-400:].replace("\n", " | "))
         proc = subprocess.run(base + ["eval", "--checkpoint", str(out / "last.pth.tar")], capture_output=True, text=True)
         check("eval on cuda via the CLI", proc.returncode == 0, (proc.stdout + proc.stderr)[:300].replace("\n", " | "))
 
@@ -110,7 +134,7 @@ def main() -> int:
     device = torch.device("cuda")
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fused kernels available: "
           f"{fused_available(torch.zeros(1, device=device))}", flush=True)
-    for step in (neuron_checks, model_checks, analysis_check, cli_check):
+    for step in (neuron_checks, model_checks, memory_mode_check, analysis_check, cli_check):
         try:
             step(device)
         except Exception as e:  # report and go on: one run of this script must say as much as possible

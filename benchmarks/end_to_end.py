@@ -1,11 +1,13 @@
-"""End-to-end epoch benchmark: the study's augmentation and loaders, one training
-epoch and one evaluation, on a generated CIFAR-format set (no download).
+"""End-to-end benchmark: the study's augmentation and loaders, training epochs and
+an evaluation, on a generated CIFAR-format set (no download).
 
     python benchmarks/end_to_end.py --train-images 50000 --test-images 10000 --workers 16
     python benchmarks/end_to_end.py --quick        # small, CPU
 
-Prints images/s for the data pipeline alone, the training epoch and the
-evaluation, and writes JSON with --json.
+Prints images/s for the data pipeline alone and for the last of ``--epochs``
+training epochs and its evaluation (the first epoch also compiles under the
+default ``--compile auto`` on CUDA; its time is reported separately), and
+writes JSON with --json.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from spikedriven.config import load_config
+from spikedriven.config import CUDA_GRAPH_MODES, load_config
 from spikedriven.data import build_datasets, build_eval_loader, build_train_loader
 from spikedriven.distributed import DistInfo, resolve_device
 from spikedriven.engine import evaluate, train_one_epoch
@@ -34,7 +36,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(train_images: int, test_images: int, workers: int, batch: int, amp: str, overrides: dict) -> dict:
+def run(train_images: int, test_images: int, workers: int, batch: int, amp: str, epochs: int, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         write_fake_cifar(tmp, "torch/cifar10", n_train=train_images, n_test=test_images, seed=0)
@@ -57,21 +59,28 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
         optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
         mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
         dist = DistInfo()
-        sync(device)
-        t0 = time.perf_counter()
-        train_model = torch.compile(model, mode=cfg.compile_mode) if cfg.compile else model
-        stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=0, dist=dist, mixup=mixup,
-                                amp=cfg.amp, sync_every=50, cuda_graphs=cfg.uses_cuda_graphs)
-        sync(device)
-        train_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp)
-        sync(device)
-        eval_s = time.perf_counter() - t0
+        compile_mode = cfg.compile_for(device.type, distributed=False)
+        train_model = torch.compile(model, mode=compile_mode) if compile_mode else model
+        times = []
+        for epoch in range(epochs):  # the first epoch also compiles; the last one is the steady state
+            sync(device)
+            t0 = time.perf_counter()
+            stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, dist=dist,
+                                    mixup=mixup, amp=cfg.amp, sync_every=50, backward_memory=cfg.backward_memory,
+                                    cuda_graphs=device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES)
+            sync(device)
+            train_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp)
+            sync(device)
+            eval_s = time.perf_counter() - t0
+            times.append(train_s + eval_s)
     total = stats["images"] + metrics["eval_images"]
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "workers": workers, "batch": batch, "amp": amp,
+        "compile": compile_mode or "off", "backward_memory": cfg.backward_memory,
+        "epochs": epochs, "first_epoch_s": round(times[0], 2),
         "train_images": stats["images"], "eval_images": metrics["eval_images"],
         "generate_s": round(generate_s, 2),
         "data_only_images_per_s": round(n / data_s, 1),
@@ -89,16 +98,19 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=16)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
-    p.add_argument("--compile", action="store_true")
-    p.add_argument("--compile-mode", default="default")
+    p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
+                   help="as the config key: auto compiles on CUDA (the training command's default)")
+    p.add_argument("--compile-mode", default="reduce-overhead")
+    p.add_argument("--backward-memory", default="auto", choices=("auto", "lean", "full"))
+    p.add_argument("--epochs", type=int, default=2, help="epochs to run; the last one is reported")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args()
-    overrides = {"compile": args.compile, "compile_mode": args.compile_mode}
+    overrides = {"compile": args.compile, "compile_mode": args.compile_mode, "backward_memory": args.backward_memory}
     if args.quick:
         args.train_images, args.test_images, args.workers, args.batch = 256, 128, 2, 32
         overrides.update(dim=32, layer=1, time_steps=2, device="cpu")
-    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, overrides)
+    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, args.epochs, overrides)
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

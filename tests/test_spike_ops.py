@@ -10,7 +10,7 @@ from torch import nn
 
 from spikedriven.models.sdt import SpikeDrivenTransformer
 from spikedriven.neurons import NeuronSpec, create_neuron
-from spikedriven.spike_ops import keep_full_tensors, memory_mode, norm_then_fire, saved_tensor_bytes, spike_conv2d, spike_max_pool2d, spike_mul
+from spikedriven.spike_ops import keep_full_tensors, memory_mode, norm_then, saved_tensor_bytes, spike_conv2d, spike_max_pool2d, spike_mul
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +88,7 @@ def test_spike_max_pool_and_mul_equal_plain_ops():
 
 
 @pytest.mark.parametrize("mode", ["lif", "if", "if_soft"])
-def test_norm_then_fire_equals_norm_and_neuron(mode):
+def test_norm_then_equals_norm_and_neuron(mode):
     neuron = create_neuron(NeuronSpec(mode=mode))
     norm = nn.BatchNorm2d(6)
     with torch.no_grad():
@@ -99,7 +99,7 @@ def test_norm_then_fire_equals_norm_and_neuron(mode):
     w = torch.randn(3, 4, 6, 5, 5)
 
     def lean(x):
-        return norm_then_fire(x, norm, neuron.multi_step)
+        return norm_then(x, norm, neuron.multi_step)
 
     def plain(x):
         return neuron.multi_step(plain_norm(x.flatten(0, 1)).reshape(x.shape))
@@ -112,7 +112,7 @@ def test_norm_then_fire_equals_norm_and_neuron(mode):
     assert saved_tensor_bytes(lambda: lean(x)) < 0.6 * saved_tensor_bytes(lambda: plain(x))
 
 
-def test_norm_then_fire_recomputes_under_the_forward_autocast():
+def test_norm_then_recomputes_under_the_forward_autocast():
     neuron = create_neuron(NeuronSpec(mode="if_soft"))
     norm, plain_norm = nn.BatchNorm2d(4), nn.BatchNorm2d(4)
     x = torch.randn(2, 3, 4, 4, 4).requires_grad_()
@@ -124,7 +124,7 @@ def test_norm_then_fire_recomputes_under_the_forward_autocast():
                 return fn(x.to(torch.bfloat16))
         return wrapped
 
-    lean = run(lambda x: norm_then_fire(x, norm, neuron.multi_step))
+    lean = run(lambda x: norm_then(x, norm, neuron.multi_step))
     plain = run(lambda x: neuron.multi_step(plain_norm(x.flatten(0, 1)).reshape(x.shape)))
     assert_same(grads_of(lean, x, weight=w), grads_of(plain, x, weight=w))
 

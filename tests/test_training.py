@@ -210,3 +210,16 @@ def test_lean_backward_memory_trains_exactly_like_full(cifar_root, tmp_path):
         assert _run([*args, "--backward-memory", memory, "--output", str(tmp_path / memory)]) == 0
     assert load_config(tmp_path / "lean" / "config.yaml").backward_memory == "lean"
     _assert_same_run(tmp_path / "full", tmp_path / "lean")
+
+
+def test_compile_auto_compiles_single_process_cuda_runs_only():
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
+    assert cfg.compile is None  # auto
+    assert cfg.compile_for("cuda", distributed=False) == "reduce-overhead"
+    assert cfg.compile_for("cuda", distributed=True) is None
+    assert cfg.compile_for("cpu", distributed=False) is None
+    forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": "true", "compile_mode": "default"})
+    assert forced.compile_for("cpu", distributed=True) == "default"
+    off = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": False})
+    assert off.compile_for("cuda", distributed=False) is None
+    assert load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": "auto"}).compile is None

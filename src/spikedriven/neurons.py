@@ -29,7 +29,7 @@ from torch import nn
 
 from .errors import ConfigError
 from .fused import fused_available, fused_neuron
-from .spike_ops import norm_then_fire
+from .spike_ops import norm_then
 
 # ---------------------------------------------------------------- surrogates
 
@@ -178,7 +178,7 @@ class SpikingNeuron(nn.Module):
         normalised current instead of keeping it (``spikedriven.spike_ops``).
         """
         if norm is not None:
-            return norm_then_fire(x, norm, self.multi_step)
+            return norm_then(x, norm, self.multi_step)
         return self.multi_step(x)
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,9 @@
   outputs and on pools or products of them, which are binary by
   construction; the functions do not check it, as a check would cost a device
   synchronisation on every call.
-* Batch norm, then neuron (``norm_then_fire``): backward recomputes the
-  normalised current and the membrane potentials from the batch norm's input
-  instead of keeping both.
+* Batch norm, then neuron or max-pool (``norm_then``): backward recomputes
+  the normalised tensor and what follows it (membrane potentials, pooling
+  indices) from the batch norm's input instead of keeping them.
 
 Forward results and gradients are identical to the plain PyTorch operations;
 only the memory held between forward and backward shrinks, to about half for
@@ -28,7 +28,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
-    "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then_fire",
+    "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then",
     "saved_tensor_bytes", "spike_conv2d", "spike_max_pool2d", "spike_mul",
 ]  # fmt: skip
 
@@ -219,32 +219,33 @@ def spike_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return _SpikeMul.apply(a, b)
 
 
-# ------------------------------------------------- batch norm, then neuron
+# ------------------------------------- batch norm, then neuron or max-pool
 
 
 def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
     return device_type, torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
 
 
-class _NormThenFire(torch.autograd.Function):
-    """Spikes of ``fire(norm(x))`` keeping only ``x`` for backward.
+class _NormThen(torch.autograd.Function):
+    """``fn(norm(x))`` keeping only ``x`` for backward.
 
-    Without it, backward holds the batch norm's input and the neuron's
-    potentials, two tensors of x's size. Backward recomputes the normalised
-    input and the potentials from ``x`` (cheap element-wise work) with the same
-    calls as forward, so values and gradients are identical.
+    Without it, backward holds the batch norm's input and what ``fn`` keeps
+    (a neuron's potentials, a max-pool's input and indices), at least two
+    tensors of x's size. Backward recomputes them from ``x`` (cheap
+    element-wise work) with the same calls as forward, so values and gradients
+    are identical.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, norm, fire):
+    def forward(ctx, x, weight, bias, norm, fn):
         y = norm(x.flatten(0, 1)).reshape(x.shape)  # the module call: running statistics move once
         ctx.save_for_backward(x, weight, bias)
-        ctx.norm, ctx.fire, ctx.autocast = norm, fire, _autocast_state(x.device.type)
-        return fire(y)
+        ctx.norm, ctx.fn, ctx.autocast = norm, fn, _autocast_state(x.device.type)
+        return fn(y)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_spikes):
+    def backward(ctx, grad_out):
         saved = ctx.saved_tensors
         norm = ctx.norm
         device_type, enabled, dtype = ctx.autocast
@@ -260,20 +261,21 @@ class _NormThenFire(torch.autograd.Function):
         with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
             y = F.batch_norm(x.flatten(0, 1), copy(norm.running_mean), copy(norm.running_var), weight, bias,
                              True, 0.0, norm.eps)
-            spikes = ctx.fire(y.reshape(x.shape))
+            out = ctx.fn(y.reshape(x.shape))
         wanted = [t for t in leaves if t is not None and t.requires_grad]
-        grads = iter(torch.autograd.grad(spikes, wanted, grad_spikes))
+        grads = iter(torch.autograd.grad(out, wanted, grad_out))
         return (*(next(grads) if t is not None and t.requires_grad else None for t in leaves), None, None)
 
 
-def norm_then_fire(x: torch.Tensor, norm: nn.BatchNorm2d, fire) -> torch.Tensor:
-    """``fire(norm(x))`` for ``x`` ``[T, B, C, H, W]`` with the batch norm over ``[T*B, C, H, W]``.
+def norm_then(x: torch.Tensor, norm: nn.BatchNorm2d, fn) -> torch.Tensor:
+    """``fn(norm(x))`` for ``x`` ``[T, B, C, H, W]`` with the batch norm over ``[T*B, C, H, W]``.
 
-    ``fire`` maps input current ``[T, ...]`` to spikes. In training with
-    autograd, backward recomputes the batch norm and the neuron instead of
-    keeping their outputs (see ``_NormThenFire``); under ``torch.compile`` the
-    compiler makes that choice itself, so the plain composition is traced.
+    ``fn`` maps the normalised ``[T, B, C, H, W]`` to one tensor (a neuron's
+    spikes, a max-pool). In training with autograd, backward recomputes the
+    batch norm and ``fn`` instead of keeping their outputs (see ``_NormThen``);
+    under ``torch.compile`` the compiler makes that choice itself, so the plain
+    composition is traced.
     """
     if not norm.training or not _tracked(x, norm.weight, norm.bias) or torch.compiler.is_compiling():
-        return fire(norm(x.flatten(0, 1)).reshape(x.shape))
-    return _NormThenFire.apply(x, norm.weight, norm.bias, norm, fire)
+        return fn(norm(x.flatten(0, 1)).reshape(x.shape))
+    return _NormThen.apply(x, norm.weight, norm.bias, norm, fn)

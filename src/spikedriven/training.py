@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
-from .config import Config, from_mapping, save_config
+from .config import CUDA_GRAPH_MODES, Config, from_mapping, save_config
 from .data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .engine import EpochState, StopRequested, evaluate, train_one_epoch
@@ -277,6 +277,9 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, pin)
     eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, pin)
 
+    if device.type == "cuda":
+        # fixed input sizes: let cuDNN time its algorithms once and keep the fastest
+        torch.backends.cudnn.benchmark = True
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -308,8 +311,13 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
 
     train_model = model
-    if cfg.compile:
-        train_model = torch.compile(train_model, mode=cfg.compile_mode)
+    compile_mode = cfg.compile_for(device.type, dist.enabled)
+    cuda_graphs = device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
+    if compile_mode is not None:
+        if cfg.compile is None:  # chosen for the user: an unexpected compiler failure falls back to eager
+            torch._dynamo.config.suppress_errors = True
+        log.info("torch.compile mode %s%s (the first steps compile)", compile_mode, " (auto)" if cfg.compile is None else "")
+        train_model = torch.compile(train_model, mode=compile_mode)
     if dist.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -368,7 +376,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
                     amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=cfg.channels_last,
                     backward_memory=cfg.backward_memory, nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
-                    cuda_graphs=cfg.uses_cuda_graphs,
+                    cuda_graphs=cuda_graphs,
                     stop_requested=stop, on_sync=on_sync,
                 )
             except StopRequested:

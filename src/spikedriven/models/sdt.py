@@ -19,7 +19,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..errors import ConfigError
 from ..neurons import NeuronSpec, SpikingNeuron, create_neuron
-from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, spike_mul
+from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, norm_then, spike_mul
 
 __all__ = ["SpikeDrivenTransformer", "sdt"]
 
@@ -70,7 +70,8 @@ class SpikingPatchSplit(nn.Module):
         x = self.proj_neuron(per_step(self.proj_conv, x), norm=self.proj_bn)
         x = self.proj_neuron1(per_step(lambda z: self.proj_conv1(self.maxpool(z)), x), norm=self.proj_bn1)
         x = self.proj_neuron2(per_step(lambda z: self.proj_conv2(self.maxpool1(z)), x), norm=self.proj_bn2)
-        feat = per_step(lambda z: self.maxpool3(self.proj_bn3(self.proj_conv3(self.maxpool2(z)))), x)
+        feat = norm_then(per_step(lambda z: self.proj_conv3(self.maxpool2(z)), x), self.proj_bn3,
+                         lambda y: per_step(self.maxpool3, y))
         return per_step(lambda z: self.rpe_bn(self.rpe_conv(z)), self.rpe_neuron(feat)) + feat
 
 

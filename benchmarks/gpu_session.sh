@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Every GPU measurement the speed work needs, in one run of about 9 minutes, so a
+# session with a lent GPU spends its device time on one call:
+#   bash benchmarks/gpu_session.sh            # results and logs under $OUT (default ./gpu_out)
+#   QUICK=1 bash benchmarks/gpu_session.sh    # the same commands at toy sizes, to try it on a CPU first
+# Each part has its own time limit, so one slow part cannot eat the others' time.
+set -u
+cd "$(dirname "$0")/.."
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+OUT="${OUT:-$PWD/gpu_out}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+
+if [ -n "${QUICK:-}" ]; then
+  tp=(--quick)
+  e2e=(--quick)
+  limit() { shift; "$@"; }
+else
+  tp=(--batch-sizes 64 256 --steps 20 --warmup 5)
+  e2e=(--workers 16 --batch 256 --amp bf16 --epochs 2)
+  limit() { timeout "$@"; }
+fi
+
+part() {  # part NAME SECONDS COMMAND...: run, keep the log, go on whatever happens
+  local name=$1 seconds=$2
+  shift 2
+  echo "=== $name"
+  limit "$seconds" "$@" >"$OUT/$name.txt" 2>&1
+  echo "exit $? ($name)" >>"$OUT/$name.txt"
+  grep -v '^W[0-9]' "$OUT/$name.txt" | tail -n 25
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
+part cuda_check 170 "$PY" benchmarks/cuda_check.py
+# eager: reference (per-step, full tensors) vs fast (fused, lean backward), fp32 and bf16
+part throughput_eager 120 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
+part throughput_full 60 "$PY" benchmarks/throughput.py "${tp[@]}" --paths fast --backward-memory full \
+  --json "$OUT/throughput_full.json"
+# the training command's CUDA default: compile with CUDA graphs
+part throughput_compiled 150 "$PY" benchmarks/throughput.py "${tp[@]}" --paths fast --compile \
+  --compile-mode reduce-overhead --json "$OUT/throughput_compiled.json"
+part end_to_end 180 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
+echo "results in $OUT"
