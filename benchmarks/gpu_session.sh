@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement the speed work needs, in one run of about 9 minutes, so a
+# Every GPU measurement the speed work needs, in one run of at most about 10 minutes, so a
 # session with a lent GPU spends its device time on one call:
 #   bash benchmarks/gpu_session.sh            # results and logs under $OUT (default ./gpu_out)
 #   QUICK=1 bash benchmarks/gpu_session.sh    # the same commands at toy sizes, to try it on a CPU first
@@ -12,11 +12,13 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 
 if [ -n "${QUICK:-}" ]; then
-  tp=(--quick)
+  tp=(--quick) tp64=(--quick) tp256=(--quick)
   e2e=(--quick)
   limit() { shift; "$@"; }
 else
   tp=(--batch-sizes 64 256 --steps 20 --warmup 5)
+  tp64=(--batch-sizes 64 --steps 20 --warmup 5)
+  tp256=(--batch-sizes 256 --steps 20 --warmup 5)
   e2e=(--workers 16 --batch 256 --amp bf16 --epochs 2)
   limit() { timeout "$@"; }
 fi
@@ -31,13 +33,17 @@ part() {  # part NAME SECONDS COMMAND...: run, keep the log, go on whatever happ
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
-part cuda_check 170 "$PY" benchmarks/cuda_check.py
+# most important first; the limits add up to under the device tool's 600 s per call
+part cuda_check 140 "$PY" benchmarks/cuda_check.py
 # eager: reference (per-step, full tensors) vs fast (fused, lean backward), fp32 and bf16
-part throughput_eager 120 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
-part throughput_full 60 "$PY" benchmarks/throughput.py "${tp[@]}" --paths fast --backward-memory full \
-  --json "$OUT/throughput_full.json"
+part throughput_eager 100 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
+part end_to_end 150 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
 # the training command's CUDA default: compile with CUDA graphs
-part throughput_compiled 150 "$PY" benchmarks/throughput.py "${tp[@]}" --paths fast --compile \
-  --compile-mode reduce-overhead --json "$OUT/throughput_compiled.json"
-part end_to_end 180 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
+part compiled_fp32 80 "$PY" benchmarks/throughput.py "${tp64[@]}" --precisions fp32 --paths fast --compile \
+  --compile-mode reduce-overhead --json "$OUT/compiled_fp32.json"
+part compiled_bf16 70 "$PY" benchmarks/throughput.py "${tp256[@]}" --precisions bf16 --paths fast --compile \
+  --compile-mode reduce-overhead --json "$OUT/compiled_bf16.json"
+# what lean backward memory costs in time: the fast path with full tensors
+part throughput_full 40 "$PY" benchmarks/throughput.py "${tp256[@]}" --paths fast --backward-memory full \
+  --json "$OUT/throughput_full.json"
 echo "results in $OUT"

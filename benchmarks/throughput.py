@@ -63,12 +63,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--quick", action="store_true", help="embed_dim 32, depth 1, 16x16 images, T=2, batch 4, 2 steps: a smoke run"
     )
+    p.add_argument("--saved-only", action="store_true",
+                   help="only count what autograd keeps for backward (no timing, no neuron check): quick on CPU too")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.quick:
         args.batch_sizes, args.steps, args.warmup = [4], 2, 1
-    if args.compile:
+    if args.saved_only:
+        args.steps = args.warmup = 0
+    elif args.compile:
         args.warmup = max(args.warmup, 3)  # compilation happens in the first calls
     return args
 
@@ -178,8 +182,8 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
         "path": "fast" if fast else "reference",
         "precision": precision,
         "batch": batch,
-        "train_images_per_s": batch * args.steps / train_s,
-        "eval_images_per_s": batch * args.steps / eval_s,
+        "train_images_per_s": batch * args.steps / train_s if args.steps else None,
+        "eval_images_per_s": batch * args.steps / eval_s if args.steps else None,
         "train_peak_mem_mib": train_mem,
         "train_saved_mib": saved_mib,
         "eval_peak_mem_mib": eval_mem,
@@ -262,7 +266,7 @@ def print_table(results: list[dict]) -> None:
 
     def speedup(r, key):
         ref = reference.get((r["precision"], r["batch"]))
-        return _fmt(r[key] / ref[key] if ref else None, ".2f")
+        return _fmt(r[key] / ref[key] if ref and ref[key] else None, ".2f")
 
     columns = [("path", "<10"), ("prec", "<5"), ("batch", ">5"), ("train img/s", ">12"), ("x ref", ">6"),
                ("eval img/s", ">11"), ("x ref", ">6"), ("saved MiB", ">10"), ("train MiB", ">10"),
@@ -270,8 +274,8 @@ def print_table(results: list[dict]) -> None:
     rows = [
         [
             r["path"], r["precision"], r["batch"],
-            f"{r['train_images_per_s']:.1f}", speedup(r, "train_images_per_s"),
-            f"{r['eval_images_per_s']:.1f}", speedup(r, "eval_images_per_s"), f"{r['train_saved_mib']:.1f}",
+            _fmt(r["train_images_per_s"], ".1f"), speedup(r, "train_images_per_s"),
+            _fmt(r["eval_images_per_s"], ".1f"), speedup(r, "eval_images_per_s"), f"{r['train_saved_mib']:.1f}",
             _fmt(r["train_peak_mem_mib"], ".0f"), _fmt(r["eval_peak_mem_mib"], ".0f"),
         ]  # fmt: skip
         for r in results
@@ -304,9 +308,10 @@ def main(argv=None) -> int:
 
     # the largest neuron input of the SPS at batch 64: [T, B, D/2, 32, 32]
     check_shape = (4, 2, 16, 8, 8) if args.quick else (4, 64, 128, 32, 32)
-    checks = neuron_check(device, check_shape, n_iter=3 if args.quick else 20)
-    print_neuron_check(checks)
-    print()
+    checks = [] if args.saved_only else neuron_check(device, check_shape, n_iter=3 if args.quick else 20)
+    if checks:
+        print_neuron_check(checks)
+        print()
 
     reference = timm.create_model("sdt", **model_kwargs).to(device)
     use_fused_neurons(reference, False)
@@ -325,8 +330,8 @@ def main(argv=None) -> int:
             for path, (model, runner) in models.items():
                 r = measure(model, runner, path == "fast", precision, batch, args, device)
                 results.append(r)
-                train_ips = r["train_images_per_s"]
-                print(f"measured {path} {precision} batch {batch}: {train_ips:.1f} train img/s", file=sys.stderr)
+                print(f"measured {path} {precision} batch {batch}: {_fmt(r['train_images_per_s'], '.1f')} train img/s",
+                      file=sys.stderr)
     print_table(results)
     max_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if device.type == "cpu":

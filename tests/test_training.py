@@ -223,3 +223,22 @@ def test_compile_auto_compiles_single_process_cuda_runs_only():
     off = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": False})
     assert off.compile_for("cuda", distributed=False) is None
     assert load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": "auto"}).compile is None
+
+
+def test_randaugment_posterize_at_top_magnitude_gives_black_not_an_error():
+    """The study's RandAugment reaches 0-bit posterize; Pillow 13 raises there, which would end a run."""
+    import numpy as np
+    from PIL import Image
+
+    from spikedriven.data import build_transforms
+
+    transform = build_transforms(load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml"), train=True)
+    ops = [op for t in transform.transforms for op in getattr(t, "ops", []) if op.name == "PosterizeIncreasing"]
+    assert len(ops) == 1
+    op = ops[0]
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0.0  # the top magnitude: keep 0 bits
+    img = Image.fromarray(np.random.default_rng(0).integers(1, 255, (32, 32, 3), dtype=np.uint8))
+    out = np.asarray(op(img))
+    assert out.shape == (32, 32, 3) and not out.any()
+    op.magnitude = 5  # keep 2 bits: an ordinary posterize
+    assert not (np.asarray(op(img)) & 0b00111111).any() and np.asarray(op(img)).any()
