@@ -183,8 +183,9 @@ def _neuron_rates(recorder: SpikeRecorder) -> tuple[dict, Optional[float]]:
     rates = {
         name: {"per_step": r.tolist(), "mean": float(r.mean())} for name, r in recorder.firing_rates().items()
     }
-    spikes = sum(float(c.sum()) for c in recorder.spike_counts.values())
-    slots = sum(recorder.element_counts[n] * c.numel() for n, c in recorder.spike_counts.items())
+    counts = recorder.spike_counts
+    spikes = sum(float(c.sum()) for c in counts.values())
+    slots = sum(recorder.element_counts[n] * c.numel() for n, c in counts.items())
     return rates, (spikes / slots if slots else None)
 
 

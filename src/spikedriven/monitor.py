@@ -31,20 +31,26 @@ class SpikeRecorder:
         self.layers = neuron_layers(model)
         self.keep_spikes = keep_spikes
         self.spikes: dict[str, list[torch.Tensor]] = {}
-        self.spike_counts: dict[str, torch.Tensor] = {}  # [T] float64: spikes per step
+        self._counts: dict[str, torch.Tensor] = {}  # [T] float64 on the model's device: spikes per step
         self.element_counts: dict[str, int] = {}  # neurons x samples seen per step
         self._handles: list = []
+
+    @property
+    def spike_counts(self) -> dict[str, torch.Tensor]:
+        """Per layer: spikes counted at each time step ``[T]`` (float64, on CPU)."""
+        return {name: counts.cpu() for name, counts in self._counts.items()}
 
     def _hook(self, name: str):
         def record(module, inputs, output):
             out = output.detach()
-            per_step = out.reshape(out.shape[0], -1).sum(dim=1, dtype=torch.float64).cpu()
-            if name in self.spike_counts and self.spike_counts[name].shape == per_step.shape:
-                self.spike_counts[name] += per_step
-            elif name in self.spike_counts:
-                raise ValueError(f"layer {name}: time steps changed from {self.spike_counts[name].numel()} to {per_step.numel()} while recording")
+            # summed on the device: reading back per layer and batch would stall the GPU
+            per_step = out.reshape(out.shape[0], -1).sum(dim=1, dtype=torch.float64)
+            if name in self._counts and self._counts[name].shape == per_step.shape:
+                self._counts[name] += per_step
+            elif name in self._counts:
+                raise ValueError(f"layer {name}: time steps changed from {self._counts[name].numel()} to {per_step.numel()} while recording")
             else:
-                self.spike_counts[name] = per_step
+                self._counts[name] = per_step
             self.element_counts[name] = self.element_counts.get(name, 0) + out[0].numel()
             if self.keep_spikes:
                 self.spikes.setdefault(name, []).append(out)
@@ -62,8 +68,7 @@ class SpikeRecorder:
 
     def firing_rates(self) -> "OrderedDict[str, torch.Tensor]":
         """Per layer: the firing rate at each time step ``[T]`` (float64)."""
+        counts = self.spike_counts
         return OrderedDict(
-            (name, self.spike_counts[name] / self.element_counts[name])
-            for name in self.layers
-            if name in self.spike_counts
+            (name, counts[name] / self.element_counts[name]) for name in self.layers if name in counts
         )

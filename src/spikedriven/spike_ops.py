@@ -28,7 +28,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 __all__ = [
-    "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then",
+    "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then", "resolve_memory_mode",
     "saved_tensor_bytes", "spike_conv2d", "spike_max_pool2d", "spike_mul",
 ]  # fmt: skip
 
@@ -50,6 +50,13 @@ def memory_mode(mode: str):
         yield
     finally:
         _memory_mode = previous
+
+
+def resolve_memory_mode(mode: str, device_type: str) -> str:
+    """``"lean"`` or ``"full"``: what ``mode`` means for tensors on ``device_type``."""
+    if mode == "auto":
+        return "full" if device_type == "cpu" else "lean"
+    return mode
 
 
 def keep_full_tensors():
@@ -77,9 +84,7 @@ def _tracked(*tensors: torch.Tensor) -> bool:
     """Whether the lean version applies: autograd records the call and the memory mode asks for it."""
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
         return False
-    if _memory_mode == "auto":
-        return tensors[0].device.type != "cpu"
-    return _memory_mode == "lean"
+    return resolve_memory_mode(_memory_mode, tensors[0].device.type) == "lean"
 
 
 def _unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

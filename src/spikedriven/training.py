@@ -39,8 +39,10 @@ from .data import build_datasets, build_eval_loader, build_test_dataset, build_t
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .engine import EpochState, StopRequested, evaluate, train_one_epoch
 from .errors import CheckpointError, ConfigError
+from .fused import fused_available
 from .models import build_model
 from .monitor import SpikeRecorder
+from .spike_ops import resolve_memory_mode
 
 log = logging.getLogger("spikedriven")
 
@@ -310,6 +312,9 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         else:
             log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
 
+    fused = fused_available(torch.zeros(1, device=device))
+    log.info("neurons: %s; backward memory: %s; amp: %s", "fused Triton kernels" if fused else "per-step loop",
+             resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp)
     train_model = model
     compile_mode = cfg.compile_for(device.type, dist.enabled)
     cuda_graphs = device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
@@ -390,8 +395,9 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             bar.close()
             train_seconds = time.perf_counter() - started
 
+            # the eager model: recording hooks inside a compiled one would recompile it every epoch
             recorder = SpikeRecorder(model)
-            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp,
+            metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
                                channels_last=cfg.channels_last, recorder=recorder)
             rates = reduced_firing_rates(recorder, dist, device)
             row = {
@@ -458,8 +464,9 @@ def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.
     names = list(recorder.firing_rates())
     if not names:
         return {}
+    counts = recorder.spike_counts
     packed = torch.tensor(
-        [[float(recorder.spike_counts[n].sum()), float(recorder.element_counts[n] * recorder.spike_counts[n].numel())] for n in names],
+        [[float(counts[n].sum()), float(recorder.element_counts[n] * counts[n].numel())] for n in names],
         dtype=torch.float64, device=device,
     )
     packed = all_reduce_sum(packed, dist)
