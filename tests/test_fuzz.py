@@ -29,9 +29,10 @@ def random_yaml_text(rng: random.Random) -> str:
         lines[i] = lines[i][:cut] + rng.choice([":", "[", "{", "- ", "\t", "'", "&a", "*b", "!!python/object:os.system"]) + lines[i][cut:]
         return "\n".join(lines)
     data = {}
-    for _ in range(rng.randint(1, 6)):  # mostly valid keys with arbitrary values
+    defaults = Config().to_dict()
+    for _ in range(rng.randint(1, 6)):  # mostly valid keys with arbitrary values, or their own default
         key = rng.choice(list(FIELDS)) if rng.random() < 0.85 else rng.choice(["dimm", "model-ema", "", "1", "TET"])
-        data[key] = rng.choice(VALUES)
+        data[key] = defaults[key] if key in defaults and rng.random() < 0.3 else rng.choice(VALUES)
     return yaml.safe_dump(data, allow_unicode=True) if rng.random() < 0.9 else repr(data)
 
 
