@@ -55,7 +55,12 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
         n = sum(images.shape[0] for images, _ in train_loader)
         data_s = time.perf_counter() - t0
 
+        # the training command's device defaults (spikedriven.training._train)
+        torch.backends.cudnn.benchmark = device.type == "cuda"
+        channels_last = cfg.channels_last_for(device.type)
         model = build_model(cfg).to(device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
         mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
         dist = DistInfo()
@@ -67,11 +72,12 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
             t0 = time.perf_counter()
             stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, dist=dist,
                                     mixup=mixup, amp=cfg.amp, sync_every=50, backward_memory=cfg.backward_memory,
+                                    channels_last=channels_last,
                                     cuda_graphs=device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES)
             sync(device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp)
+            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp, channels_last=channels_last)
             sync(device)
             eval_s = time.perf_counter() - t0
             times.append(train_s + eval_s)
@@ -79,7 +85,7 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "workers": workers, "batch": batch, "amp": amp,
-        "compile": compile_mode or "off", "backward_memory": cfg.backward_memory,
+        "compile": compile_mode or "off", "backward_memory": cfg.backward_memory, "channels_last": channels_last,
         "epochs": epochs, "first_epoch_s": round(times[0], 2),
         "train_images": stats["images"], "eval_images": metrics["eval_images"],
         "generate_s": round(generate_s, 2),

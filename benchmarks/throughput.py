@@ -8,7 +8,8 @@ configuration by default) with synthetic inputs on the device:
 * fast: fused neurons (``spikedriven.fused``: Triton kernels on CUDA), the
   backward-memory mode of ``--backward-memory`` (auto: lean on GPUs, i.e. bool
   spikes and batch norm + neuron recomputed in backward; full on CPU),
-  channels_last, cuDNN autotuning, and with ``--compile`` torch.compile.
+  on CUDA channels_last and cuDNN autotuning (the training command's CUDA
+  defaults), and with ``--compile`` torch.compile.
 
 A training step is forward, cross-entropy, backward and an AdamW step; the
 warm-up steps are not timed. Peak memory is torch.cuda.max_memory_allocated
@@ -135,7 +136,7 @@ def timed(step, n_warmup: int, n_steps: int, device: torch.device) -> float:
 
 def measure(model, runner, fast: bool, precision: str, batch: int, args, device) -> dict:
     torch.backends.cudnn.benchmark = fast
-    memory_format = torch.channels_last if fast else torch.contiguous_format
+    memory_format = torch.channels_last if fast and device.type == "cuda" else torch.contiguous_format
     size = (batch, model.in_chans, model.img_size, model.img_size)
     x = torch.randn(size, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
@@ -319,7 +320,9 @@ def main(argv=None) -> int:
     if "reference" in args.paths:
         models["reference"] = (reference, reference)
     if "fast" in args.paths:
-        fast = copy.deepcopy(reference).to(memory_format=torch.channels_last)
+        fast = copy.deepcopy(reference)
+        if device.type == "cuda":  # the training command's default: channels-last on CUDA only
+            fast = fast.to(memory_format=torch.channels_last)
         use_fused_neurons(fast, True)
         runner = torch.compile(fast, mode=args.compile_mode, dynamic=False) if args.compile else fast
         models["fast"] = (fast, runner)
@@ -346,7 +349,7 @@ def main(argv=None) -> int:
                 "warmup": args.warmup,
                 "compile": args.compile,
                 "compile_mode": args.compile_mode if args.compile else None,
-                "fast_path": f"fused neurons, backward memory {args.backward_memory}, channels_last, cudnn.benchmark"
+                "fast_path": f"fused neurons, backward memory {args.backward_memory}, channels_last and cudnn.benchmark on CUDA"
                 + (", torch.compile" if args.compile else ""),
                 "optimizer": "timm adamw lr=3e-4 weight_decay=0.06",
             },

@@ -242,3 +242,11 @@ def test_randaugment_posterize_at_top_magnitude_gives_black_not_an_error():
     assert out.shape == (32, 32, 3) and not out.any()
     op.magnitude = 5  # keep 2 bits: an ordinary posterize
     assert not (np.asarray(op(img)) & 0b00111111).any() and np.asarray(op(img)).any()
+
+
+def test_channels_last_auto_is_on_for_cuda_only():
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
+    assert cfg.channels_last is None
+    assert cfg.channels_last_for("cuda") and not cfg.channels_last_for("cpu")
+    forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"channels_last": "true"})
+    assert forced.channels_last_for("cpu")

@@ -98,7 +98,7 @@ class Config:
     val_batch_size: int = _f(64, "evaluation batch size")
     seed: int = _f(42, "random seed")
     amp: str = _f("none", "mixed precision: none, bf16 or fp16", choices=AMP_MODES)
-    channels_last: bool = _f(False, "channels-last memory format")
+    channels_last: Optional[bool] = _f(None, "channels-last memory format: true, false, or auto (also none): on for CUDA")
     backward_memory: str = _f("auto", "what training keeps for backward: lean (bool spikes, batch norm + neuron recomputed; "
                               "same gradients, about half the activation memory), full, or auto (lean on GPUs, full on CPU)",
                               choices=MEMORY_MODES)
@@ -116,6 +116,10 @@ class Config:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.cooldown_epochs
+
+    def channels_last_for(self, device_type: str) -> bool:
+        """auto: channels-last on CUDA (cuDNN's fast layout); on CPU it measured slower."""
+        return device_type == "cuda" if self.channels_last is None else self.channels_last
 
     def compile_for(self, device_type: str, distributed: bool) -> Optional[str]:
         """The torch.compile mode this run uses on ``device_type``, or None for eager.

@@ -283,7 +283,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         # fixed input sizes: let cuDNN time its algorithms once and keep the fastest
         torch.backends.cudnn.benchmark = True
     model = build_model(cfg).to(device)
-    if cfg.channels_last:
+    channels_last = cfg.channels_last_for(device.type)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
@@ -313,8 +314,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
 
     fused = fused_available(torch.zeros(1, device=device))
-    log.info("neurons: %s; backward memory: %s; amp: %s", "fused Triton kernels" if fused else "per-step loop",
-             resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp)
+    log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", "fused Triton kernels" if fused else "per-step loop",
+             resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp, "on" if channels_last else "off")
     train_model = model
     compile_mode = cfg.compile_for(device.type, dist.enabled)
     cuda_graphs = device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
@@ -379,7 +380,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             try:
                 stats = train_one_epoch(
                     train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
-                    amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=cfg.channels_last,
+                    amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=channels_last,
                     backward_memory=cfg.backward_memory, nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
                     cuda_graphs=cuda_graphs,
                     stop_requested=stop, on_sync=on_sync,
@@ -398,7 +399,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             # the eager model: recording hooks inside a compiled one would recompile it every epoch
             recorder = SpikeRecorder(model)
             metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
-                               channels_last=cfg.channels_last, recorder=recorder)
+                               channels_last=channels_last, recorder=recorder)
             rates = reduced_firing_rates(recorder, dist, device)
             row = {
                 "epoch": epoch, "lr": lr, "train_loss": stats["train_loss"],
