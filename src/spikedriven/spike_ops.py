@@ -12,8 +12,8 @@
   indices) from the batch norm's input instead of keeping them.
 
 Forward results and gradients are identical to the plain PyTorch operations;
-only the memory held between forward and backward shrinks, to about half for
-the SDT. They apply on accelerators by default; ``memory_mode`` chooses
+only the memory held between forward and backward shrinks: to 39 % for the
+CIFAR SDT in fp32 (44 % in bf16). They apply on accelerators by default; ``memory_mode`` chooses
 (the config key ``backward_memory``), and ``keep_full_tensors()`` is the plain
 reference of benchmarks and tests.
 """
