@@ -3,6 +3,7 @@ an evaluation, on a generated CIFAR-format set (no download).
 
     python benchmarks/end_to_end.py --train-images 50000 --test-images 10000 --workers 16
     python benchmarks/end_to_end.py --quick        # small, CPU
+    python benchmarks/end_to_end.py --data-only --workers 2 --train-images 10000   # the loader alone
 
 Prints images/s for the data pipeline alone and for the last of ``--epochs``
 training epochs and its evaluation (the first epoch also compiles under the
@@ -54,6 +55,9 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
         t0 = time.perf_counter()
         n = sum(images.shape[0] for images, _ in train_loader)
         data_s = time.perf_counter() - t0
+        if epochs == 0:  # --data-only
+            return {"workers": workers, "batch": batch, "train_images": n,
+                    "data_only_images_per_s": round(n / data_s, 1)}
 
         # the training command's device defaults (spikedriven.training._train)
         torch.backends.cudnn.benchmark = device.type == "cuda"
@@ -109,6 +113,7 @@ def main() -> None:
     p.add_argument("--compile-mode", default="reduce-overhead")
     p.add_argument("--backward-memory", default="auto", choices=("auto", "lean", "full"))
     p.add_argument("--epochs", type=int, default=2, help="epochs to run; the last one is reported")
+    p.add_argument("--data-only", action="store_true", help="time the training data pipeline alone (no model)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args()
@@ -116,7 +121,8 @@ def main() -> None:
     if args.quick:
         args.train_images, args.test_images, args.workers, args.batch = 256, 128, 2, 32
         overrides.update(dim=32, layer=1, time_steps=2, device="cpu")
-    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, args.epochs, overrides)
+    epochs = 0 if args.data_only else args.epochs
+    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, epochs, overrides)
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 import torch
 
 from spikedriven import checkpoint as ckpt_io
@@ -250,3 +251,30 @@ def test_channels_last_auto_is_on_for_cuda_only():
     assert cfg.channels_last_for("cuda") and not cfg.channels_last_for("cpu")
     forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"channels_last": "true"})
     assert forced.channels_last_for("cpu")
+
+
+@pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
+def test_batch_normalisation_equals_per_image_transform(cifar_root, train):
+    """uint8 images normalised per batch give exactly the per-image ToTensor + Normalize numbers."""
+    import random
+
+    from spikedriven.data import NormalizingCollate, build_datasets, build_transforms
+
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"data_dir": str(cifar_root)})
+    splits = build_datasets(cfg)
+    dataset = splits.train if train else splits.eval
+    reference = build_transforms(cfg, train, normalize=True)
+    collate = NormalizingCollate(cfg.mean, cfg.std)
+    import numpy as np
+
+    def seed(i):  # timm's augmentations draw from all three generators
+        random.seed(i), np.random.seed(i), torch.manual_seed(i)
+
+    for i in range(12):
+        seed(i)
+        image, label = dataset[i]
+        assert image.dtype == torch.uint8
+        seed(i)
+        expected = reference(Image.fromarray(dataset.images[i]))
+        batch, labels = collate([(image, label)])
+        assert torch.equal(batch[0], expected) and int(labels[0]) == label
