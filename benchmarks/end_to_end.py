@@ -21,13 +21,14 @@ from pathlib import Path
 
 import torch
 
-from spikedriven.config import CUDA_GRAPH_MODES, load_config
+from spikedriven.config import load_config
 from spikedriven.data import build_datasets, build_eval_loader, build_train_loader
 from spikedriven.distributed import DistInfo, resolve_device
 from spikedriven.engine import evaluate, train_one_epoch
-from spikedriven.models import build_model
 from spikedriven.testing import write_fake_cifar
-from spikedriven.training import build_optimizer_and_scheduler, make_mixup_and_loss, seed_everything
+from spikedriven.training import (
+    build_optimizer_and_scheduler, compile_model, make_mixup_and_loss, place_model, seed_everything,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,25 +60,19 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
             return {"workers": workers, "batch": batch, "train_images": n,
                     "data_only_images_per_s": round(n / data_s, 1)}
 
-        # the training command's device defaults (spikedriven.training._train)
-        torch.backends.cudnn.benchmark = device.type == "cuda"
-        channels_last = cfg.channels_last_for(device.type)
-        model = build_model(cfg).to(device)
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        # the training command's device defaults
+        model, channels_last = place_model(cfg, device)
         optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
         mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
         dist = DistInfo()
-        compile_mode = cfg.compile_for(device.type, distributed=False)
-        train_model = torch.compile(model, mode=compile_mode) if compile_mode else model
+        train_model, cuda_graphs = compile_model(cfg, model, device, distributed=False)
         times = []
         for epoch in range(epochs):  # the first epoch also compiles; the last one is the steady state
             sync(device)
             t0 = time.perf_counter()
             stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, dist=dist,
                                     mixup=mixup, amp=cfg.amp, sync_every=50, backward_memory=cfg.backward_memory,
-                                    channels_last=channels_last,
-                                    cuda_graphs=device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES)
+                                    channels_last=channels_last, cuda_graphs=cuda_graphs)
             sync(device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -89,7 +84,7 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "workers": workers, "batch": batch, "amp": amp,
-        "compile": compile_mode or "off", "backward_memory": cfg.backward_memory, "channels_last": channels_last,
+        "compile": cfg.compile_for(device.type, distributed=False) or "off", "backward_memory": cfg.backward_memory, "channels_last": channels_last,
         "epochs": epochs, "first_epoch_s": round(times[0], 2),
         "train_images": stats["images"], "eval_images": metrics["eval_images"],
         "generate_s": round(generate_s, 2),

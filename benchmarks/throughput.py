@@ -33,7 +33,6 @@ import platform
 import resource
 import sys
 import time
-from contextlib import nullcontext
 
 import timm
 import torch
@@ -41,11 +40,13 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
+from spikedriven.engine import autocast
 from spikedriven.fused import fused_available, fused_neuron
 from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
 from spikedriven.spike_ops import MEMORY_MODES, memory_mode, saved_tensor_bytes
 
 PRECISIONS = ("fp32", "bf16")
+AMP = {"fp32": "none", "bf16": "bf16"}  # precision -> the config's amp setting
 PATHS = ("reference", "fast")
 QUICK_MODEL = dict(embed_dim=32, depth=1, img_size=16, T=2)
 
@@ -99,12 +100,6 @@ def peak_memory_mib(device: torch.device):
     return None
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
 def use_fused_neurons(model: torch.nn.Module, fused: bool) -> None:
     """Fused kernels (the default on CUDA) or the per-step reference loop for every neuron layer."""
     for m in model.modules():
@@ -152,7 +147,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
     def train_step():
         mark_step(compiled)
         optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision), ops():
+        with autocast(device, AMP[precision]), ops():
             loss = F.cross_entropy(runner(x), y)
         loss.backward()
         optimizer.step()
@@ -161,7 +156,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
     train_mem = peak_memory_mib(device)
 
     def forward_only():  # eager, also for a compiled fast path: the compiler's own saving is not visible here
-        with autocast(device, precision), ops():
+        with autocast(device, AMP[precision]), ops():
             model(x)
 
     saved_mib = saved_tensor_bytes(forward_only) / 2**20
@@ -173,7 +168,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
 
     def eval_step():
         mark_step(compiled)
-        with torch.no_grad(), autocast(device, precision):
+        with torch.no_grad(), autocast(device, AMP[precision]):
             runner(x)
 
     eval_s = timed(eval_step, args.warmup, args.steps, device)

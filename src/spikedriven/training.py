@@ -30,6 +30,7 @@ from timm.data import Mixup
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -272,13 +273,9 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
         shutdown(dist)
 
 
-def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
-    seed_everything(cfg.seed)
-    splits = build_datasets(cfg)
-    pin = device.type == "cuda"
-    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, pin)
-    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, pin)
-
+def place_model(cfg: Config, device: torch.device) -> tuple[nn.Module, bool]:
+    """The model on ``device`` in the memory format the config resolves to there;
+    returns it and whether that format is channels-last."""
     if device.type == "cuda":
         # fixed input sizes: let cuDNN time its algorithms once and keep the fastest
         torch.backends.cudnn.benchmark = True
@@ -286,6 +283,29 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     channels_last = cfg.channels_last_for(device.type)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    return model, channels_last
+
+
+def compile_model(cfg: Config, model: nn.Module, device: torch.device, distributed: bool) -> tuple[nn.Module, bool]:
+    """The model to train (compiled if the config resolves to a compile mode on
+    ``device``) and whether its steps run as CUDA graphs."""
+    compile_mode = cfg.compile_for(device.type, distributed)
+    if compile_mode is None:
+        return model, False
+    if cfg.compile is None:  # chosen for the user: an unexpected compiler failure falls back to eager
+        torch._dynamo.config.suppress_errors = True
+    log.info("torch.compile mode %s%s (the first steps compile)", compile_mode, " (auto)" if cfg.compile is None else "")
+    return torch.compile(model, mode=compile_mode), device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
+
+
+def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
+    seed_everything(cfg.seed)
+    splits = build_datasets(cfg)
+    pin = device.type == "cuda"
+    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, pin)
+    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, pin)
+
+    model, channels_last = place_model(cfg, device)
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
 
@@ -316,14 +336,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     fused = fused_available(torch.zeros(1, device=device))
     log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", "fused Triton kernels" if fused else "per-step loop",
              resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp, "on" if channels_last else "off")
-    train_model = model
-    compile_mode = cfg.compile_for(device.type, dist.enabled)
-    cuda_graphs = device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
-    if compile_mode is not None:
-        if cfg.compile is None:  # chosen for the user: an unexpected compiler failure falls back to eager
-            torch._dynamo.config.suppress_errors = True
-        log.info("torch.compile mode %s%s (the first steps compile)", compile_mode, " (auto)" if cfg.compile is None else "")
-        train_model = torch.compile(train_model, mode=compile_mode)
+    train_model, cuda_graphs = compile_model(cfg, model, device, dist.enabled)
     if dist.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
