@@ -84,23 +84,27 @@ def model_checks(device: torch.device) -> None:
 
 
 def memory_mode_check(device: torch.device) -> None:
-    """Lean backward (bool spikes, recomputed batch norm + neuron) against full tensors on the GPU."""
+    """Lean backward (bool spikes, recomputed batch norm + neuron) and min (also recomputed
+    convolutions) against full tensors on the GPU."""
     for amp in (None, torch.bfloat16):
         torch.manual_seed(0)
         model = SpikeDrivenTransformer(spike_mode="if_soft").to(device)
         x = torch.randn(32, 3, 32, 32, device=device)
         runs = {}
-        for mode in ("full", "lean"):
+        for mode in ("full", "lean", "min"):
             model.zero_grad()
             with memory_mode(mode), torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
                 saved = saved_tensor_bytes(lambda: model(x))
                 out = model(x)
             out.float().logsumexp(-1).sum().backward()
             runs[mode] = (out.detach().float(), torch.cat([p.grad.flatten() for p in model.parameters()]), saved)
-        (out_f, grad_f, saved_f), (out_l, grad_l, saved_l) = runs["full"], runs["lean"]
-        check(f"lean vs full backward memory ({'bf16' if amp else 'fp32'})",
-              torch.equal(out_f, out_l) and rel(grad_l, grad_f) < (1e-5 if amp is None else 1e-2),
-              f"grad rel err {rel(grad_l, grad_f):.2e}, saved {saved_f / 2**20:.0f} -> {saved_l / 2**20:.0f} MiB at batch 32")
+        out_f, grad_f, saved_f = runs["full"]
+        for mode in ("lean", "min"):
+            out_m, grad_m, saved_m = runs[mode]
+            # cuDNN may pick other algorithms for the recomputed convolutions: gradients to rounding
+            check(f"{mode} vs full backward memory ({'bf16' if amp else 'fp32'})",
+                  torch.equal(out_f, out_m) and rel(grad_m, grad_f) < (1e-5 if amp is None else 1e-2),
+                  f"grad rel err {rel(grad_m, grad_f):.2e}, saved {saved_f / 2**20:.0f} -> {saved_m / 2**20:.0f} MiB at batch 32")
 
 
 def analysis_check(device: torch.device) -> None:

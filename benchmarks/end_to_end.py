@@ -25,12 +25,16 @@ from spikedriven.config import load_config
 from spikedriven.data import build_datasets, build_eval_loader, build_train_loader
 from spikedriven.distributed import DistInfo, resolve_device
 from spikedriven.engine import evaluate, train_one_epoch
+from spikedriven.spike_ops import MEMORY_MODES
 from spikedriven.testing import write_fake_cifar
 from spikedriven.training import (
     build_optimizer_and_scheduler, compile_model, make_mixup_and_loss, place_model, seed_everything,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+# --quick: a few hundred images through a small model on the CPU
+QUICK_SIZES = dict(train_images=256, test_images=128, workers=2, batch=32)
+QUICK_OVERRIDES = dict(dim=32, layer=1, time_steps=2, device="cpu")
 
 
 def sync(device: torch.device) -> None:
@@ -106,7 +110,7 @@ def main() -> None:
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),
                    help="as the config key: auto compiles on CUDA (the training command's default)")
     p.add_argument("--compile-mode", default="reduce-overhead")
-    p.add_argument("--backward-memory", default="auto", choices=("auto", "lean", "full"))
+    p.add_argument("--backward-memory", default="auto", choices=MEMORY_MODES)
     p.add_argument("--epochs", type=int, default=2, help="epochs to run; the last one is reported")
     p.add_argument("--data-only", action="store_true", help="time the training data pipeline alone (no model)")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
@@ -114,15 +118,19 @@ def main() -> None:
     args = p.parse_args()
     overrides = {"compile": args.compile, "compile_mode": args.compile_mode, "backward_memory": args.backward_memory}
     if args.quick:
-        args.train_images, args.test_images, args.workers, args.batch = 256, 128, 2, 32
-        overrides.update(dim=32, layer=1, time_steps=2, device="cpu")
+        vars(args).update(QUICK_SIZES)
+        overrides.update(QUICK_OVERRIDES)
     epochs = 0 if args.data_only else args.epochs
     result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, epochs, overrides)
+    print_result(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+def print_result(result: dict) -> None:
     width = max(map(len, result))
     for key, value in result.items():
         print(f"{key:<{width}}  {value}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

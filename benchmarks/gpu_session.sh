@@ -12,13 +12,14 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 
 if [ -n "${QUICK:-}" ]; then
-  tp=(--quick) tp64=(--quick) tp256=(--quick)
+  tp=(--quick) tp64=(--quick) tp256=(--quick) tp256s=(--quick)
   e2e=(--quick)
   limit() { shift; "$@"; }
 else
   tp=(--batch-sizes 64 256 --steps 20 --warmup 5)
   tp64=(--batch-sizes 64 --steps 20 --warmup 5)
   tp256=(--batch-sizes 256 --steps 20 --warmup 5)
+  tp256s=(--batch-sizes 256 --steps 10 --warmup 3)
   e2e=(--workers 16 --batch 256 --amp bf16 --epochs 2)
   limit() { timeout "$@"; }
 fi
@@ -34,16 +35,18 @@ part() {  # part NAME SECONDS COMMAND...: run, keep the log, go on whatever happ
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 # most important first; the limits add up to under the device tool's 600 s per call
-part cuda_check 140 "$PY" benchmarks/cuda_check.py
+part cuda_check 130 "$PY" benchmarks/cuda_check.py
 # eager: reference (per-step, full tensors) vs fast (fused, lean backward), fp32 and bf16
 part throughput_eager 100 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
 part end_to_end 150 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
 # the training command's CUDA default: compile with CUDA graphs
-part compiled_fp32 80 "$PY" benchmarks/throughput.py "${tp64[@]}" --precisions fp32 --paths fast --compile \
+part compiled_fp32 75 "$PY" benchmarks/throughput.py "${tp64[@]}" --precisions fp32 --paths fast --compile \
   --compile-mode reduce-overhead --json "$OUT/compiled_fp32.json"
 part compiled_bf16 70 "$PY" benchmarks/throughput.py "${tp256[@]}" --precisions bf16 --paths fast --compile \
   --compile-mode reduce-overhead --json "$OUT/compiled_bf16.json"
-# what lean backward memory costs in time: the fast path with full tensors
-part throughput_full 40 "$PY" benchmarks/throughput.py "${tp256[@]}" --paths fast --backward-memory full \
+# what the backward-memory modes cost in time and save in peak memory (default: lean)
+part throughput_full 35 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory full \
   --json "$OUT/throughput_full.json"
+part throughput_min 35 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory min \
+  --json "$OUT/throughput_min.json"
 echo "results in $OUT"

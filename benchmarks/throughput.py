@@ -17,9 +17,14 @@ warm-up steps are not timed. Peak memory is torch.cuda.max_memory_allocated
 backward in one training forward, counted the same way on every device. A neuron-level check compares the fused neuron with
 the reference on the same device before the model runs.
 
-    python benchmarks/throughput.py --json throughput.json
+With ``--end-to-end`` it then times the end-to-end epoch of
+``benchmarks/end_to_end.py`` (50,000 generated CIFAR-format images with the
+study's augmentation and mixup, an evaluation over 10,000; the training
+command's defaults) and adds it to the JSON.
+
+    python benchmarks/throughput.py --end-to-end --json throughput.json
     python benchmarks/throughput.py --compile --batch-sizes 64 --precisions bf16
-    python benchmarks/throughput.py --quick          # tiny sizes, a CPU smoke run
+    python benchmarks/throughput.py --quick --end-to-end    # tiny sizes, a CPU smoke run
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import copy
 import functools
 import gc
 import json
+import os
 import platform
 import resource
 import sys
@@ -39,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 
+import end_to_end  # this folder's end-to-end benchmark
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven.engine import autocast
 from spikedriven.fused import fused_available, fused_neuron
@@ -67,6 +74,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--saved-only", action="store_true",
                    help="only count what autograd keeps for backward (no timing, no neuron check): quick on CPU too")
+    p.add_argument("--end-to-end", action="store_true",
+                   help="also time the end-to-end epoch (benchmarks/end_to_end.py): 50,000 generated CIFAR images with the "
+                        "study's augmentation and mixup, then an evaluation over 10,000, at batch 256 (bf16 if among "
+                        "--precisions), the training command's defaults")
+    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="loader workers of --end-to-end")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -292,6 +304,20 @@ def print_neuron_check(rows: list[dict]) -> None:
     print_rows(columns, cells)
 
 
+def run_end_to_end(args: argparse.Namespace, device: torch.device) -> dict:
+    sizes = dict(train_images=50_000, test_images=10_000, workers=args.workers, batch=256)
+    overrides = {"compile": "auto", "backward_memory": args.backward_memory, "device": device.type}
+    if args.quick:
+        sizes.update(end_to_end.QUICK_SIZES)
+        overrides.update(end_to_end.QUICK_OVERRIDES)
+    amp = "bf16" if "bf16" in args.precisions else "none"
+    print(f"\nend to end: {sizes['train_images']:,} training images (augmentation, mixup), {sizes['test_images']:,} "
+          f"evaluated, batch {sizes['batch']}, amp {amp}, {sizes['workers']} workers")
+    result = end_to_end.run(**sizes, amp=amp, epochs=2, overrides=overrides)
+    end_to_end.print_result(result)
+    return result
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -334,6 +360,7 @@ def main(argv=None) -> int:
     max_rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     if device.type == "cpu":
         print(f"peak memory is not measured per run on CPU; process max RSS {max_rss_mib:.0f} MiB")
+    e2e = run_end_to_end(args, device) if args.end_to_end else None
 
     if args.json:
         report = {
@@ -350,6 +377,7 @@ def main(argv=None) -> int:
             },
             "neuron_check": checks,
             "results": results,
+            "end_to_end": e2e,
             "process_max_rss_mib": max_rss_mib,
         }
         with open(args.json, "w") as f:

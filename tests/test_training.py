@@ -204,13 +204,15 @@ def test_tet_loss_averages_the_per_step_losses():
 
 
 def test_lean_backward_memory_trains_exactly_like_full(cifar_root, tmp_path):
-    """--backward-memory lean (bool spikes, recomputed batch norm + neuron) changes no number of a run."""
+    """--backward-memory lean (bool spikes, recomputed batch norm + neuron) and min (also recomputed
+    convolutions) change no number of a run."""
     args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN,
             "--spike-mode", "if_soft"]
-    for memory in ("full", "lean"):
+    for memory in ("full", "lean", "min"):
         assert _run([*args, "--backward-memory", memory, "--output", str(tmp_path / memory)]) == 0
-    assert load_config(tmp_path / "lean" / "config.yaml").backward_memory == "lean"
-    _assert_same_run(tmp_path / "full", tmp_path / "lean")
+    for memory in ("lean", "min"):
+        assert load_config(tmp_path / memory / "config.yaml").backward_memory == memory
+        _assert_same_run(tmp_path / "full", tmp_path / memory)
 
 
 def test_compile_auto_compiles_single_process_cuda_runs_only():

@@ -99,9 +99,10 @@ class Config:
     seed: int = _f(42, "random seed")
     amp: str = _f("none", "mixed precision: none, bf16 or fp16", choices=AMP_MODES)
     channels_last: Optional[bool] = _f(None, "channels-last memory format: true, false, or auto (also none): on for CUDA")
-    backward_memory: str = _f("auto", "what training keeps for backward: lean (bool spikes, batch norm + neuron recomputed; "
-                              "same gradients, about half the activation memory), full, or auto (lean on GPUs, full on CPU)",
-                              choices=MEMORY_MODES)
+    backward_memory: str = _f("auto", "what training keeps for backward, all with the same gradients: full; lean (bool spikes, "
+                              "batch norm + neuron recomputed: 38 % of full's activation memory); min (lean, and the "
+                              "convolutions recomputed from their spikes: 13 %, one more forward convolution per layer); "
+                              "auto (lean on GPUs, full on CPU)", choices=MEMORY_MODES)
     compile: Optional[bool] = _f(None, "torch.compile the model: true, false, or auto (also none): on for a "
                                  "single-process CUDA run, off on CPU and under torchrun")
     compile_mode: str = _f("reduce-overhead", "torch.compile mode; reduce-overhead adds CUDA graphs on GPUs "

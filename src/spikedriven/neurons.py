@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -170,15 +170,21 @@ class SpikingNeuron(nn.Module):
     def reset(self, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def forward(self, x: torch.Tensor, norm: Optional[nn.BatchNorm2d] = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, norm: Optional[nn.BatchNorm2d] = None, pre: Sequence[nn.Module] = ()
+    ) -> torch.Tensor:
         """``x``: input current ``[T, ...]``; returns spikes of the same shape and dtype.
 
-        With ``norm``, ``x`` is ``[T, B, C, H, W]`` and the input current is
-        ``norm`` applied frame-wise; in training, backward then recomputes the
-        normalised current instead of keeping it (``spikedriven.spike_ops``).
+        With ``norm``, ``x`` is ``[T, B, ...]`` and the input current is
+        ``norm(pre(x))``, both applied frame-wise (``pre``: layers such as a
+        convolution). In training, backward then recomputes the normalised
+        current instead of keeping it, and in the ``"min"`` memory mode the
+        ``pre`` layers' output too (``spikedriven.spike_ops``).
         """
         if norm is not None:
-            return norm_then(x, norm, self.multi_step)
+            return norm_then(x, norm, self.multi_step, pre)
+        if pre:
+            raise ValueError("pre layers come with a norm: neuron(x, norm=bn, pre=(conv,))")
         return self.multi_step(x)
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,21 +19,16 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 
 from ..errors import ConfigError
 from ..neurons import NeuronSpec, SpikingNeuron, create_neuron
-from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, norm_then, spike_mul
+from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, norm_then, per_step, spike_mul
 
 __all__ = ["SpikeDrivenTransformer", "sdt"]
 
 NeuronFactory = Callable[[], SpikingNeuron]
 
 
-def per_step(layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-    """Apply frame-wise layers to ``[T, B, ...]`` by folding time into the batch."""
-    t, b = x.shape[:2]
-    y = layers(x.flatten(0, 1))
-    return y.reshape(t, b, *y.shape[1:])
-
-
-# Layers fed by spikes keep their input for backward as bool (spikedriven.spike_ops).
+# Layers fed by spikes keep their input for backward as bool, and a conv -> batch
+# norm (-> neuron) chain goes through norm_then, which chooses what backward keeps
+# and what it recomputes (spikedriven.spike_ops).
 
 
 def _pool(enabled: bool, spikes_in: bool = True) -> nn.Module:
@@ -67,12 +62,11 @@ class SpikingPatchSplit(nn.Module):
         self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj_neuron(per_step(self.proj_conv, x), norm=self.proj_bn)
-        x = self.proj_neuron1(per_step(lambda z: self.proj_conv1(self.maxpool(z)), x), norm=self.proj_bn1)
-        x = self.proj_neuron2(per_step(lambda z: self.proj_conv2(self.maxpool1(z)), x), norm=self.proj_bn2)
-        feat = norm_then(per_step(lambda z: self.proj_conv3(self.maxpool2(z)), x), self.proj_bn3,
-                         lambda y: per_step(self.maxpool3, y))
-        return per_step(lambda z: self.rpe_bn(self.rpe_conv(z)), self.rpe_neuron(feat)) + feat
+        x = self.proj_neuron(x, pre=(self.proj_conv,), norm=self.proj_bn)
+        x = self.proj_neuron1(x, pre=(self.maxpool, self.proj_conv1), norm=self.proj_bn1)
+        x = self.proj_neuron2(x, pre=(self.maxpool1, self.proj_conv2), norm=self.proj_bn2)
+        feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3))
+        return norm_then(self.rpe_neuron(feat), self.rpe_bn, pre=(self.rpe_conv,)) + feat
 
 
 class SpikeDrivenSelfAttention(nn.Module):
@@ -98,12 +92,12 @@ class SpikeDrivenSelfAttention(nn.Module):
         s = self.shortcut_neuron(x)
         # [T, B, heads, dim/heads, N]: a view of [T, B, C, H, W], no copy
         heads = (t, b, self.num_heads, c // self.num_heads, h * w)
-        q = self.q_neuron(per_step(self.q_conv, s), norm=self.q_bn).reshape(heads)
-        k = self.k_neuron(per_step(self.k_conv, s), norm=self.k_bn).reshape(heads)
-        v = self.v_neuron(per_step(self.v_conv, s), norm=self.v_bn).reshape(heads)
+        q = self.q_neuron(s, pre=(self.q_conv,), norm=self.q_bn).reshape(heads)
+        k = self.k_neuron(s, pre=(self.k_conv,), norm=self.k_bn).reshape(heads)
+        v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn).reshape(heads)
         kv = self.kv_neuron(spike_mul(k, v).sum(dim=-1, keepdim=True))  # sum over tokens
         y = spike_mul(q, kv).reshape(t, b, c, h, w)
-        return per_step(lambda z: self.proj_bn(self.proj_conv(z)), y) + x
+        return norm_then(y, self.proj_bn, pre=(self.proj_conv,)) + x
 
 
 class SpikingMLP(nn.Module):
@@ -117,13 +111,13 @@ class SpikingMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
-        h = per_step(self.fc1_conv, self.fc1_neuron(x))
+        s = self.fc1_neuron(x)
         if self.hidden_residual:
-            identity = per_step(self.fc1_bn, h) + identity
+            identity = norm_then(s, self.fc1_bn, pre=(self.fc1_conv,)) + identity
             s = self.fc2_neuron(identity)
         else:
-            s = self.fc2_neuron(h, norm=self.fc1_bn)
-        return per_step(lambda z: self.fc2_bn(self.fc2_conv(z)), s) + identity
+            s = self.fc2_neuron(s, pre=(self.fc1_conv,), norm=self.fc1_bn)
+        return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,)) + identity
 
 
 class Block(nn.Module):

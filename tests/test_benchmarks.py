@@ -1,0 +1,36 @@
+"""The speed benchmark's CPU smoke run: every column and the end-to-end epoch come out.
+
+Speeds themselves are never asserted; this only checks that the benchmark runs
+and reports what it says it does.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_throughput_quick_run_reports_both_paths_and_the_end_to_end_epoch(tmp_path):
+    out = tmp_path / "throughput.json"
+    cmd = [sys.executable, str(ROOT / "benchmarks/throughput.py"), "--quick", "--end-to-end", "--backward-memory", "min",
+           "--json", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+
+    rows = {(r["path"], r["precision"]): r for r in report["results"]}
+    assert set(rows) == {(path, prec) for path in ("reference", "fast") for prec in ("fp32", "bf16")}
+    for row in rows.values():
+        assert row["train_images_per_s"] > 0 and row["eval_images_per_s"] > 0
+    # the fast path runs with backward_memory min, the reference with full tensors
+    assert rows["fast", "fp32"]["train_saved_mib"] < 0.5 * rows["reference", "fp32"]["train_saved_mib"]
+    assert all(check["spikes_equal"] for check in report["neuron_check"])
+
+    e2e = report["end_to_end"]
+    # the quick sizes: whole batches of 32 out of at most 256 generated images, all 128 test images
+    assert 0 < e2e["train_images"] <= 256 and e2e["train_images"] % 32 == 0 and e2e["eval_images"] == 128
+    assert e2e["amp"] == "bf16" and e2e["compile"] == "off"  # CPU: compile auto is off
+    assert e2e["train_images_per_s"] > 0 and e2e["eval_images_per_s"] > 0
+    assert "end to end: 256 training images" in done.stdout
