@@ -226,6 +226,11 @@ def test_compile_auto_compiles_single_process_cuda_runs_only():
     off = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": False})
     assert off.compile_for("cuda", distributed=False) is None
     assert load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": "auto"}).compile is None
+    # min's recomputation is eager: auto leaves such a run uncompiled, an explicit true still compiles
+    least = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"backward_memory": "min"})
+    assert least.compile_for("cuda", distributed=False) is None
+    least_forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"backward_memory": "min", "compile": True})
+    assert least_forced.compile_for("cuda", distributed=False) == "reduce-overhead"
 
 
 def test_randaugment_posterize_at_top_magnitude_gives_black_not_an_error():

@@ -104,7 +104,7 @@ class Config:
                               "convolutions recomputed from their spikes: 13 %, one more forward convolution per layer); "
                               "auto (lean on GPUs, full on CPU)", choices=MEMORY_MODES)
     compile: Optional[bool] = _f(None, "torch.compile the model: true, false, or auto (also none): on for a "
-                                 "single-process CUDA run, off on CPU and under torchrun")
+                                 "single-process CUDA run, off on CPU, under torchrun and with backward_memory min")
     compile_mode: str = _f("reduce-overhead", "torch.compile mode; reduce-overhead adds CUDA graphs on GPUs "
                            "(measured fastest at the study's batch 64) and equals default on CPU",
                            choices=COMPILE_MODES)
@@ -127,9 +127,12 @@ class Config:
 
         auto compiles single-process CUDA runs only: on CPU compiling takes
         minutes for a small gain, and CUDA graphs under DDP are not supported.
+        Nor does it with ``backward_memory: min``: a compiled graph chooses for
+        itself what backward keeps, and min's recomputation is an eager one.
         """
         if self.compile is None:
-            return self.compile_mode if device_type == "cuda" and not distributed else None
+            wanted = device_type == "cuda" and not distributed and self.backward_memory != "min"
+            return self.compile_mode if wanted else None
         return self.compile_mode if self.compile else None
 
     def neuron_spec(self) -> NeuronSpec:

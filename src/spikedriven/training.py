@@ -295,6 +295,8 @@ def compile_model(cfg: Config, model: nn.Module, device: torch.device, distribut
     if cfg.compile is None:  # chosen for the user: an unexpected compiler failure falls back to eager
         torch._dynamo.config.suppress_errors = True
     log.info("torch.compile mode %s%s (the first steps compile)", compile_mode, " (auto)" if cfg.compile is None else "")
+    if resolve_memory_mode(cfg.backward_memory, device.type) != "full":
+        log.info("under torch.compile spike inputs are kept as bool; the compiler chooses what else backward keeps")
     return torch.compile(model, mode=compile_mode), device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
 
 
