@@ -177,3 +177,15 @@ def test_bad_checkpoint_and_command_input(case, tmp_path, data, ckpt, capsys):
     assert err.startswith("error: ") and "Traceback" not in err
     for word in words:
         assert word in err, err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "compare", "study"])
+def test_every_command_prints_its_help(command, capsys):
+    """argparse formats help with %: a config field's help holding "%" must not break --help."""
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:")
+    if command == "train":
+        assert "38 % of full's activation memory" in " ".join(out.split())

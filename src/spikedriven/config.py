@@ -355,7 +355,7 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
         if name in exclude:
             continue
         base, _ = _base_type(name)
-        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=f.metadata.get("help", ""))
+        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=f.metadata.get("help", "").replace("%", "%%"))
         if base is list:
             kwargs["nargs"] = "+"
         metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X"}.get(base, "STR")
