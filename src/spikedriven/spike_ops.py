@@ -347,9 +347,9 @@ def norm_then(
     compiler makes that choice itself, so the plain composition is traced.
     """
     pre = tuple(pre)
-    params = [p for layer in pre for p in layer.parameters()]
-    mode = "full"
-    if norm.training and not torch.compiler.is_compiling():
+    mode, params = "full", []
+    if norm.training and not torch.compiler.is_compiling():  # evaluation skips gathering the parameters
+        params = [p for layer in pre for p in layer.parameters()]
         mode = _active_mode(x, norm.weight, norm.bias, *params)
     if mode == "min" and pre:
         return _NormThen.apply(x, norm.weight, norm.bias, norm, fn or _identity, pre, _spikes_in(pre), *params)

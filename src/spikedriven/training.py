@@ -477,10 +477,10 @@ def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
 
 def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> dict:
     """Mean firing rate per neuron layer over every sample of every rank."""
-    names = list(recorder.firing_rates())
+    counts = recorder.spike_counts  # one copy to the CPU; the rates themselves are not needed here
+    names = [n for n in recorder.layers if n in counts]
     if not names:
         return {}
-    counts = recorder.spike_counts
     packed = torch.tensor(
         [[float(counts[n].sum()), float(recorder.element_counts[n] * counts[n].numel())] for n in names],
         dtype=torch.float64, device=device,
