@@ -118,6 +118,33 @@ def test_resume_continues_exactly(cifar_root, tmp_path, monkeypatch, stop_at_cal
     _assert_same_run(tmp_path / "whole", interrupted)
 
 
+class _Killed(BaseException):
+    """Stands for a SIGKILL: nothing after it runs, no handler sees it."""
+
+
+def test_resume_after_a_kill_between_best_and_last_writes(cifar_root, tmp_path, monkeypatch):
+    """An improving epoch writes best.pth.tar, then last.pth.tar; a kill between the two
+    leaves best the newer. Resuming from it must leave last.pth.tar holding the final state."""
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN, "--epochs", "1"]
+    assert _run([*args, "--output", str(tmp_path / "whole")]) == 0
+
+    save = ckpt_io.save_checkpoint
+
+    def killed_at_last(path, payload):
+        if Path(path).name == "last.pth.tar":
+            raise _Killed
+        return save(path, payload)
+
+    monkeypatch.setattr(ckpt_io, "save_checkpoint", killed_at_last)
+    crashed = tmp_path / "crashed"
+    with pytest.raises(_Killed):
+        _run([*args, "--output", str(crashed)])
+    monkeypatch.undo()
+    assert {p.name for p in crashed.glob("*.pth.tar")} == {"best.pth.tar"}  # epoch 0 always improves
+    assert _run([*args, "--output", str(crashed), "--resume", "auto"]) == 0
+    _assert_same_run(tmp_path / "whole", crashed)
+
+
 def test_no_resume_opt_loads_weights_into_a_new_run(cifar_root, tmp_path):
     args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN, "--epochs", "1"]
     assert _run([*args, "--output", str(tmp_path / "a")]) == 0

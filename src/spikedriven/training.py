@@ -332,6 +332,11 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             best = ckpt.get("best", best)
             resume_rng = ckpt.get("rng")
             log.info("resuming %s at epoch %d, step %d", plan.checkpoint, start_epoch, epoch_state.step)
+            last = run_dir / "last.pth.tar"
+            if dist.is_main and Path(plan.checkpoint).resolve() != last.resolve():
+                # A stop between an improving epoch's best and last writes leaves best the newer;
+                # last.pth.tar must hold the state the run continues from (and, finished, its final state).
+                ckpt_io.save_checkpoint(last, ckpt)
         else:
             log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
 
