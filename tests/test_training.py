@@ -145,6 +145,18 @@ def test_resume_after_a_kill_between_best_and_last_writes(cifar_root, tmp_path, 
     _assert_same_run(tmp_path / "whole", crashed)
 
 
+def test_is_behind_compares_progress(tmp_path):
+    state = {"state_dict": {"w": torch.zeros(1)}}
+    ckpt_io.save_checkpoint(tmp_path / "a.pth.tar", {**state, "epoch": 3, "step": 5})
+    (tmp_path / "broken.pth.tar").write_bytes(b"not a checkpoint")
+    assert training.is_behind(tmp_path / "a.pth.tar", {"epoch": 3, "step": 6})
+    assert training.is_behind(tmp_path / "a.pth.tar", {"epoch": 4, "step": 0})
+    assert not training.is_behind(tmp_path / "a.pth.tar", {"epoch": 3, "step": 5})
+    assert not training.is_behind(tmp_path / "a.pth.tar", {"epoch": 2, "step": 9})  # never overwrite newer progress
+    assert training.is_behind(tmp_path / "missing.pth.tar", {"epoch": 0})
+    assert training.is_behind(tmp_path / "broken.pth.tar", {"epoch": 0})
+
+
 def test_no_resume_opt_loads_weights_into_a_new_run(cifar_root, tmp_path):
     args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN, "--epochs", "1"]
     assert _run([*args, "--output", str(tmp_path / "a")]) == 0

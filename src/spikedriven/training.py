@@ -211,10 +211,22 @@ def newest_checkpoint(run_dir: Path) -> tuple[Optional[Path], Optional[dict]]:
         except CheckpointError as e:
             log.warning("skipping %s: %s", path, e)
             continue
-        key = (int(ckpt.get("epoch", -1)), int(ckpt.get("step", 0)), name == "last.pth.tar")
+        key = (*_progress(ckpt), name == "last.pth.tar")
         if best_key is None or key > best_key:
             best, best_ckpt, best_key = path, ckpt, key
     return best, best_ckpt
+
+
+def _progress(ckpt: dict) -> tuple[int, int]:
+    return int(ckpt.get("epoch", -1)), int(ckpt.get("step", 0))
+
+
+def is_behind(path: Path, ckpt: dict) -> bool:
+    """Whether the checkpoint file ``path`` is missing, unreadable or holds less progress than ``ckpt``."""
+    try:
+        return _progress(ckpt_io.read_checkpoint(path)) < _progress(ckpt)
+    except CheckpointError:
+        return True
 
 
 @dataclass
@@ -333,7 +345,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             resume_rng = ckpt.get("rng")
             log.info("resuming %s at epoch %d, step %d", plan.checkpoint, start_epoch, epoch_state.step)
             last = run_dir / "last.pth.tar"
-            if dist.is_main and Path(plan.checkpoint).resolve() != last.resolve():
+            if dist.is_main and Path(plan.checkpoint).resolve() != last.resolve() and is_behind(last, ckpt):
                 # A stop between an improving epoch's best and last writes leaves best the newer;
                 # last.pth.tar must hold the state the run continues from (and, finished, its final state).
                 ckpt_io.save_checkpoint(last, ckpt)
