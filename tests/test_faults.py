@@ -139,3 +139,23 @@ def test_nonfinite_steps_can_be_skipped(tmp_path, monkeypatch):
                  "--batch-size", "4", "--nonfinite", "skip", "--output", str(out)]) == 0
     assert "skipped 1 non-finite steps" in (out / "log.txt").read_text()
     assert len(read_summary(out)) == 2
+
+
+def test_atomic_write_leaves_the_old_file_whole_when_interrupted(tmp_path):
+    from spikedriven.atomic import atomic_write, write_text_atomic
+
+    target = tmp_path / "results.json"
+    write_text_atomic(target, '{"top1": 90}')
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(target) as f:
+            f.write('{"top1": 9')  # half of the new content, then the interrupt
+            raise KeyboardInterrupt
+    assert target.read_text() == '{"top1": 90}'
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary left behind
+    write_text_atomic(target, '{"top1": 91}')
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.read_text() == '{"top1": 91}' and target.stat().st_mode & 0o777 == 0o666 & ~umask
+    with pytest.raises(ValueError, match="whole files"):
+        with atomic_write(target, "a"):
+            pass

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional
 
 import yaml
 
+from .atomic import write_text_atomic
 from .errors import ConfigError
 from .neurons import SPIKE_MODES, SURROGATES, NeuronSpec
 from .spike_ops import MEMORY_MODES
@@ -336,7 +337,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[Mapping[s
 
 
 def save_config(cfg: Config, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 # ------------------------------------------------------------ command-line flags

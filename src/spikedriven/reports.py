@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from .atomic import atomic_write, write_text_atomic
 from .errors import SpikedrivenError
 
 PathLike = Union[str, os.PathLike]
@@ -56,7 +57,7 @@ def write_metrics(path: PathLike, result: Mapping[str, Any], config: Optional[Ma
     }
     path = Path(path)
     # allow_nan=False: a NaN would make the file unreadable for strict JSON parsers
-    path.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
+    write_text_atomic(path, json.dumps(payload, indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -64,7 +65,7 @@ def write_firing_rates_csv(path: PathLike, result: Mapping[str, Any]) -> Path:
     """Rows = neuron layers; columns t0..t{T-1} and their mean."""
     steps = result["time_steps"] or 0
     path = Path(path)
-    with path.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         out = csv.writer(f)
         out.writerow(["layer", *(f"t{t}" for t in range(steps)), "mean"])
         for name, rate in result["firing_rates"].items():
@@ -75,7 +76,7 @@ def write_firing_rates_csv(path: PathLike, result: Mapping[str, Any]) -> Path:
 def write_energy_csv(path: PathLike, result: Mapping[str, Any]) -> Path:
     """One row per Conv2d / Linear layer; ``sops`` and ``energy_pj`` are per image."""
     path = Path(path)
-    with path.open("w", newline="") as f:
+    with atomic_write(path, newline="") as f:
         out = csv.writer(f)
         out.writerow(["layer", "kind", "macs_per_step", "input_firing_rate", "sops", "energy_pj"])
         for row in result["layers"]:

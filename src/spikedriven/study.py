@@ -24,6 +24,7 @@ from typing import Any, Optional, Sequence
 import yaml
 from matplotlib.figure import Figure
 
+from .atomic import atomic_write, write_text_atomic
 from .config import Config, coerce, load_config
 from .errors import ConfigError, SpikedrivenError
 
@@ -125,7 +126,7 @@ class Study:
                 )
             doc["runs"] = sorted(set(old.get("runs", [])) | set(doc["runs"]))
         self.folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
 
     # --------------------------------------------------------------- commands
     def train_args(self, run: PlannedRun) -> list[str]:
@@ -211,11 +212,11 @@ class Study:
         rows = self.collect()
         if not rows:
             raise SpikedrivenError(f"no finished runs in {self.folder} to tabulate")
-        with open(self.folder / "results.csv", "w", newline="") as f:
+        with atomic_write(self.folder / "results.csv", newline="") as f:
             writer = csv.DictWriter(f, list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        (self.folder / "results.md").write_text(format_markdown(rows, next(iter(self.configs.values()))))
+        write_text_atomic(self.folder / "results.md", format_markdown(rows, next(iter(self.configs.values()))))
         self.plot_curves(self.folder / "curves.png")
         self.plot_firing(self.folder / "firing.png")
         return rows

@@ -35,6 +35,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
+from .atomic import atomic_write, write_text_atomic
 from .config import CUDA_GRAPH_MODES, Config, from_mapping, save_config
 from .data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
@@ -99,14 +100,10 @@ class SummaryCSV:
         if self.path.exists():
             with open(self.path, newline="") as f:
                 rows = [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit() and int(r["epoch"]) < epoch]
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.path, newline="") as f:
             writer = csv.DictWriter(f, SUMMARY_FIELDS)
             writer.writeheader()
             writer.writerows({k: r.get(k, "") for k in SUMMARY_FIELDS} for r in rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
 
     def append(self, row: dict) -> None:
         with open(self.path, "a", newline="") as f:
@@ -537,6 +534,6 @@ def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eva
         results["final_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
         ckpt_io.load_checkpoint(model, run_dir / "best.pth.tar")
         results["best_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
     log.info("done: best %s top1 %.2f at epoch %d, final %.2f | %s", eval_name, results["best_top1"],
              results["best_epoch"], results["final_top1"], run_dir)
