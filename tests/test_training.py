@@ -157,6 +157,13 @@ def test_is_behind_compares_progress(tmp_path):
     assert training.is_behind(tmp_path / "broken.pth.tar", {"epoch": 0})
 
 
+def test_a_run_does_not_depend_on_the_number_of_loader_workers(cifar_root, tmp_path):
+    args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN]
+    assert _run([*args, "--output", str(tmp_path / "w0")]) == 0
+    assert _run([*args, "--workers", "2", "--output", str(tmp_path / "w2")]) == 0
+    _assert_same_run(tmp_path / "w0", tmp_path / "w2")
+
+
 def test_no_resume_opt_loads_weights_into_a_new_run(cifar_root, tmp_path):
     args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN, "--epochs", "1"]
     assert _run([*args, "--output", str(tmp_path / "a")]) == 0

@@ -6,12 +6,21 @@ classes also demand the official MD5 sums, which rejects any generated
 dataset of the same format); ``verify_cifar_checksums`` is the separate check.
 Augmentation comes from timm's transform factory; mixup is applied in the
 training loop (``engine``), so switching it off at an epoch really happens.
+
+The training loader asks for ``(epoch, index)`` pairs (``EpochSampler``), and
+the random augmentation of each image is seeded from (seed, epoch, index)
+alone: which worker process draws it, how many workers there are and how many
+processes share the data change nothing, so workers can persist across epochs
+and a resumed run can start mid-epoch without loading what it skips.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import pickle
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -21,7 +30,7 @@ import torch
 from PIL import Image
 from timm.data import create_transform
 from timm.data import auto_augment
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler, default_collate, get_worker_info
 
 from .config import Config
 from .errors import DataError
@@ -68,18 +77,72 @@ CIFAR_MD5 = {
 }
 
 
-class ArrayImageDataset(Dataset):
-    """Images held as one uint8 array ``[n, H, W, C]`` with integer labels."""
+@contextlib.contextmanager
+def seeded_generators(key: str):
+    """Seed Python's, NumPy's and torch's global generators (the ones the
+    transforms draw from) from ``key``. Outside a loader worker their states
+    are restored afterwards, so the main process (mixup) draws as if nothing
+    had been loaded."""
+    torch_gen = torch.random.default_generator
+    saved = None
+    if get_worker_info() is None:
+        saved = random.getstate(), np.random.get_state(), torch_gen.get_state()
+    random.seed(key)  # a str seeds through SHA-512: the same on every platform and run
+    derived = random.getrandbits(32)
+    np.random.seed(derived)
+    torch_gen.manual_seed(derived)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch_gen.set_state(saved[2])
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Optional[Callable] = None):
-        self.images, self.labels, self.transform = images, labels, transform
+
+class ArrayImageDataset(Dataset):
+    """Images held as one uint8 array ``[n, H, W, C]`` with integer labels.
+
+    Indexed by ``i``, or by ``(epoch, i)``: then the random transform of image
+    ``i`` is seeded from ``(seed, epoch, i)`` and gives the same tensor in any
+    process, in any order.
+    """
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Optional[Callable] = None, seed: int = 0):
+        self.images, self.labels, self.transform, self.seed = images, labels, transform, seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            epoch, i = key
+            with seeded_generators(f"{self.seed}:{epoch}:{i}"):
+                return self._sample(i)
+        return self._sample(key)
+
+    def _sample(self, i: int):
         img = Image.fromarray(self.images[i])
         return (self.transform(img) if self.transform else img), int(self.labels[i])
+
+
+class EpochSampler(Sampler):
+    """``(epoch, index)`` pairs in the order of a ``DistributedSampler``, from
+    ``skip`` samples into the epoch (a mid-epoch resume)."""
+
+    def __init__(self, order: DistributedSampler):
+        self.order, self.skip = order, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.order.set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self):
+        epoch = self.order.epoch
+        return ((epoch, i) for i in itertools.islice(self.order, self.skip, None))
+
+    def __len__(self) -> int:
+        return len(self.order)  # a whole epoch: progress counts the skipped batches as done
 
 
 def _unpickle(path: Path) -> dict:
@@ -264,12 +327,12 @@ def build_datasets(cfg: Config) -> Splits:
         val, keep = order[: cfg.val_size], np.sort(order[cfg.val_size:])
         val = np.sort(val)
         return Splits(
-            ArrayImageDataset(images[keep], labels[keep], train_tf),
+            ArrayImageDataset(images[keep], labels[keep], train_tf, cfg.seed),
             ArrayImageDataset(images[val], labels[val], eval_tf),
             "val",
         )
     test_images, test_labels = read_split(cfg, train=False)
-    return Splits(ArrayImageDataset(images, labels, train_tf), ArrayImageDataset(test_images, test_labels, eval_tf), "test")
+    return Splits(ArrayImageDataset(images, labels, train_tf, cfg.seed), ArrayImageDataset(test_images, test_labels, eval_tf), "test")
 
 
 def build_test_dataset(cfg: Config) -> Dataset:
@@ -291,14 +354,16 @@ class ShardSampler(torch.utils.data.Sampler):
 
 
 def build_train_loader(cfg: Config, dataset: Dataset, rank: int = 0, world: int = 1, pin_memory: bool = False) -> DataLoader:
-    """Shuffled per epoch from (seed, epoch) alone, so a resumed run sees the same order."""
+    """Shuffled per epoch from (seed, epoch) alone and augmented per image from
+    (seed, epoch, index), so a resumed run sees the same batches; call
+    ``loader.sampler.set_epoch(epoch, skip)`` before each epoch."""
     per_rank = len(dataset) // world
     if cfg.batch_size > per_rank:
         raise DataError(f"batch_size {cfg.batch_size} is larger than the {per_rank} training images per process; lower --batch-size")
-    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    order = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     return DataLoader(
-        dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-        collate_fn=NormalizingCollate(cfg.mean, cfg.std), pin_memory=pin_memory, persistent_workers=False,  # fresh workers each epoch take seeds from (seed, epoch)
+        dataset, batch_size=cfg.batch_size, sampler=EpochSampler(order), num_workers=cfg.workers, drop_last=True,
+        collate_fn=NormalizingCollate(cfg.mean, cfg.std), pin_memory=pin_memory, persistent_workers=cfg.workers > 0,
     )
 
 

@@ -3,9 +3,10 @@
 Run folder: ``config.yaml``, ``summary.csv``, ``log.txt``, TensorBoard events,
 ``last.pth.tar``, ``best.pth.tar`` and, at the end, ``results.json``.
 
-Reproducibility: every epoch reseeds all generators from (seed, epoch, rank)
-and the sampler orders data from (seed, epoch), so a run resumed from a
-checkpoint continues exactly as if it had never stopped.
+Reproducibility: the sampler orders data from (seed, epoch), each image's
+augmentation is seeded from (seed, epoch, index) (``data``), and every epoch
+reseeds the main process's generators from (seed, epoch, rank), so a run
+resumed from a checkpoint continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -381,13 +382,11 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     with stop.installed():
         for epoch in range(start_epoch, total_epochs):
             started = time.perf_counter()
-            # Seed before the loader starts: its workers draw their seeds from this state.
-            seed_everything(epoch_seed(cfg, epoch, dist.rank))
-            train_loader.sampler.set_epoch(epoch)
+            # a mid-epoch resume starts the sampler where the run stopped
+            train_loader.sampler.set_epoch(epoch, skip=epoch_state.step * cfg.batch_size)
             batches = iter(train_loader)
-            if epoch_state.step:  # mid-epoch resume: same order and worker draws, skip what was done
-                for _ in range(epoch_state.step):
-                    next(batches)
+            # after starting the loader, which may or may not draw a worker seed from these generators
+            seed_everything(epoch_seed(cfg, epoch, dist.rank))
             if resume_rng is not None:
                 set_rng_state(resume_rng)
                 resume_rng = None

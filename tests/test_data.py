@@ -1,0 +1,72 @@
+"""The training loader: augmentation seeded per image, so batches do not depend on workers or resumes."""
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spikedriven.config import load_config
+from spikedriven.data import build_datasets, build_train_loader
+from spikedriven.testing import write_fake_cifar
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cifar")
+    write_fake_cifar(root, "torch/cifar10", n_train=48, n_test=8, seed=5)
+    return root
+
+
+def _loader(data_dir, workers, world=1, rank=0):
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml",
+                      {"data_dir": str(data_dir), "workers": workers, "batch_size": 6, "seed": 7})
+    return build_train_loader(cfg, build_datasets(cfg).train, rank=rank, world=world)
+
+
+def _epoch(loader, epoch, skip=0):
+    loader.sampler.set_epoch(epoch, skip=skip)
+    return [images for images, _ in loader]
+
+
+def test_batches_do_not_depend_on_the_number_of_workers(data_dir):
+    in_process, two_workers = _loader(data_dir, 0), _loader(data_dir, 2)
+    for epoch in (0, 3, 0):  # persistent workers: later epochs reuse the same processes
+        a, b = _epoch(in_process, epoch), _epoch(two_workers, epoch)
+        assert len(a) == len(b) == len(in_process.dataset) // 6
+        assert all(torch.equal(x, y) for x, y in zip(a, b)), epoch
+    # the augmentation is random: another epoch draws other transforms for the same images
+    assert not all(torch.equal(x, y) for x, y in zip(_epoch(in_process, 0), _epoch(in_process, 1)))
+
+
+def test_loading_in_the_main_process_leaves_its_generators_alone(data_dir):
+    dataset = _loader(data_dir, 0).dataset
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    expected = random.random(), np.random.rand(), torch.rand(1)
+    random.seed(1), np.random.seed(1), torch.manual_seed(1)
+    for i in range(10):
+        dataset[(0, i)]
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected  # mixup draws as if nothing was loaded
+
+
+def test_a_skipped_start_gives_the_rest_of_the_epoch(data_dir):
+    loader = _loader(data_dir, 2)
+    whole = _epoch(loader, 2)
+    rest = _epoch(loader, 2, skip=3 * 6)
+    assert len(rest) == len(whole) - 3 and all(torch.equal(x, y) for x, y in zip(whole[3:], rest))
+    assert len(_epoch(loader, 2)) == len(whole)  # the next set_epoch starts from the beginning again
+
+
+def test_each_image_is_augmented_alike_on_every_rank(data_dir):
+    """Two processes of a distributed run see disjoint halves, each image transformed as on one process."""
+    single = _loader(data_dir, 0).dataset
+    for rank in (0, 1):
+        loader = _loader(data_dir, 0, world=2, rank=rank)
+        loader.sampler.set_epoch(4)
+        keys = list(loader.sampler)
+        assert len(keys) == len(single) // 2 and all(epoch == 4 for epoch, _ in keys)
+        for key in keys[:5]:
+            assert torch.equal(loader.dataset[key][0], single[key][0])
