@@ -159,3 +159,24 @@ def test_atomic_write_leaves_the_old_file_whole_when_interrupted(tmp_path):
     with pytest.raises(ValueError, match="whole files"):
         with atomic_write(target, "a"):
             pass
+
+
+def test_loader_workers_leave_the_stop_to_the_run():
+    """Ctrl-C reaches forked loader workers too: they neither log nor stop; the run's process does."""
+    import multiprocessing
+
+    from spikedriven.training import StopFlag
+
+    flag = StopFlag()
+
+    def worker():
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C would stop the run's process at once
+        time.sleep(0.1)
+        os._exit(0 if flag.signal is None else 3)
+
+    with flag.installed():
+        child = multiprocessing.get_context("fork").Process(target=worker)
+        child.start()
+        child.join(30)
+    assert child.exitcode == 0 and flag.signal is None

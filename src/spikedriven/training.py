@@ -157,12 +157,14 @@ class StopFlag:
 
     def __init__(self):
         self.signal: Optional[int] = None
+        self.owner = os.getpid()
 
     def __call__(self) -> bool:
         return self.signal is not None
 
     @contextmanager
     def installed(self):
+        self.owner = os.getpid()
         if threading_is_main():
             previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
         else:
@@ -174,6 +176,10 @@ class StopFlag:
                 signal.signal(s, handler)
 
     def _handle(self, signum, frame):
+        if os.getpid() != self.owner:
+            # A loader worker forked from the run inherits this handler; Ctrl-C reaches the whole
+            # process group, and the run's own process decides when to stop and shuts its workers down.
+            return
         if self.signal is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C stops at once
         self.signal = signum
