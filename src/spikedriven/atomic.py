@@ -31,7 +31,7 @@ def atomic_write(path: PathLike, mode: str = "w", newline: str | None = None) ->
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; these are ordinary files
-        with os.fdopen(fd, mode, newline=newline) if mode == "w" else os.fdopen(fd, mode) as f:
+        with os.fdopen(fd, mode, newline=newline) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())

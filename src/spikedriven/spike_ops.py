@@ -250,6 +250,12 @@ def per_step(layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
     return y.reshape(t, b, *y.shape[1:])
 
 
+def _pre(layers: Sequence[nn.Module], x: torch.Tensor, params: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+    """``layers`` applied frame-wise to ``x`` (``x`` itself when there are none); with ``params``
+    (theirs, in ``parameters()`` order) in place of their own."""
+    return per_step(_chain(layers, params), x) if layers else x
+
+
 def _chain(layers: Sequence[nn.Module], params: Optional[Sequence[torch.Tensor]] = None):
     """``layers`` applied in order; with ``params`` (theirs, in ``parameters()`` order) in place of their own."""
 
@@ -296,7 +302,7 @@ class _NormThen(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, norm, fn, pre, spikes_in, *pre_params):
-        z = per_step(_chain(pre), x) if pre else x
+        z = _pre(pre, x)
         y = norm(z.flatten(0, 1)).reshape(z.shape)  # the module call: running statistics move once
         ctx.save_for_backward(x.to(torch.bool) if spikes_in else x, weight, bias, *pre_params)
         ctx.norm, ctx.fn, ctx.pre, ctx.x_dtype = norm, fn, pre, x.dtype
@@ -320,7 +326,7 @@ class _NormThen(torch.autograd.Function):
             return None if stat is None else stat.clone()
 
         with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
-            z = per_step(_chain(ctx.pre, pre_params), x) if ctx.pre else x
+            z = _pre(ctx.pre, x, pre_params)
             y = F.batch_norm(z.flatten(0, 1), copy(norm.running_mean), copy(norm.running_var), weight, bias,
                              True, 0.0, norm.eps)
             out = ctx.fn(y.reshape(z.shape))
@@ -353,7 +359,7 @@ def norm_then(
         mode = _active_mode(x, norm.weight, norm.bias, *params)
     if mode == "min" and pre:
         return _NormThen.apply(x, norm.weight, norm.bias, norm, fn or _identity, pre, _spikes_in(pre), *params)
-    z = per_step(_chain(pre), x) if pre else x
+    z = _pre(pre, x)
     if mode == "full" or fn is None:  # a batch norm alone keeps its input either way
         y = norm(z.flatten(0, 1)).reshape(z.shape)
         return y if fn is None else fn(y)

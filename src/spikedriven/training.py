@@ -157,7 +157,7 @@ class StopFlag:
 
     def __init__(self):
         self.signal: Optional[int] = None
-        self.owner = os.getpid()
+        self.owner: Optional[int] = None  # the process that installed the handler
 
     def __call__(self) -> bool:
         return self.signal is not None
