@@ -1,7 +1,7 @@
 """End-to-end benchmark: the study's augmentation and loaders, training epochs and
 an evaluation, on a generated CIFAR-format set (no download).
 
-    python benchmarks/end_to_end.py --train-images 50000 --test-images 10000 --workers 16
+    python benchmarks/end_to_end.py --train-images 50000 --test-images 10000   # workers: auto, as a run
     python benchmarks/end_to_end.py --quick        # small, CPU
     python benchmarks/end_to_end.py --data-only --workers 2 --train-images 10000   # the loader alone
 
@@ -42,7 +42,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(train_images: int, test_images: int, workers: int, batch: int, amp: str, epochs: int, overrides: dict) -> dict:
+def run(train_images: int, test_images: int, workers: int | str, batch: int, amp: str, epochs: int, overrides: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         write_fake_cifar(tmp, "torch/cifar10", n_train=train_images, n_test=test_images, seed=0)
@@ -53,16 +53,19 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         splits = build_datasets(cfg)
-        pin = device.type == "cuda"
-        train_loader = build_train_loader(cfg, splits.train, pin_memory=pin)
-        eval_loader = build_eval_loader(cfg, splits.eval, pin_memory=pin)
+        train_loader = build_train_loader(cfg, splits.train, device_type=device.type)
+        eval_loader = build_eval_loader(cfg, splits.eval, device_type=device.type)
 
+        workers = train_loader.num_workers
         t0 = time.perf_counter()
         n = sum(images.shape[0] for images, _ in train_loader)
         data_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        n_eval = sum(images.shape[0] for images, _ in eval_loader)
+        eval_data_s = time.perf_counter() - t0
+        data = {"data_only_images_per_s": round(n / data_s, 1), "eval_data_only_images_per_s": round(n_eval / eval_data_s, 1)}
         if epochs == 0:  # --data-only
-            return {"workers": workers, "batch": batch, "train_images": n,
-                    "data_only_images_per_s": round(n / data_s, 1)}
+            return {"workers": workers, "batch": batch, "train_images": n, "eval_images": n_eval, **data}
 
         # the training command's device defaults
         model, channels_last = place_model(cfg, device)
@@ -91,8 +94,7 @@ def run(train_images: int, test_images: int, workers: int, batch: int, amp: str,
         "compile": cfg.compile_for(device.type, distributed=False) or "off", "backward_memory": cfg.backward_memory, "channels_last": channels_last,
         "epochs": epochs, "first_epoch_s": round(times[0], 2),
         "train_images": stats["images"], "eval_images": metrics["eval_images"],
-        "generate_s": round(generate_s, 2),
-        "data_only_images_per_s": round(n / data_s, 1),
+        "generate_s": round(generate_s, 2), **data,
         "train_s": round(train_s, 2), "train_images_per_s": round(stats["images"] / train_s, 1),
         "eval_s": round(eval_s, 2), "eval_images_per_s": round(metrics["eval_images"] / eval_s, 1),
         "epoch_plus_eval_images_per_s": round(total / (train_s + eval_s), 1),
@@ -104,7 +106,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--train-images", type=int, default=50_000)
     p.add_argument("--test-images", type=int, default=10_000)
-    p.add_argument("--workers", type=int, default=16)
+    p.add_argument("--workers", default="auto", help="loader workers: a number, or auto (as a training run chooses)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--amp", default="bf16", choices=("none", "bf16", "fp16"))
     p.add_argument("--compile", default="auto", choices=("auto", "true", "false"),

@@ -20,7 +20,7 @@ else
   tp64=(--batch-sizes 64 --steps 20 --warmup 5)
   tp256=(--batch-sizes 256 --steps 20 --warmup 5)
   tp256s=(--batch-sizes 256 --steps 10 --warmup 3)
-  e2e=(--workers 16 --batch 256 --amp bf16 --epochs 2)
+  e2e=(--batch 256 --amp bf16 --epochs 2)  # workers: auto, as a training run
   limit() { timeout "$@"; }
 fi
 

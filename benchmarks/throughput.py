@@ -34,7 +34,6 @@ import copy
 import functools
 import gc
 import json
-import os
 import platform
 import resource
 import sys
@@ -78,7 +77,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also time the end-to-end epoch (benchmarks/end_to_end.py): 50,000 generated CIFAR images with the "
                         "study's augmentation and mixup, then an evaluation over 10,000, at batch 256 (bf16 if among "
                         "--precisions), the training command's defaults")
-    p.add_argument("--workers", type=int, default=min(16, os.cpu_count() or 1), help="loader workers of --end-to-end")
+    p.add_argument("--workers", default="auto", help="loader workers of --end-to-end: a number, or auto (as a training run chooses)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -312,7 +311,7 @@ def run_end_to_end(args: argparse.Namespace, device: torch.device) -> dict:
         overrides.update(end_to_end.QUICK_OVERRIDES)
     amp = "bf16" if "bf16" in args.precisions else "none"
     print(f"\nend to end: {sizes['train_images']:,} training images (augmentation, mixup), {sizes['test_images']:,} "
-          f"evaluated, batch {sizes['batch']}, amp {amp}, {sizes['workers']} workers")
+          f"evaluated, batch {sizes['batch']}, amp {amp}, workers {sizes['workers']}")
     result = end_to_end.run(**sizes, amp=amp, epochs=2, overrides=overrides)
     end_to_end.print_result(result)
     return result

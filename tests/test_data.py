@@ -1,4 +1,5 @@
-"""The training loader: augmentation seeded per image, so batches do not depend on workers or resumes."""
+"""The loaders: augmentation seeded per image, so batches do not depend on workers or resumes; how many
+workers auto gives; evaluation batches looked up whole where the transform is an identity."""
 
 import random
 from pathlib import Path
@@ -8,7 +9,10 @@ import pytest
 import torch
 
 from spikedriven.config import load_config
-from spikedriven.data import build_datasets, build_train_loader
+from spikedriven.data import (
+    MAX_AUTO_WORKERS, build_datasets, build_eval_loader, build_train_loader, build_transforms, resolve_workers,
+)
+from spikedriven.errors import ConfigError
 from spikedriven.testing import write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +74,49 @@ def test_each_image_is_augmented_alike_on_every_rank(data_dir):
         assert len(keys) == len(single) // 2 and all(epoch == 4 for epoch, _ in keys)
         for key in keys[:5]:
             assert torch.equal(loader.dataset[key][0], single[key][0])
+
+
+def test_workers_auto_fills_the_cpu_share_on_a_gpu_and_takes_one_on_cpu():
+    auto = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
+    assert auto.workers is None  # the study's configs say auto
+    assert resolve_workers(auto, "cuda", cpus=16, local_processes=1) == 15  # one core stays with the training loop
+    assert resolve_workers(auto, "cuda", cpus=64, local_processes=4) == 15  # torchrun: each process its share
+    assert resolve_workers(auto, "cuda", cpus=1, local_processes=1) == 1
+    assert resolve_workers(auto, "cuda", cpus=256, local_processes=1) == MAX_AUTO_WORKERS
+    assert resolve_workers(auto, "cpu", cpus=2, local_processes=1) == 1
+    assert resolve_workers(auto, "cpu", cpus=1, local_processes=1) == 0
+    fixed = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"workers": "3"})
+    assert resolve_workers(fixed, "cuda", cpus=16, local_processes=1) == resolve_workers(fixed, "cpu", cpus=1) == 3
+    assert load_config(None, {"workers": "AUTO"}).workers is None
+
+
+def test_workers_refuses_what_is_neither_a_count_nor_auto():
+    for bad, words in (("many", "an integer or auto"), (-1, ">= 0 or auto"), (2.5, "an integer or auto")):
+        with pytest.raises(ConfigError, match=words):
+            load_config(None, {"workers": bad})
+
+
+@pytest.mark.parametrize("conf", ["conf/cifar10/2_256_300E_t4.yml", "conf/digits/demo.yml"])
+def test_evaluation_batches_equal_the_per_image_transform(data_dir, conf):
+    """Where timm's evaluation transform is an identity, whole batches are looked up as stored: the same
+    tensors, batch for batch and shard for shard, as transforming each image."""
+    cfg = load_config(ROOT / conf, {"data_dir": str(data_dir), "val_batch_size": 3, "workers": 0})
+    batched = build_datasets(cfg).eval
+    assert batched.transform is None
+    per_image = type(batched)(batched.images, batched.labels, build_transforms(cfg, False))
+    for rank in (0, 1):
+        fast = list(build_eval_loader(cfg, batched, rank=rank, world=2))
+        reference = list(build_eval_loader(cfg, per_image, rank=rank, world=2))
+        assert [x.shape[0] for x, _ in fast] == [x.shape[0] for x, _ in reference]
+        for (x, y), (x_ref, y_ref) in zip(fast, reference):
+            assert x.dtype == torch.float32 and x.is_contiguous()
+            assert torch.equal(x, x_ref) and torch.equal(y, y_ref)
+
+
+@pytest.mark.parametrize("change", [{"crop_pct": 0.875}, {"img_size": 40}])
+def test_evaluation_transforms_each_image_where_it_changes_them(data_dir, change):
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"data_dir": str(data_dir), "workers": 0, **change})
+    dataset = build_datasets(cfg).eval
+    assert dataset.transform is not None
+    images, _ = next(iter(build_eval_loader(cfg, dataset)))
+    assert images.shape[-1] == cfg.img_size

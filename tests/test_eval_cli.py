@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from spikedriven.cli import main
 from spikedriven.config import load_config

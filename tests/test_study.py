@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import statistics
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import pytest
 
 from spikedriven import training
 from spikedriven.cli import main
+from spikedriven.study import split_cpus
 
 from helpers import read_summary
 
@@ -113,15 +115,28 @@ def test_study_flags_refuse_bad_input(tmp_path, capsys):
     assert "--modes" in capsys.readouterr().err
 
 
+def test_parallel_runs_get_disjoint_cpu_shares():
+    assert split_cpus(list(range(16)), 4) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11], [12, 13, 14, 15]]
+    assert [len(s) for s in split_cpus(list(range(10)), 3)] == [4, 3, 3]
+    assert split_cpus([2, 5], 1) == [[2, 5]]
+    assert split_cpus([0, 1], 3) == [[0, 1]] * 3  # fewer CPUs than runs: each may use all
+
+
 @pytest.mark.slow
 def test_parallel_runs_with_devices(tmp_path, capsys):
-    """--devices runs each job as its own process (on CPU here; CUDA_VISIBLE_DEVICES picks the GPU there)."""
+    """--devices runs each job as its own process (on CPU here; CUDA_VISIBLE_DEVICES picks the GPU there),
+    each on its own share of the CPUs, which its auto loader workers see."""
     folder = tmp_path / "parallel"
     args = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "if", "--thresholds", "1.0", "--seeds", "2",
             "--epochs", "1", "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2", "--study-dir", str(folder),
-            "--devices", "0,1"]
+            "--devices", "0,1", "--set", "workers=auto"]
     assert main(args) == 0
     assert sorted(p.name for p in (folder / "runs").glob("*.log")) == ["if-uth1-seed42.log", "if-uth1-seed43.log"]
+    cpus = len(os.sched_getaffinity(0))
+    logs = list((folder / "runs").glob("*/log.txt"))
+    assert len(logs) == 2
+    for log in logs:
+        assert f"(auto, {cpus // 2 if cpus >= 2 else 1} CPUs)" in log.read_text()
     with open(folder / "results.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["seeds"] == "2"

@@ -54,7 +54,9 @@ class Config:
     aa: Optional[str] = _f("rand-m9-n1-mstd0.4-inc1", "timm RandAugment string, or none")
     color_jitter: float = _f(0.5, "colour jitter (timm ignores it when RandAugment is on)")
     val_size: int = _f(0, "hold out this many training images as validation set (0: evaluate on the test set)")
-    workers: int = _f(4, "data-loader worker processes")
+    workers: Optional[int] = _f(None, "data-loader worker processes per training process, or auto (also none): on a GPU one "
+                                "per CPU core the process may use, less one, at most 32; on CPU 1 (the model needs the cores)",
+                                auto=True)
     # --- mixup / loss
     mixup: float = _f(0.5, "mixup alpha (0: off)")
     cutmix: float = _f(0.0, "cutmix alpha (0: off)")
@@ -99,13 +101,13 @@ class Config:
     val_batch_size: int = _f(64, "evaluation batch size")
     seed: int = _f(42, "random seed")
     amp: str = _f("none", "mixed precision: none, bf16 or fp16", choices=AMP_MODES)
-    channels_last: Optional[bool] = _f(None, "channels-last memory format: true, false, or auto (also none): on for CUDA")
+    channels_last: Optional[bool] = _f(None, "channels-last memory format: true, false, or auto (also none): on for CUDA", auto=True)
     backward_memory: str = _f("auto", "what training keeps for backward, all with the same gradients: full; lean (bool spikes, "
                               "batch norm + neuron recomputed: 38 % of full's activation memory); min (lean, and the "
                               "convolutions recomputed from their spikes: 13 %, one more forward convolution per layer); "
                               "auto (lean on GPUs, full on CPU)", choices=MEMORY_MODES)
     compile: Optional[bool] = _f(None, "torch.compile the model: true, false, or auto (also none): on for a "
-                                 "single-process CUDA run, off on CPU, under torchrun and with backward_memory min")
+                                 "single-process CUDA run, off on CPU, under torchrun and with backward_memory min", auto=True)
     compile_mode: str = _f("reduce-overhead", "torch.compile mode; reduce-overhead adds CUDA graphs on GPUs "
                            "(measured fastest at the study's batch 64) and equals default on CPU",
                            choices=COMPILE_MODES)
@@ -175,7 +177,8 @@ class Config:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
         for name in ("num_classes", "img_size", "in_channels", "layer", "dim", "num_heads", "time_steps", "batch_size", "val_batch_size"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("workers", "val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch"):
+        need(self.workers is None or self.workers >= 0, f"workers must be >= 0 or auto, got {self.workers}")
+        for name in ("val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.epochs + self.cooldown_epochs >= 1, "epochs + cooldown_epochs must be at least 1")
         need(self.dim % 8 == 0, f"dim must be divisible by 8 (SPS widths dim/8, dim/4, dim/2), got {self.dim}")
@@ -227,23 +230,24 @@ def coerce(name: str, value: Any, source: str) -> Any:
     """Convert ``value`` to the type of field ``name`` or raise one clear sentence."""
     base, optional = _base_type(name)
     where = f"{name} (from {source})"
+    or_auto = " or auto" if FIELDS[name].metadata.get("auto") else ""
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
         if optional:
             return None
         raise ConfigError(f"{where} needs a value of type {base.__name__}, got nothing")
+    if FIELDS[name].metadata.get("auto") and isinstance(value, str) and value.strip().lower() == "auto":
+        return None  # None is how such a field says auto
     if base is bool:
-        if optional and isinstance(value, str) and value.strip().lower() == "auto":
-            return None
         if isinstance(value, bool):
             return value
         if isinstance(value, int) and value in (0, 1):
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
             return value.strip().lower() in TRUE_WORDS
-        raise ConfigError(f"{where} must be true or false, got {value!r}")
+        raise ConfigError(f"{where} must be {'true, false or auto' if or_auto else 'true or false'}, got {value!r}")
     if base is int:
         if isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer{or_auto}, got {value!r}")
         if isinstance(value, int):
             return value
         if isinstance(value, float) and value.is_integer():
@@ -253,7 +257,7 @@ def coerce(name: str, value: Any, source: str) -> Any:
                 return int(value.strip())
             except ValueError:
                 pass
-        raise ConfigError(f"{where} must be an integer, got {value!r}")
+        raise ConfigError(f"{where} must be an integer{or_auto}, got {value!r}")
     if base is float:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
@@ -360,6 +364,8 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
         if base is list:
             kwargs["nargs"] = "+"
         metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X"}.get(base, "STR")
+        if f.metadata.get("auto"):
+            metavar += "|auto"
         names = [flag_name(name)]
         if name == "tet":
             names.append("--TET")  # the study's spelling

@@ -87,11 +87,9 @@ def train_one_epoch(
     pending = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n since the last sync
     first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)
     skipped = 0
-    last_loss = float("nan")
 
     def sync_point() -> bool:
         """Fold pending sums into ``state``; True when every rank should stop now."""
-        nonlocal last_loss
         flags = torch.stack([(first_bad >= 0).double(), torch.tensor(float(stop_requested()), dtype=torch.float64, device=device)])
         flags = all_reduce_sum(flags, dist)
         if flags[0] > 0:

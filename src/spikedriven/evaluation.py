@@ -107,7 +107,7 @@ def evaluate_checkpoint(
         raise ConfigError("--split val needs the run's held-out split (val_size > 0 in its config)")
     dataset = build_datasets(cfg).eval if split == "val" else build_test_dataset(cfg)
     device = resolve_device(cfg.device)
-    loader = build_eval_loader(cfg, dataset, pin_memory=device.type == "cuda")
+    loader = build_eval_loader(cfg, dataset, device_type=device.type)
 
     model = build_model(cfg)
     ckpt_io.load_checkpoint(model, checkpoint, use_ema=use_ema)

@@ -9,6 +9,7 @@ resumes interrupted ones. ``study.yaml`` records the plan and every override.
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import yaml
 from matplotlib.figure import Figure
@@ -93,6 +94,15 @@ def plan_runs(modes: list[str], thresholds: list[float], lif_thresholds: list[fl
     return runs
 
 
+def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
+    """``parts`` contiguous shares of ``cpus``, as equal as they come; with fewer CPUs than parts, every part gets all."""
+    if len(cpus) < parts:
+        return [list(cpus)] * parts
+    size, extra = divmod(len(cpus), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [list(cpus[bounds[i]:bounds[i + 1]]) for i in range(parts)]
+
+
 class Study:
     def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path):
         self.config_path, self.overrides, self.runs, self.folder = config_path, overrides, runs, folder
@@ -159,6 +169,9 @@ class Study:
         if len(devices) < nproc:
             raise ConfigError(f"--nproc-per-run {nproc} needs at least that many --devices, got {len(devices)}")
         slots = [devices[i:i + nproc] for i in range(0, len(devices) - nproc + 1, nproc)]
+        # Each slot gets its own share of the CPUs, so that each run's auto loader workers fill that share
+        # and parallel runs do not crowd each other's.
+        cpu_shares = split_cpus(sorted(os.sched_getaffinity(0)), len(slots)) if hasattr(os, "sched_getaffinity") else None
         queue, active, failed = list(pending), {}, []
         while queue or active:
             while queue and len(active) < len(slots):
@@ -168,9 +181,12 @@ class Study:
                 log_path = self.run_dir(run).parent / f"{run.name}.log"
                 log_path.parent.mkdir(parents=True, exist_ok=True)
                 handle = open(log_path, "a")
-                proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle, stderr=subprocess.STDOUT)
+                set_cpus = None if cpu_shares is None else functools.partial(os.sched_setaffinity, 0, cpu_shares[slot])
+                proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle,
+                                        stderr=subprocess.STDOUT, preexec_fn=set_cpus)
                 active[slot] = (run, proc, handle)
-                log.info("started %s on devices %s (log %s)", run.name, ",".join(slots[slot]), log_path)
+                cpus = f", CPUs {cpu_shares[slot][0]}-{cpu_shares[slot][-1]}" if cpu_shares else ""
+                log.info("started %s on devices %s%s (log %s)", run.name, ",".join(slots[slot]), cpus, log_path)
             time.sleep(1.0)
             for slot, (run, proc, handle) in list(active.items()):
                 if proc.poll() is not None:
@@ -281,8 +297,8 @@ def format_markdown(rows: list[dict], cfg: Config) -> str:
     lines = [
         f"# Neuron-model study: {cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
         "",
-        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch. Energy per image "
-        f"(E_MAC 4.6 pJ x T x first-layer MACs + E_AC 0.9 pJ x SOPs), from the final model on the test set.",
+        "Top-1 in %, mean ± sample std over seeds. Final = last epoch. Energy per image "
+        "(E_MAC 4.6 pJ x T x first-layer MACs + E_AC 0.9 pJ x SOPs), from the final model on the test set.",
         "",
         f"| neuron | u_th | seeds | final top-1 | {best_col} | mean firing rate | SOPs / image (M) | energy / image (uJ) | publication, best epoch |",
         "|---|---|---|---|---|---|---|---|---|",

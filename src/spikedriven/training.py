@@ -38,7 +38,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt_io
 from .atomic import atomic_write, write_text_atomic
 from .config import CUDA_GRAPH_MODES, Config, from_mapping, save_config
-from .data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
+from .data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .engine import EpochState, StopRequested, evaluate, train_one_epoch
 from .errors import CheckpointError, ConfigError
@@ -319,9 +319,8 @@ def compile_model(cfg: Config, model: nn.Module, device: torch.device, distribut
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
     seed_everything(cfg.seed)
     splits = build_datasets(cfg)
-    pin = device.type == "cuda"
-    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, pin)
-    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, pin)
+    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, device.type)
+    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device.type)
 
     model, channels_last = place_model(cfg, device)
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
@@ -359,6 +358,9 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     fused = fused_available(torch.zeros(1, device=device))
     log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", "fused Triton kernels" if fused else "per-step loop",
              resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp, "on" if channels_last else "off")
+    log.info("data: %d loader workers%s; evaluation images %s", train_loader.num_workers,
+             f" (auto, {available_cpus()} CPUs)" if cfg.workers is None else "",
+             "used as stored, a batch per lookup" if splits.eval.transform is None else "transformed one by one")
     train_model, cuda_graphs = compile_model(cfg, model, device, dist.enabled)
     if dist.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -534,7 +536,7 @@ def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eva
         "spike_mode": cfg.spike_mode, "v_threshold": cfg.v_threshold, "seed": cfg.seed,
     }
     if eval_name == "val":
-        test_loader = build_eval_loader(cfg, build_test_dataset(cfg))
+        test_loader = build_eval_loader(cfg, build_test_dataset(cfg), device_type=device.type)
         single = DistInfo()
         results["final_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
         ckpt_io.load_checkpoint(model, run_dir / "best.pth.tar")
