@@ -73,7 +73,7 @@ def test_each_image_is_augmented_alike_on_every_rank(data_dir):
         keys = list(loader.sampler)
         assert len(keys) == len(single) // 2 and all(epoch == 4 for epoch, _ in keys)
         for key in keys[:5]:
-            assert torch.equal(loader.dataset[key][0], single[key][0])
+            assert np.array_equal(loader.dataset[key][0], single[key][0])
 
 
 def test_workers_auto_fills_the_cpu_share_on_a_gpu_and_takes_one_on_cpu():
@@ -120,3 +120,21 @@ def test_evaluation_transforms_each_image_where_it_changes_them(data_dir, change
     assert dataset.transform is not None
     images, _ = next(iter(build_eval_loader(cfg, dataset)))
     assert images.shape[-1] == cfg.img_size
+
+
+def test_the_crop_left_out_of_training_returns_the_image_unchanged():
+    """scale = ratio = [1, 1] at the stored size: timm's random-resized crop is an identity, so the study's
+    pipeline leaves it out (it costs a tenth of a worker's time); at another size it stays and resizes."""
+    from PIL import Image
+    from timm.data.transforms import RandomResizedCropAndInterpolation
+
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
+    full = build_transforms(cfg, True, image_size=None)
+    (crop,) = [t for t in full.transforms if isinstance(t, RandomResizedCropAndInterpolation)]
+    images = np.random.default_rng(0).integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    for i, image in enumerate(images):
+        random.seed(i)
+        assert np.array_equal(np.asarray(crop(Image.fromarray(image))), image)
+    assert not any(isinstance(t, RandomResizedCropAndInterpolation) for t in build_transforms(cfg, True, image_size=32).transforms)
+    bigger = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"img_size": 40})
+    assert any(isinstance(t, RandomResizedCropAndInterpolation) for t in build_transforms(bigger, True, image_size=32).transforms)

@@ -316,7 +316,7 @@ def test_batch_normalisation_equals_per_image_transform(cifar_root, train):
     cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"data_dir": str(cifar_root)})
     splits = build_datasets(cfg)
     dataset = splits.train if train else splits.eval
-    reference = build_transforms(cfg, train, normalize=True)
+    reference = build_transforms(cfg, train, normalize=True, image_size=32)
     collate = NormalizingCollate(cfg.mean, cfg.std)
     import numpy as np
 
@@ -326,7 +326,7 @@ def test_batch_normalisation_equals_per_image_transform(cifar_root, train):
     for i in range(12):
         seed(i)
         image, label = dataset[i]
-        assert image.dtype == torch.uint8
+        assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
         seed(i)
         expected = reference(Image.fromarray(dataset.images[i]))
         batch, labels = collate([(image, label)])
