@@ -304,7 +304,7 @@ def build_transforms(cfg: Config, train: bool, normalize: bool = False, image_si
         mean=tuple(cfg.mean),
         std=tuple(cfg.std),
         crop_pct=cfg.crop_pct,
-        use_prefetcher=not normalize,  # timm's name for "stop at uint8, normalise the batch later"
+        use_prefetcher=not normalize,  # timm's name for "no per-image ToTensor/Normalize"
     )
     _patch_posterize(transform)
     identity_crop = image_size == cfg.img_size and list(cfg.scale) == [1.0, 1.0] and list(cfg.ratio) == [1.0, 1.0]
