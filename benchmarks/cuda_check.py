@@ -1,7 +1,8 @@
 """CUDA checks that CI (CPU only) cannot run: fused neurons against the reference
 on the GPU, the model's forward/backward with both paths, lean against full
-backward memory, a bf16 analysis pass, and a short training + evaluation run
-through the command line (compiled with CUDA graphs by default).
+backward memory, a bf16 analysis pass, training and evaluation loops that do not
+wait for the GPU at every batch, and a short training + evaluation run through
+the command line (compiled with CUDA graphs by default).
 
     python benchmarks/cuda_check.py            # prints one line per check, exits 1 on a failure
 """
@@ -11,12 +12,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
 
 import spikedriven  # noqa: F401
 from spikedriven.analysis import analyze
+from spikedriven.distributed import DistInfo
+from spikedriven.engine import evaluate, train_one_epoch
 from spikedriven.fused import fused_available, fused_neuron
 from spikedriven.models import SpikeDrivenTransformer
 from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
@@ -115,13 +119,45 @@ def analysis_check(device: torch.device) -> None:
           f"mean firing {result['mean_firing_rate']:.4f}, SOPs {result['totals']['sops'] / 1e6:.1f} M")
 
 
+def count_syncs(fn, device: torch.device) -> int:
+    """How often ``fn`` makes the host wait for the GPU (CUDA's sync debug mode warns at each wait)."""
+    if device.type != "cuda":
+        fn()
+        return 0
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")  # one warning per wait, not one per line of code
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in seen)
+
+
+def sync_check(device: torch.device) -> None:
+    """A wait per batch would leave the GPU idle while the host prepares the next one."""
+    model = SpikeDrivenTransformer(spike_mode="if_soft").to(device)
+    batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(40)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    single = DistInfo()
+    train_one_epoch(model, batches[:2], optimizer, loss_fn, device, epoch=0, dist=single)  # first-call setup aside
+    n_train = count_syncs(lambda: train_one_epoch(model, batches, optimizer, loss_fn, device, epoch=0, dist=single,
+                                                  sync_every=20), device)
+    n_eval = count_syncs(lambda: evaluate(model, batches, device, dist=single), device)
+    check("training waits for the GPU at sync points only", n_train < len(batches) // 2,
+          f"{n_train} waits over {len(batches)} steps with a sync point every 20")
+    check("evaluation does not wait for the GPU per batch", n_eval < len(batches) // 4, f"{n_eval} waits over {len(batches)} batches")
+
+
 def cli_check(device: torch.device) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         write_fake_cifar(tmp, "torch/cifar10", n_train=512, n_test=128)
         out = Path(tmp) / "run"
         base = [sys.executable, "-m", "spikedriven"]
         train = base + ["train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", tmp, "--epochs", "2",
-                        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--workers", "4", "--amp", "bf16",
+                        "--warmup-epochs", "1", "--cooldown-epochs", "0", "--amp", "bf16",
                         "--output", str(out), "--spike-mode", "if_soft"]
         proc = subprocess.run(train, capture_output=True, text=True)
         compiled = "torch.compile mode reduce-overhead (auto)" in (out / "log.txt").read_text() if out.exists() else False
@@ -138,7 +174,7 @@ def main() -> int:
     device = torch.device("cuda")
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | fused kernels available: "
           f"{fused_available(torch.zeros(1, device=device))}", flush=True)
-    for step in (neuron_checks, model_checks, memory_mode_check, analysis_check, cli_check):
+    for step in (neuron_checks, model_checks, memory_mode_check, analysis_check, sync_check, cli_check):
         try:
             step(device)
         except Exception as e:  # report and go on: one run of this script must say as much as possible

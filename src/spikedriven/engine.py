@@ -90,16 +90,17 @@ def train_one_epoch(
 
     def sync_point() -> bool:
         """Fold pending sums into ``state``; True when every rank should stop now."""
-        flags = torch.stack([(first_bad >= 0).double(), torch.tensor(float(stop_requested()), dtype=torch.float64, device=device)])
-        flags = all_reduce_sum(flags, dist)
-        if flags[0] > 0:
-            _raise_if_nonfinite(int(first_bad) if first_bad >= 0 else None, epoch)
-        loss_sum, n = pending.tolist()
+        stop_here = torch.full((), float(stop_requested()), dtype=torch.float64, device=device)
+        flags = all_reduce_sum(torch.stack([(first_bad >= 0).double(), stop_here]), dist)
+        # one read-back for everything: each would make the host wait for the GPU
+        bad_anywhere, stop_anywhere, bad_step, loss_sum, n = torch.cat([flags, first_bad.view(1), pending]).tolist()
+        if bad_anywhere > 0:
+            _raise_if_nonfinite(int(bad_step) if bad_step >= 0 else None, epoch)
         state.loss_sum += loss_sum
         pending.zero_()
         if on_sync is not None and n:
             on_sync(loss_sum / n, int(n))
-        return bool(flags[1] > 0)
+        return stop_anywhere > 0
 
     for batch_index, (images, target) in enumerate(batches, start=state.step):
         images = images.to(device, non_blocking=True)
@@ -166,10 +167,12 @@ def evaluate(
 ) -> dict:
     """Cross-entropy, top-1 and top-5 (percent) over every sample of every rank."""
     model.eval()
-    sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss, top1, top5, n
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
+    images_seen = 0  # counted here: a host number copied to the GPU per batch would wait for its queue to drain
     start = time.perf_counter()
     with recorder if recorder is not None else contextlib.nullcontext():
         for images, target in batches:
+            images_seen += target.shape[0]
             images = images.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
             if channels_last:
@@ -186,14 +189,14 @@ def evaluate(
                 nn.functional.cross_entropy(logits, target, reduction="sum").double(),
                 hits[:, 0].sum().double(),
                 hits.any(dim=1).sum().double(),
-                torch.tensor(float(target.numel()), dtype=torch.float64, device=device),
             ])
-    all_reduce_sum(sums, dist)
-    n = max(float(sums[3]), 1.0)
+    totals = torch.cat([sums, torch.tensor([float(images_seen)], dtype=torch.float64, device=device)])
+    totals = all_reduce_sum(totals, dist).tolist()
+    n = max(totals[3], 1.0)
     return {
-        "eval_loss": float(sums[0]) / n,
-        "eval_top1": 100.0 * float(sums[1]) / n,
-        "eval_top5": 100.0 * float(sums[2]) / n,
-        "eval_images": int(sums[3]),
+        "eval_loss": totals[0] / n,
+        "eval_top1": 100.0 * totals[1] / n,
+        "eval_top5": 100.0 * totals[2] / n,
+        "eval_images": int(totals[3]),
         "eval_seconds": time.perf_counter() - start,
     }
