@@ -4,6 +4,7 @@ an evaluation, on a generated CIFAR-format set (no download).
     python benchmarks/end_to_end.py --train-images 50000 --test-images 10000   # workers: auto, as a run
     python benchmarks/end_to_end.py --quick        # small, CPU
     python benchmarks/end_to_end.py --data-only --workers 2 --train-images 10000   # the loader alone
+    python benchmarks/end_to_end.py --data-only --eval-per-image ...   # evaluation images transformed one by one
 
 Prints images/s for the data pipeline alone and for the last of ``--epochs``
 training epochs and its evaluation (the first epoch also compiles under the
@@ -22,7 +23,7 @@ from pathlib import Path
 import torch
 
 from spikedriven.config import load_config
-from spikedriven.data import build_datasets, build_eval_loader, build_train_loader
+from spikedriven.data import build_datasets, build_eval_loader, build_train_loader, build_transforms
 from spikedriven.distributed import DistInfo, resolve_device
 from spikedriven.engine import evaluate, train_one_epoch
 from spikedriven.spike_ops import MEMORY_MODES
@@ -42,7 +43,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run(train_images: int, test_images: int, workers: int | str, batch: int, amp: str, epochs: int, overrides: dict) -> dict:
+def run(train_images: int, test_images: int, workers: int | str, batch: int, amp: str, epochs: int, overrides: dict,
+        eval_per_image: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         write_fake_cifar(tmp, "torch/cifar10", n_train=train_images, n_test=test_images, seed=0)
@@ -53,6 +55,8 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
         device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         splits = build_datasets(cfg)
+        if eval_per_image:  # timm's evaluation transform on each image, as if it changed them
+            splits.eval.transform = build_transforms(cfg, False)
         train_loader = build_train_loader(cfg, splits.train, device_type=device.type)
         eval_loader = build_eval_loader(cfg, splits.eval, device_type=device.type)
 
@@ -114,7 +118,9 @@ def main() -> None:
     p.add_argument("--compile-mode", default="reduce-overhead")
     p.add_argument("--backward-memory", default="auto", choices=MEMORY_MODES)
     p.add_argument("--epochs", type=int, default=2, help="epochs to run; the last one is reported")
-    p.add_argument("--data-only", action="store_true", help="time the training data pipeline alone (no model)")
+    p.add_argument("--data-only", action="store_true", help="time the data pipelines alone (no model)")
+    p.add_argument("--eval-per-image", action="store_true",
+                   help="transform each evaluation image with timm's transform, although it returns them unchanged")
     p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args()
@@ -123,7 +129,8 @@ def main() -> None:
         vars(args).update(QUICK_SIZES)
         overrides.update(QUICK_OVERRIDES)
     epochs = 0 if args.data_only else args.epochs
-    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, epochs, overrides)
+    result = run(args.train_images, args.test_images, args.workers, args.batch, args.amp, epochs, overrides,
+                 eval_per_image=args.eval_per_image)
     print_result(result)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
