@@ -185,7 +185,7 @@ class Study:
                 proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle,
                                         stderr=subprocess.STDOUT, preexec_fn=set_cpus)
                 active[slot] = (run, proc, handle)
-                cpus = f", CPUs {cpu_shares[slot][0]}-{cpu_shares[slot][-1]}" if cpu_shares else ""
+                cpus = f", {len(cpu_shares[slot])} CPUs" if cpu_shares else ""
                 log.info("started %s on devices %s%s (log %s)", run.name, ",".join(slots[slot]), cpus, log_path)
             time.sleep(1.0)
             for slot, (run, proc, handle) in list(active.items()):
