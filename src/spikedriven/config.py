@@ -230,12 +230,13 @@ def coerce(name: str, value: Any, source: str) -> Any:
     """Convert ``value`` to the type of field ``name`` or raise one clear sentence."""
     base, optional = _base_type(name)
     where = f"{name} (from {source})"
-    or_auto = " or auto" if FIELDS[name].metadata.get("auto") else ""
+    takes_auto = FIELDS[name].metadata.get("auto", False)
+    or_auto = " or auto" if takes_auto else ""
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
         if optional:
             return None
         raise ConfigError(f"{where} needs a value of type {base.__name__}, got nothing")
-    if FIELDS[name].metadata.get("auto") and isinstance(value, str) and value.strip().lower() == "auto":
+    if takes_auto and isinstance(value, str) and value.strip().lower() == "auto":
         return None  # None is how such a field says auto
     if base is bool:
         if isinstance(value, bool):
@@ -244,7 +245,7 @@ def coerce(name: str, value: Any, source: str) -> Any:
             return bool(value)
         if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
             return value.strip().lower() in TRUE_WORDS
-        raise ConfigError(f"{where} must be {'true, false or auto' if or_auto else 'true or false'}, got {value!r}")
+        raise ConfigError(f"{where} must be {'true, false or auto' if takes_auto else 'true or false'}, got {value!r}")
     if base is int:
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be an integer{or_auto}, got {value!r}")

@@ -109,9 +109,10 @@ class ArrayImageDataset(Dataset):
 
     Indexed by ``i``, or by ``(epoch, i)``: then the random transform of image
     ``i`` is seeded from ``(seed, epoch, i)`` and gives the same image in any
-    process, in any order. A sample is ``(uint8 [H, W, C] array, label)``: a
-    transform that ends in a PIL image hands it on as such an array, and the
-    loader converts and normalises whole batches (``NormalizingCollate``).
+    process, in any order. A sample is ``(uint8 [H, W, C] array, label)``: the
+    transform ends in a PIL image (``build_transforms``), handed on as such an
+    array, and the loader converts and normalises whole batches
+    (``NormalizingCollate``).
     Without a transform the images are used as stored, and a list of indices
     gives a whole batch ``(uint8 [B, H, W, C] array, labels)`` in one lookup.
     """
@@ -134,8 +135,7 @@ class ArrayImageDataset(Dataset):
     def _sample(self, i: int):
         if self.transform is None:
             return self.images[i], int(self.labels[i])
-        out = self.transform(Image.fromarray(self.images[i]))
-        return (np.asarray(out) if isinstance(out, Image.Image) else out), int(self.labels[i])
+        return np.asarray(self.transform(Image.fromarray(self.images[i]))), int(self.labels[i])
 
     def _batch(self, indices: list):
         if self.transform is not None:
@@ -392,13 +392,17 @@ def build_test_dataset(cfg: Config) -> Dataset:
 MAX_AUTO_WORKERS = 32
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on: its affinity mask, which taskset, Slurm
+def cpu_ids() -> list[int]:
+    """The CPUs this process may run on: its affinity mask, which taskset, Slurm
     and the study's parallel runs narrow, or all of them."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # no affinity masks on this platform
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
+
+
+def available_cpus() -> int:
+    return len(cpu_ids())
 
 
 def resolve_workers(cfg: Config, device_type: str, cpus: Optional[int] = None, local_processes: Optional[int] = None) -> int:

@@ -27,6 +27,7 @@ from matplotlib.figure import Figure
 
 from .atomic import atomic_write, write_text_atomic
 from .config import Config, coerce, load_config
+from .data import cpu_ids
 from .errors import ConfigError, SpikedrivenError
 
 log = logging.getLogger("spikedriven.study")  # its own handler: run loggers write to each run's log.txt
@@ -171,7 +172,7 @@ class Study:
         slots = [devices[i:i + nproc] for i in range(0, len(devices) - nproc + 1, nproc)]
         # Each slot gets its own share of the CPUs, so that each run's auto loader workers fill that share
         # and parallel runs do not crowd each other's.
-        cpu_shares = split_cpus(sorted(os.sched_getaffinity(0)), len(slots)) if hasattr(os, "sched_getaffinity") else None
+        cpu_shares = split_cpus(cpu_ids(), len(slots)) if hasattr(os, "sched_setaffinity") else None
         queue, active, failed = list(pending), {}, []
         while queue or active:
             while queue and len(active) < len(slots):
