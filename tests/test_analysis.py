@@ -260,7 +260,7 @@ def test_compare_two_evaluations(tmp_path):
     assert [(r["mode"], r["u_th"]) for r in rows] == [("if", 1.0), ("if_soft", 0.8)]
     lines = text.splitlines()
     assert len(lines) == 3 and "u_th" in lines[0] and "energy uJ" in lines[0]
-    assert "metrics.json" in lines[1] and " if " in lines[1] and "run_b" in lines[2] and "if_soft" in lines[2]
+    assert lines[1].startswith("a ") and " if " in lines[1] and lines[2].startswith("run_b/eval ") and "if_soft" in lines[2]
     assert_png(tmp_path / "cmp" / "compare.png")
 
 

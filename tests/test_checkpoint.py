@@ -24,7 +24,8 @@ def original_style_checkpoint(model, path, ddp=True, ema=False):
         "state_dict": state,
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
         "version": 2,
-        "args": argparse.Namespace(spike_mode="if_soft", dim=32, layer=1, time_steps=2, num_classes=10, TET=False),
+        "args": argparse.Namespace(spike_mode=model.model_args["spike_mode"], dim=model.embed_dim, layer=len(model.block),
+                                   time_steps=model.T, num_classes=model.num_classes, TET=False),
         "metric": 94.53,
     }
     if ema:
@@ -98,7 +99,7 @@ def test_truncated_checkpoint_is_a_clean_error(tmp_path):
     path = save_checkpoint(tmp_path / "last.pth.tar", {"state_dict": model.state_dict()})
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="cannot be read"):
+    with pytest.raises(CheckpointError, match="is truncated or damaged"):
         load_checkpoint(model, path)
 
 

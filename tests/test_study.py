@@ -12,7 +12,7 @@ from spikedriven import training
 from spikedriven.cli import main
 from spikedriven.study import split_cpus
 
-from helpers import read_summary
+from helpers import read_summary, stop_after_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -24,19 +24,10 @@ STUDY = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "lif,if,i
 def study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("study") / "digits"
     args = [*STUDY, "--study-dir", str(folder)]
-    # first invocation: interrupted (as by Ctrl-C) in the middle of the fourth run
-    calls = {"n": 0}
-    original = training.StopFlag.__call__
-
-    def stop_in_fourth_run(self):
-        calls["n"] += 1
-        return calls["n"] == 3 * 10 + 4  # ~10 flag reads per run
-
-    training.StopFlag.__call__ = stop_in_fourth_run
-    try:
+    # first invocation: interrupted (as by Ctrl-C) in the middle of the fourth run (44 steps an epoch, 2 epochs a run)
+    with pytest.MonkeyPatch.context() as patch:
+        stop_after_steps(patch, 3 * 88 + 30)
         first = main(args)
-    finally:
-        training.StopFlag.__call__ = original
     return folder, args, first
 
 
@@ -124,12 +115,12 @@ def test_parallel_runs_get_disjoint_cpu_shares():
 
 @pytest.mark.slow
 def test_parallel_runs_with_devices(tmp_path, capsys):
-    """--devices runs each job as its own process (on CPU here; CUDA_VISIBLE_DEVICES picks the GPU there),
-    each on its own share of the CPUs, which its auto loader workers see."""
+    """--devices runs each job as its own process (cpu entries here; with GPU ids CUDA_VISIBLE_DEVICES picks
+    the GPU), each on its own share of the CPUs, which its auto loader workers see."""
     folder = tmp_path / "parallel"
     args = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "if", "--thresholds", "1.0", "--seeds", "2",
             "--epochs", "1", "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2", "--study-dir", str(folder),
-            "--devices", "0,1", "--set", "workers=auto"]
+            "--devices", "cpu,cpu", "--set", "workers=auto"]
     assert main(args) == 0
     assert sorted(p.name for p in (folder / "runs").glob("*.log")) == ["if-uth1-seed42.log", "if-uth1-seed43.log"]
     cpus = len(os.sched_getaffinity(0))

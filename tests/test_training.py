@@ -12,12 +12,13 @@ import torch
 
 from spikedriven import checkpoint as ckpt_io
 from spikedriven import training
+from spikedriven.resume import is_behind
 from spikedriven.cli import main
 from spikedriven.config import load_config
 from spikedriven.models import build_model
 from spikedriven.testing import write_fake_cifar
 
-from helpers import TINY_RUN, deterministic_columns, read_summary
+from helpers import TINY_RUN, assert_same_run, read_summary, stop_after_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,8 @@ def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, d
     assert any(n.startswith("events.out.tfevents") for n in names)
     rows = read_summary(out)
     assert [r["epoch"] for r in rows] == ["0", "1"]
-    assert list(rows[0]) == ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "epoch_seconds", "images_per_s"]
+    assert list(rows[0]) == ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "train_seconds",
+                             "epoch_seconds", "images_per_s"]
     assert all(math.isfinite(float(r["train_loss"])) and 0 <= float(r["eval_top1"]) <= 100 for r in rows)
 
     cfg = load_config(out / "config.yaml")
@@ -80,33 +82,15 @@ def _run(args, monkeypatch=None):
     return main(["train", *args])
 
 
-def _final_state(run_dir):
-    return ckpt_io.read_checkpoint(Path(run_dir) / "last.pth.tar")["state_dict"]
-
-
-def _assert_same_run(a, b):
-    assert deterministic_columns(read_summary(a)) == deterministic_columns(read_summary(b))
-    sa, sb = _final_state(a), _final_state(b)
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
-
-
-# 12 steps an epoch, the stop flag is read every 2 steps and once more at the end: 7 reads an epoch.
-@pytest.mark.parametrize("stop_at_call, epoch, step", [(7, 0, 12), (10, 1, 6)], ids=["epoch-boundary", "mid-epoch"])
-def test_resume_continues_exactly(cifar_root, tmp_path, monkeypatch, stop_at_call, epoch, step):
+# 12 steps an epoch: stop after the last step of epoch 0, or after step 6 of epoch 1
+@pytest.mark.parametrize("stop_after, epoch, step", [(12, 0, 12), (18, 1, 6)], ids=["epoch-boundary", "mid-epoch"])
+def test_resume_continues_exactly(cifar_root, tmp_path, monkeypatch, stop_after, epoch, step):
     """A run stopped (epoch boundary or mid-epoch) and resumed ends bitwise equal to an uninterrupted one."""
     args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN,
             "--epochs", "3", "--batch-size", "4"]
     assert _run([*args, "--output", str(tmp_path / "whole")]) == 0
 
-    calls = {"n": 0}
-
-    def fake_flag(self):
-        calls["n"] += 1
-        return calls["n"] == stop_at_call
-
-    monkeypatch.setattr(training.StopFlag, "__call__", fake_flag)
+    stop_after_steps(monkeypatch, stop_after)
     interrupted = tmp_path / "interrupted"
     code = _run([*args, "--output", str(interrupted)])
     assert code == 128 + 2  # stopped as if by SIGINT (the flag carries no signal number)
@@ -115,7 +99,7 @@ def test_resume_continues_exactly(cifar_root, tmp_path, monkeypatch, stop_at_cal
     assert len(read_summary(interrupted)) == epoch
     monkeypatch.undo()
     assert _run(["--resume", str(interrupted / "last.pth.tar")]) == 0
-    _assert_same_run(tmp_path / "whole", interrupted)
+    assert_same_run(tmp_path / "whole", interrupted)
 
 
 class _Killed(BaseException):
@@ -142,26 +126,26 @@ def test_resume_after_a_kill_between_best_and_last_writes(cifar_root, tmp_path, 
     monkeypatch.undo()
     assert {p.name for p in crashed.glob("*.pth.tar")} == {"best.pth.tar"}  # epoch 0 always improves
     assert _run([*args, "--output", str(crashed), "--resume", "auto"]) == 0
-    _assert_same_run(tmp_path / "whole", crashed)
+    assert_same_run(tmp_path / "whole", crashed)
 
 
 def test_is_behind_compares_progress(tmp_path):
     state = {"state_dict": {"w": torch.zeros(1)}}
     ckpt_io.save_checkpoint(tmp_path / "a.pth.tar", {**state, "epoch": 3, "step": 5})
     (tmp_path / "broken.pth.tar").write_bytes(b"not a checkpoint")
-    assert training.is_behind(tmp_path / "a.pth.tar", {"epoch": 3, "step": 6})
-    assert training.is_behind(tmp_path / "a.pth.tar", {"epoch": 4, "step": 0})
-    assert not training.is_behind(tmp_path / "a.pth.tar", {"epoch": 3, "step": 5})
-    assert not training.is_behind(tmp_path / "a.pth.tar", {"epoch": 2, "step": 9})  # never overwrite newer progress
-    assert training.is_behind(tmp_path / "missing.pth.tar", {"epoch": 0})
-    assert training.is_behind(tmp_path / "broken.pth.tar", {"epoch": 0})
+    assert is_behind(tmp_path / "a.pth.tar", {"epoch": 3, "step": 6})
+    assert is_behind(tmp_path / "a.pth.tar", {"epoch": 4, "step": 0})
+    assert not is_behind(tmp_path / "a.pth.tar", {"epoch": 3, "step": 5})
+    assert not is_behind(tmp_path / "a.pth.tar", {"epoch": 2, "step": 9})  # never overwrite newer progress
+    assert is_behind(tmp_path / "missing.pth.tar", {"epoch": 0})
+    assert is_behind(tmp_path / "broken.pth.tar", {"epoch": 0})
 
 
 def test_a_run_does_not_depend_on_the_number_of_loader_workers(cifar_root, tmp_path):
     args = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(cifar_root), *TINY_RUN]
     assert _run([*args, "--output", str(tmp_path / "w0")]) == 0
     assert _run([*args, "--workers", "2", "--output", str(tmp_path / "w2")]) == 0
-    _assert_same_run(tmp_path / "w0", tmp_path / "w2")
+    assert_same_run(tmp_path / "w0", tmp_path / "w2")
 
 
 def test_no_resume_opt_loads_weights_into_a_new_run(cifar_root, tmp_path):
@@ -258,7 +242,7 @@ def test_lean_backward_memory_trains_exactly_like_full(cifar_root, tmp_path):
         assert _run([*args, "--backward-memory", memory, "--output", str(tmp_path / memory)]) == 0
     for memory in ("lean", "min"):
         assert load_config(tmp_path / memory / "config.yaml").backward_memory == memory
-        _assert_same_run(tmp_path / "full", tmp_path / memory)
+        assert_same_run(tmp_path / "full", tmp_path / memory)
 
 
 def test_compile_auto_compiles_single_process_cuda_runs_only():

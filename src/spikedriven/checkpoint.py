@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -40,7 +41,7 @@ def read_checkpoint(path: PathLike) -> dict:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged file fails anywhere in the unpickler (IndexError, struct.error, ...)
-        raise CheckpointError(f"checkpoint {path} {_load_failure(e)}") from None
+        raise CheckpointError(f"checkpoint {path} {_load_failure(path, e)}") from None
     if isinstance(ckpt, Mapping) and all(isinstance(v, torch.Tensor) for v in ckpt.values()) and ckpt:
         ckpt = {"state_dict": dict(ckpt)}  # a bare state dict
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
@@ -51,15 +52,27 @@ def read_checkpoint(path: PathLike) -> dict:
     return dict(ckpt)
 
 
-def _load_failure(error: Exception) -> str:
-    """One readable clause from torch.load's error, without its advice to disable safe loading."""
+def _load_failure(path: Path, error: Exception) -> str:
+    """One readable clause on why torch.load failed, told from the file's first bytes
+    (torch's own message is addressed to its API's users: it advises disabling safe loading)."""
     text = str(error)
     found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
     if found:
         return f"holds an object of type {found.group(1)}, which is not on the allow-list for safe loading"
-    found = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-    reason = found.group(1) if found else (text.strip().splitlines() or [type(error).__name__])[0]
-    return f"cannot be read; it may be truncated or not a checkpoint ({reason.strip()[:200]})"
+    with open(path, "rb") as f:
+        head = f.read(512)
+    size = path.stat().st_size
+    if head.startswith(b"PK\x03\x04"):  # torch.save's zip format
+        if not zipfile.is_zipfile(path):
+            return f"is truncated or damaged: its zip archive ends early ({size:,} bytes)"
+        return f"is damaged: its zip archive does not hold a readable PyTorch checkpoint ({size:,} bytes)"
+    if head[:1] == b"\x80":  # a pickle, torch's legacy format
+        return f"is truncated or damaged: its pickled data cannot be read ({size:,} bytes)"
+    try:
+        kind = "a text file" if b"\x00" not in head and head.decode("utf-8") else "empty"
+    except UnicodeDecodeError:
+        kind = "neither a zip archive nor a pickle"
+    return f"is not a PyTorch checkpoint (it is {kind})"
 
 
 def _is_tensor_dict(value: Any) -> bool:
@@ -111,16 +124,46 @@ def fit_report(model: nn.Module, state_dict: Mapping[str, Any]) -> Optional[str]
     return "; ".join(parts) or None
 
 
-def load_checkpoint(model: nn.Module, path: PathLike, use_ema: bool = False) -> dict:
+# Settings that change what a model computes without changing the shapes of its weights:
+# loading weights trained with other values would go unnoticed by the strict key and shape check.
+SHAPELESS_SETTINGS = ("spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha", "detach_reset",
+                      "attn_v_threshold", "T", "tet", "pooling_stat", "num_heads")
+# The original code's argument names for them, as its pickled Namespace records them.
+ORIGINAL_SETTING_NAMES = {"spike_mode": "spike_mode", "time_steps": "T", "TET": "tet", "pooling_stat": "pooling_stat",
+                          "num_heads": "num_heads"}
+
+
+def recorded_model_args(ckpt: Mapping) -> dict:
+    """The model settings a checkpoint records (ours: its ``model_args``; the original's: its arguments)."""
+    if not is_original_format(ckpt):
+        return dict(ckpt.get("model_args") or {})
+    args = original_args(ckpt)
+    return {ours: args[theirs] for theirs, ours in ORIGINAL_SETTING_NAMES.items() if args.get(theirs) is not None}
+
+
+def settings_mismatch(model: nn.Module, ckpt: Mapping) -> list[str]:
+    """Each setting in which ``model`` differs from what ``ckpt`` was trained with, as 'name recorded (the model has value)'."""
+    have = getattr(model, "model_args", None) or {}
+    recorded = recorded_model_args(ckpt)
+    return [
+        f"{key} {recorded[key]!r} (the model has {have[key]!r})"
+        for key in SHAPELESS_SETTINGS
+        if key in have and key in recorded and recorded[key] != have[key]
+    ]
+
+
+def load_checkpoint(model: nn.Module, path: PathLike, use_ema: bool = False, check_settings: bool = True) -> dict:
     """Load weights into ``model`` strictly; return the whole checkpoint dict.
 
     Accepts our own checkpoints and the original code's ``.pth.tar`` files
-    (``module.`` prefixes, ``state_dict_ema`` with ``use_ema=True``).
+    (``module.`` prefixes, ``state_dict_ema`` with ``use_ema=True``). A model
+    built with other neuron or time-step settings than the checkpoint records
+    is refused unless ``check_settings=False``.
     """
-    return load_into(model, read_checkpoint(path), path, use_ema)
+    return load_into(model, read_checkpoint(path), path, use_ema, check_settings)
 
 
-def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = False) -> dict:
+def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = False, check_settings: bool = True) -> dict:
     """``load_checkpoint`` for a checkpoint already read from ``path``."""
     key = "state_dict_ema" if use_ema else "state_dict"
     if key not in ckpt:
@@ -129,6 +172,12 @@ def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = F
     problem = fit_report(model, state_dict)
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit the model ({problem}); check the model size, number of classes and config")
+    mismatched = settings_mismatch(model, ckpt) if check_settings else []
+    if mismatched:
+        raise CheckpointError(
+            f"checkpoint {path} was trained with other settings than the model has: {'; '.join(mismatched)}; build the "
+            "model with the checkpoint's settings, or pass check_settings=False to load its weights into this model on purpose"
+        )
     model.load_state_dict(state_dict, strict=True)
     return dict(ckpt)
 

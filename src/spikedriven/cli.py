@@ -7,8 +7,12 @@ with status 2; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import shlex
+import signal
 import sys
+import traceback
 from typing import Callable
 
 from . import __version__
@@ -29,20 +33,29 @@ def _add_train(sub) -> None:
                    help="continue a run from a checkpoint or run folder; 'auto' picks the newest valid checkpoint in --output")
     p.add_argument("--no-resume-opt", action="store_true",
                    help="with --resume: load the weights only and start a new run (fresh optimizer, epoch 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train a new run into an --output folder that holds one: the old run is moved aside "
+                        "(renamed to <folder>.replaced-<time>), never deleted")
     _common(p)
     add_config_flags(p)
     p.set_defaults(func=_run_train)
 
 
 def _run_train(args, argv_hint: str) -> int:
-    from .config import load_config, overrides_from_args
-    from .training import plan_resume, resolve_config, train
+    from .config import load_config, overrides_from_args, requested_values
+    from .errors import ConfigError
+    from .resume import plan_resume, resolve_config
+    from .training import train
 
     overrides = overrides_from_args(args)
     cfg = load_config(args.config, overrides)
     plan = plan_resume(args.resume, args.no_resume_opt, cfg.output)
-    cfg = resolve_config(cfg, overrides, plan)
-    train(cfg, plan, command_hint=argv_hint)
+    if args.overwrite and plan.full:
+        raise ConfigError("--overwrite starts a new run and --resume continues one; give one of them "
+                          "(or --no-resume-opt to start a new run from the checkpoint's weights)")
+    requested, sources = requested_values(args.config, overrides)
+    cfg = resolve_config(cfg, requested, plan, sources)
+    train(cfg, plan, command_hint=argv_hint, overwrite=args.overwrite)
     return 0
 
 
@@ -54,15 +67,17 @@ def _add_eval(sub) -> None:
         description="Evaluate a checkpoint (ours or the original code's) and write metrics.json, firing_rates.csv, "
                     "energy.csv and plots. Neuron settings come from the checkpoint.",
     )
-    p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, metavar="CKPT",
-                   help="checkpoint to evaluate (--resume is the study's spelling)")
+    p.add_argument("--checkpoint", "--resume", dest="checkpoint", required=True, metavar="CKPT|RUN_DIR",
+                   help="checkpoint to evaluate, or a run folder (its last.pth.tar, the final model); "
+                        "--resume is the study's spelling")
     p.add_argument("-c", "--config", help="YAML config; needed for checkpoints of the original code, which carry none")
     p.add_argument("--override", action="store_true",
                    help="allow flags that contradict the checkpoint's neuron/model settings")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="evaluate on the test set or on the run's held-out validation split")
     p.add_argument("--eval-output", dest="eval_output", metavar="DIR",
-                   help="report folder (default: eval_<name> next to the checkpoint)")
+                   help="report folder (default: eval_<name> next to the checkpoint; with --override, "
+                        "eval_<name>-override-<setting>-<value>)")
     p.add_argument("--e-mac", type=float, default=4.6, metavar="PJ", help="energy of one MAC in pJ (default 4.6)")
     p.add_argument("--e-ac", type=float, default=0.9, metavar="PJ", help="energy of one AC in pJ (default 0.9)")
     p.add_argument("--use-ema", action="store_true", help="evaluate the checkpoint's EMA weights")
@@ -75,12 +90,15 @@ def _add_eval(sub) -> None:
 def _run_eval(args, argv_hint: str) -> int:
     from .config import overrides_from_args
     from .errors import ConfigError
-    from .evaluation import evaluate_checkpoint, print_report
+    from .evaluation import evaluate_checkpoint, pick_checkpoint, print_report
 
     if args.e_mac <= 0 or args.e_ac <= 0:
         raise ConfigError("--e-mac and --e-ac must be positive energies in pJ")
+    checkpoint, note = pick_checkpoint(args.checkpoint)
+    if note:  # a run folder was given: say which of its checkpoints
+        print(f"evaluating {checkpoint}{note}")
     result, files = evaluate_checkpoint(
-        args.checkpoint, args.config, overrides_from_args(args), override=args.override, split=args.split,
+        checkpoint, args.config, overrides_from_args(args), override=args.override, split=args.split,
         output=args.eval_output, e_mac=args.e_mac * 1e-12, e_ac=args.e_ac * 1e-12, use_ema=args.use_ema,
     )
     print_report(result, files)
@@ -116,13 +134,17 @@ def _add_study(sub) -> None:
     )
     p.add_argument("-c", "--config", help="YAML config shared by all runs")
     p.add_argument("--modes", default="lif,if,if_soft", help="comma-separated spike modes (default lif,if,if_soft)")
-    p.add_argument("--thresholds", default="0.8,1.0,1.2", help="thresholds for the IF modes (default 0.8,1.0,1.2)")
-    p.add_argument("--lif-thresholds", default="1.0", help="thresholds for LIF (default 1.0)")
+    p.add_argument("--thresholds", help="thresholds for the modes other than LIF (default 0.8,1.0,1.2)")
+    p.add_argument("--lif-thresholds", help="thresholds for LIF (default 1.0)")
     p.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default 1)")
     p.add_argument("--study-dir", help="study folder (default output/study/<dataset>-<config name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="list the planned runs and whether each is done")
-    p.add_argument("--devices", help="comma-separated GPU ids: run one job per device (group) in parallel")
+    p.add_argument("--dry-run", action="store_true", help="list the planned runs and whether each is done, pending or stale")
+    p.add_argument("--rerun-stale", action="store_true",
+                   help="train again the runs made with other settings than the study now asks for (their old "
+                        "folders are kept, renamed to <run>.replaced-<time>); without it the study refuses them")
+    p.add_argument("--devices", help="comma-separated GPU ids, or cpu entries (cpu,cpu: two CPU runs at once): "
+                                     "run one job per device (group) in parallel")
     p.add_argument("--nproc-per-run", type=int, default=1, help="GPUs per run, launched with torchrun (needs --devices)")
     p.add_argument("--emit-commands", action="store_true", help="print one shell command per run (for Slurm) and exit")
     _common(p)
@@ -134,7 +156,7 @@ def _run_study(args, argv_hint: str) -> int:
     from .config import overrides_from_args
     from .errors import ConfigError
     from .neurons import SPIKE_MODES
-    from .study import parse_list, parse_sets, run_study
+    from .study import check_devices, parse_list, parse_sets, run_study, split_thresholds
 
     overrides = {**parse_sets(args.set), **overrides_from_args(args)}
     for key in ("spike_mode", "v_threshold", "output"):
@@ -146,11 +168,14 @@ def _run_study(args, argv_hint: str) -> int:
         raise ConfigError(f"unknown spike mode(s) {', '.join(unknown)} in --modes; valid: {', '.join(SPIKE_MODES)}")
     if args.nproc_per_run < 1:
         raise ConfigError("--nproc-per-run must be >= 1")
+    thresholds, lif_thresholds = split_thresholds(modes, args.thresholds, args.lif_thresholds)
+    devices = parse_list(args.devices, str, "--devices") if args.devices else None
+    if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
+        check_devices(devices)
     run_study(
-        args.config, overrides, modes, parse_list(args.thresholds, float, "--thresholds"),
-        parse_list(args.lif_thresholds, float, "--lif-thresholds"), args.seeds, study_dir=args.study_dir,
-        dry_run=args.dry_run, devices=parse_list(args.devices, str, "--devices") if args.devices else None,
-        nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
+        args.config, overrides, modes, thresholds, lif_thresholds, args.seeds, study_dir=args.study_dir,
+        dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
+        rerun_stale=args.rerun_stale, command_line=args.command_line,
     )
     return 0
 
@@ -170,25 +195,72 @@ def build_parser() -> argparse.ArgumentParser:
 SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study]
 
 
+# What a Ctrl-C outside a run's own stop handling (start-up, evaluation, tables) leaves behind.
+INTERRUPTED = {
+    "train": "interrupted during start-up: nothing was trained",
+    "eval": "interrupted: the evaluation was not written",
+    "study": "interrupted between runs; every finished run is kept",
+}
+
+
+class _Interrupts:
+    """Notes that a Ctrl-C came while the command runs: one that lands inside an import (torch and
+    scikit-learn import lazily) can surface as an ImportError or AttributeError of a half-initialised
+    module instead of KeyboardInterrupt, and must still be reported as the interrupt it was."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __call__(self, signum, frame):
+        self.seen = True
+        raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def watched(self):
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+            yield self
+            return
+        previous = signal.signal(signal.SIGINT, self)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
 def main(argv=None, prog_hint: str = "spikedriven") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    hint = f"{prog_hint} {args.command}" if prog_hint == "spikedriven" else prog_hint
+    interrupts = _Interrupts()
+    with interrupts.watched():
+        return _main(argv, prog_hint, interrupts)
+
+
+def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
+    command = next((a for a in argv if not a.startswith("-")), None)
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.command_line = shlex.join(["spikedriven", *argv])  # the whole command, for messages that repeat it
+        hint = f"{prog_hint} {args.command}" if prog_hint == "spikedriven" else prog_hint
         return args.func(args, hint)
     except SpikedrivenError as e:
-        if args.debug:
-            raise
+        if "--debug" in argv:
+            traceback.print_exc()
         logging.getLogger("spikedriven").debug("error", exc_info=True)
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except _run_stopped() as e:
         print(str(e), file=sys.stderr)
         return e.code
+    except (KeyboardInterrupt, Exception) as e:
+        if not (isinstance(e, KeyboardInterrupt) or interrupts.seen):
+            raise  # a bug: keep its traceback
+        message = INTERRUPTED.get(command, "interrupted")
+        if command == "study":
+            message += f"; continue it with `{shlex.join(['spikedriven', *argv])}`"
+        print(message, file=sys.stderr)
+        return 130
 
 
 def _run_stopped():

@@ -341,6 +341,14 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[Mapping[s
     return cfg.validate()
 
 
+def requested_values(path: Optional[str | Path], overrides: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The values given explicitly (a config file, then flags over it) and, for those from
+    the file, the file they came from; the defaults are not in them."""
+    from_file = load_yaml(path) if path is not None else {}
+    sources = {key: str(path) for key in from_file if key not in overrides}
+    return {**from_file, **overrides}, sources
+
+
 def save_config(cfg: Config, path: str | Path) -> None:
     write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
@@ -364,6 +372,8 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
         kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=f.metadata.get("help", "").replace("%", "%%"))
         if base is list:
             kwargs["nargs"] = "+"
+        if base is bool:  # a bare --download means true; --download false still reads
+            kwargs.update(nargs="?", const="true")
         metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X"}.get(base, "STR")
         if f.metadata.get("auto"):
             metavar += "|auto"

@@ -10,6 +10,7 @@ checked against what their pickled arguments do record.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -18,8 +19,8 @@ from .analysis import E_AC, E_MAC, analyze
 from .config import Config, coerce, from_mapping, load_config
 from .data import build_datasets, build_eval_loader, build_test_dataset
 from .distributed import resolve_device
-from .engine import AMP_DTYPES
-from .errors import ConfigError
+from .engine import AMP_DTYPES, FP16_NEEDS_CUDA
+from .errors import CheckpointError, ConfigError
 from .models import build_model
 from .reports import format_summary, write_evaluation
 
@@ -48,25 +49,30 @@ def _differs(a: Any, b: Any) -> bool:
     return a != b
 
 
-def _conflicts(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[str]:
+def _conflicts(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[dict]:
+    """Each model setting in which ``wanted`` differs from ``recorded``."""
     return [
-        f"{key}={wanted[key]!r} (checkpoint: {recorded[key]!r})"
+        {"setting": key, "checkpoint": recorded[key], "evaluated_with": wanted[key]}
         for key in MODEL_SETTINGS
         if key in wanted and key in recorded and _differs(recorded[key], wanted[key])
     ]
 
 
+def _listed(conflicts: list[dict]) -> str:
+    return "; ".join(f"{c['setting']}={c['evaluated_with']!r} (checkpoint: {c['checkpoint']!r})" for c in conflicts)
+
+
 def resolve_eval_config(
     ckpt: Mapping, config_path: Optional[str], overrides: Mapping[str, Any], override: bool
-) -> tuple[Config, list[str]]:
-    """The config to evaluate with, and the list of settings overridden against the checkpoint."""
+) -> tuple[Config, list[dict]]:
+    """The config to evaluate with, and the settings overridden against the checkpoint."""
     overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}
     if "config" in ckpt and not ckpt_io.is_original_format(ckpt):
         recorded = from_mapping(ckpt["config"], source="checkpoint config")
         conflicts = _conflicts(recorded.to_dict(), overrides)
         if conflicts and not override:
             raise ConfigError(
-                f"flags contradict the checkpoint's settings: {'; '.join(conflicts)}; "
+                f"flags contradict the checkpoint's settings: {_listed(conflicts)}; "
                 "drop them, or add --override to analyse with other settings on purpose"
             )
         return from_mapping(overrides, source="command line", base=recorded), conflicts
@@ -76,15 +82,44 @@ def resolve_eval_config(
     conflicts = _conflicts(recorded, cfg.to_dict())
     if conflicts and not override:
         raise ConfigError(
-            f"settings contradict the checkpoint's recorded arguments: {'; '.join(conflicts)}; "
+            f"settings contradict the checkpoint's recorded arguments: {_listed(conflicts)}; "
             "fix the config or flags, or add --override"
         )
     return cfg, conflicts
 
 
-def default_output(checkpoint: Path) -> Path:
-    stem = checkpoint.name.split(".")[0]
-    return checkpoint.parent / f"eval_{stem}"
+def default_output(checkpoint: Path, overridden: Optional[list[dict]] = None) -> Path:
+    """``eval_<checkpoint name>`` beside it; an evaluation with overridden settings gets a folder
+    named by them (``eval_last-override-spike_mode-lif``), so it never replaces the real one."""
+    name = f"eval_{checkpoint.name.split('.')[0]}"
+    for c in overridden or []:
+        value = c["evaluated_with"]
+        value = " ".join(f"{v:g}" for v in value) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
+        name += f"-override-{c['setting']}-{re.sub(r'[^A-Za-z0-9._]+', '_', value)}"
+    return checkpoint.parent / name
+
+
+def pick_checkpoint(path: str | Path) -> tuple[Path, str]:
+    """The checkpoint to evaluate for ``path`` (a run folder means its final model), and a note saying so."""
+    path = Path(path)
+    if not path.is_dir():
+        return path, ""
+    for name, note in (("last.pth.tar", " (the run's final model; give best.pth.tar for its best epoch)"),
+                       ("best.pth.tar", " (the run folder has no last.pth.tar)")):
+        if (path / name).is_file():
+            return path / name, note
+    raise CheckpointError(f"no last.pth.tar or best.pth.tar in {path}; give a checkpoint file or a run folder")
+
+
+def finished_epoch(ckpt: Mapping) -> Optional[int]:
+    """The last epoch a checkpoint holds whole, counted from 0 as in summary.csv and results.json."""
+    if "epoch" not in ckpt:
+        return None
+    epoch = int(ckpt["epoch"])
+    if ckpt_io.is_original_format(ckpt):
+        # timm's train.py saves the epoch just finished since its checkpoint version 2, the count before that
+        return epoch if int(ckpt.get("version", 1)) > 1 else epoch - 1
+    return epoch - 1 if epoch > 0 else None
 
 
 def evaluate_checkpoint(
@@ -103,22 +138,25 @@ def evaluate_checkpoint(
     checkpoint = Path(checkpoint)
     ckpt = ckpt_io.read_checkpoint(checkpoint)
     cfg, overridden = resolve_eval_config(ckpt, config_path, overrides or {}, override)
+    device = resolve_device(cfg.device)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(FP16_NEEDS_CUDA)
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val needs the run's held-out split (val_size > 0 in its config)")
     dataset = build_datasets(cfg).eval if split == "val" else build_test_dataset(cfg)
-    device = resolve_device(cfg.device)
     loader = build_eval_loader(cfg, dataset, device_type=device.type)
 
     model = build_model(cfg)
-    ckpt_io.load_checkpoint(model, checkpoint, use_ema=use_ema)
+    ckpt_io.load_into(model, ckpt, checkpoint, use_ema=use_ema, check_settings=not overridden)
     model.to(device)
     result = analyze(model, loader, device, amp_dtype=AMP_DTYPES[cfg.amp], e_mac=e_mac, e_ac=e_ac)
     result["split"] = split
     result["overridden_settings"] = overridden
     result["checkpoint_format"] = "original" if ckpt_io.is_original_format(ckpt) else "spikedriven"
-    if "epoch" in ckpt:
-        result["checkpoint_epoch"] = int(ckpt["epoch"])
-    folder = Path(output) if output else default_output(checkpoint)
+    result["checkpoint_epoch"] = finished_epoch(ckpt)
+    if ckpt.get("step"):
+        result["checkpoint_step"] = int(ckpt["step"])  # saved inside the epoch after checkpoint_epoch
+    folder = Path(output) if output else default_output(checkpoint, overridden)
     try:
         files = write_evaluation(folder, result, config=cfg.to_dict(), checkpoint=checkpoint)
     except OSError as e:
@@ -129,7 +167,7 @@ def evaluate_checkpoint(
 def print_report(result: dict, files: Mapping[str, Path]) -> None:
     print(format_summary(result))
     if result.get("overridden_settings"):
-        print("settings overridden against the checkpoint: " + "; ".join(result["overridden_settings"]))
+        print("settings overridden against the checkpoint: " + _listed(result["overridden_settings"]))
     folder = next(iter(files.values())).parent
     print(f"written to {folder}: " + ", ".join(p.name for p in files.values()))
 

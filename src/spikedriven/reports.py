@@ -30,6 +30,7 @@ REQUIRED_KEYS = ("top1", "mean_firing_rate", "firing_rates", "layers", "totals")
 
 __all__ = [
     "compare",
+    "compare_figure",
     "find_metrics",
     "format_summary",
     "load_metrics",
@@ -230,14 +231,22 @@ def _compare_row(label: str, path: Path, metrics: Mapping) -> dict:
         mean_firing_rate=metrics["mean_firing_rate"],
         sops=totals["sops"],
         energy_j=totals["energy_snn_j"],
+        overridden=list(metrics.get("overridden_settings") or []),
     )
+
+
+def _overrides_text(overridden: Sequence) -> str:
+    # metrics files of earlier versions list each override as a sentence of its own
+    return "; ".join(o if isinstance(o, str) else f"{o['setting']} {o['evaluated_with']} (checkpoint: {o['checkpoint']})"
+                     for o in overridden)
 
 
 def _format_compare(rows: Sequence[Mapping]) -> str:
     header = ["run", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ"]
     body = [
         [
-            r["label"], str(r["mode"] or "-"), "-" if r["u_th"] is None else f"{r['u_th']:g}", f"{r['top1']:.2f}",
+            r["label"], str(r["mode"] or "-") + ("*" if r["overridden"] else ""),
+            "-" if r["u_th"] is None else f"{r['u_th']:g}", f"{r['top1']:.2f}",
             _rate(r["mean_firing_rate"]), f"{r['sops'] / 1e6:.2f}", f"{r['energy_j'] * 1e6:.2f}",
         ]
         for r in rows
@@ -247,25 +256,53 @@ def _format_compare(rows: Sequence[Mapping]) -> str:
     def fmt(line):  # run name left-aligned, numbers right-aligned
         return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
 
-    return "\n".join([fmt(header), *map(fmt, body)])
+    notes = [f"* evaluated with settings overridden against its checkpoint: {_overrides_text(r['overridden'])} ({r['label']})"
+             for r in rows if r["overridden"]]
+    return "\n".join([fmt(header), *map(fmt, body), *notes])
+
+
+def short_labels(folders: Sequence[Path]) -> list[str]:
+    """What tells the folders apart: their paths without the parts all share at the start and at the end
+    (``.../runs/lif-uth1-seed42/eval_last`` and ``.../runs/if-uth1-seed42/eval_last`` -> the run names)."""
+    parts = [Path(f).resolve().parts for f in folders]
+    if len(parts) == 1:
+        return ["/".join(parts[0][-2:])]
+    shortest = min(len(p) for p in parts)
+    head = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest)
+    tail = next((i for i in range(shortest - head) if len({p[len(p) - 1 - i] for p in parts}) > 1), shortest - head)
+    labels = ["/".join(p[head:len(p) - tail]) or p[-1] for p in parts]
+    return labels if len(set(labels)) == len(labels) else ["/".join(p[head:]) for p in parts]
+
+
+def compare_figure(rows: Sequence[Mapping]) -> Figure:
+    """Top-1 and SNN energy per run. Top-1 is drawn as points: the gaps studied are tenths of a
+    point, and bars on an axis that does not start at zero would make them look large."""
+    labels = [r["label"] + ("*" if r["overridden"] else "") for r in rows]
+    fig = Figure(figsize=(max(7.0, 1.2 * len(rows) + 3.0), 4.8), layout="constrained")
+    acc_ax, energy_ax = fig.subplots(1, 2)
+    acc = [r["top1"] for r in rows]
+    acc_ax.plot(range(len(rows)), acc, "o", color="tab:green", linestyle="None")
+    for i, value in enumerate(acc):
+        acc_ax.annotate(f"{value:.2f}", (i, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
+    low, high = min(acc), max(acc)
+    margin = max(0.5, 0.15 * (high - low))
+    acc_ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin) + 0.2)
+    acc_ax.set_xlim(-0.5, len(rows) - 0.5)
+    acc_ax.set_ylabel("top-1 (%)")
+    acc_ax.set_title("test top-1 (axis zoomed on the runs)", fontsize=9)
+    energy_ax.bar(range(len(rows)), [r["energy_j"] * 1e6 for r in rows], color="tab:blue")
+    energy_ax.set_ylabel("SNN energy per image (uJ)")
+    energy_ax.set_title("energy per image (axis from 0)", fontsize=9)
+    for ax in (acc_ax, energy_ax):
+        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
+    fig.suptitle(f"{len(rows)} evaluation{'s' if len(rows) > 1 else ''}: accuracy and energy"
+                 + (" (* settings overridden against the checkpoint)" if any(r["overridden"] for r in rows) else ""))
+    return fig
 
 
 def plot_compare(path: PathLike, rows: Sequence[Mapping]) -> Path:
-    """Side-by-side bars: top-1 and SNN energy per run."""
-    labels = [r["label"] for r in rows]
-    fig = Figure(figsize=(max(7.0, 1.2 * len(rows) + 3.0), 4.5), layout="constrained")
-    acc_ax, energy_ax = fig.subplots(1, 2)
-    acc = [r["top1"] for r in rows]
-    acc_ax.bar(range(len(rows)), acc, color="tab:green")
-    # zoom on the range that holds the runs: the differences studied are tenths of a point
-    acc_ax.set_ylim(max(0.0, math.floor(min(acc) - 1.0)), min(100.0, max(acc) + 0.5))
-    acc_ax.set_ylabel("top-1 (%)")
-    energy_ax.bar(range(len(rows)), [r["energy_j"] * 1e6 for r in rows], color="tab:blue")
-    energy_ax.set_ylabel("SNN energy per image (uJ)")
-    for ax in (acc_ax, energy_ax):
-        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
     path = Path(path)
-    fig.savefig(path, dpi=120)
+    compare_figure(rows).savefig(path, dpi=120)
     return path
 
 
@@ -274,12 +311,9 @@ def compare(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> t
     (directly or in an immediate subfolder). With ``out_dir``, also writes ``compare.png`` there."""
     if not inputs:
         raise SpikedrivenError("compare needs at least one evaluation folder or metrics.json")
-    rows = []
-    for given in inputs:
-        found = find_metrics(given)
-        for path in found:
-            label = str(given) if len(found) == 1 else str(path.parent)
-            rows.append(_compare_row(label, path, load_metrics(path)))
+    found = [path for given in inputs for path in find_metrics(given)]
+    labels = short_labels([path.parent for path in found])
+    rows = [_compare_row(label, path, load_metrics(path)) for label, path in zip(labels, found)]
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         plot_compare(Path(out_dir) / "compare.png", rows)

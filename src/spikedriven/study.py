@@ -4,6 +4,12 @@ A study is a grid of (spike mode, threshold, seed) runs sharing one config.
 Each run lives in ``<study>/runs/<mode>-uth<v>-seed<s>/`` and is trained with
 ``--resume auto``, so rerunning the same command skips finished runs and
 resumes interrupted ones. ``study.yaml`` records the plan and every override.
+
+A run made with other settings than the study now asks for (its config file
+was edited, a flag changed) is "stale": the study refuses to mix it into its
+tables, and ``--rerun-stale`` trains it again after moving the old folder aside.
+Settings that change how a run is carried out, not what it computes
+(``resume.RUNTIME_SETTINGS``), never make a run stale.
 """
 
 from __future__ import annotations
@@ -24,16 +30,19 @@ from typing import Optional, Sequence
 
 import yaml
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_write, write_text_atomic
-from .config import Config, coerce, load_config
+from .config import Config, coerce, from_mapping, load_config, requested_values
 from .data import cpu_ids
 from .errors import ConfigError, SpikedrivenError
+from .resume import RUNTIME_SETTINGS, setting_changes, show
+from .run_folder import ConsoleHandler, move_aside
 
 log = logging.getLogger("spikedriven.study")  # its own handler: run loggers write to each run's log.txt
 log.propagate = False
 if not log.handlers:
-    _handler = logging.StreamHandler(sys.stderr)
+    _handler = ConsoleHandler()
     _handler.setFormatter(logging.Formatter("study: %(message)s"))
     log.addHandler(_handler)
     log.setLevel(logging.INFO)
@@ -46,6 +55,8 @@ PUBLISHED_BEST_TOP1 = {
                        ("if_soft", 0.8): 76.00, ("if_soft", 1.0): 76.36, ("if_soft", 1.2): 76.56},
 }
 MODE_NAMES = {"lif": "LIF", "if": "IF hard reset", "if_soft": "IF soft reset"}
+LIF_MODES = ("lif",)  # the modes whose thresholds --lif-thresholds gives
+DEFAULT_THRESHOLDS, DEFAULT_LIF_THRESHOLDS = "0.8,1.0,1.2", "1.0"
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,38 @@ def parse_sets(items: Sequence[str]) -> dict:
     return out
 
 
+def split_thresholds(modes: list[str], thresholds: Optional[str], lif_thresholds: Optional[str]) -> tuple[list, list]:
+    """The thresholds of the non-LIF modes and of LIF; a list given for modes the study does not run is refused
+    (it would be dropped without a word)."""
+    lif = [m for m in modes if m in LIF_MODES]
+    others = [m for m in modes if m not in LIF_MODES]
+    if thresholds is not None and not others:
+        raise ConfigError(f"--thresholds {thresholds} set the thresholds of the modes other than LIF, and --modes "
+                          f"{','.join(modes)} holds none; LIF's thresholds are --lif-thresholds (default {DEFAULT_LIF_THRESHOLDS})")
+    if lif_thresholds is not None and not lif:
+        raise ConfigError(f"--lif-thresholds {lif_thresholds} set LIF's thresholds, and --modes {','.join(modes)} holds "
+                          f"no LIF; the other modes' thresholds are --thresholds (default {DEFAULT_THRESHOLDS})")
+    return (parse_list(thresholds or DEFAULT_THRESHOLDS, float, "--thresholds"),
+            parse_list(lif_thresholds or DEFAULT_LIF_THRESHOLDS, float, "--lif-thresholds"))
+
+
+def check_devices(devices: list[str]) -> list[str]:
+    """``--devices``: CUDA GPU ids that exist here, or ``cpu`` entries (one CPU run each)."""
+    import torch
+
+    gpus = [d for d in devices if d != "cpu"]
+    if any(not d.isdigit() for d in gpus):
+        raise ConfigError(f"--devices takes GPU ids (0,1,...) or cpu entries, got {','.join(devices)}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and not count:
+        raise ConfigError(f"--devices {','.join(devices)} names CUDA GPUs, and this machine has no CUDA GPU; give cpu "
+                          "entries (--devices cpu,cpu trains two runs at once on the CPUs) or leave --devices out")
+    missing = [d for d in gpus if int(d) >= count]
+    if missing:
+        raise ConfigError(f"--devices names GPU {', '.join(missing)}, and this machine has {count} (ids 0-{count - 1})")
+    return devices
+
+
 def plan_runs(modes: list[str], thresholds: list[float], lif_thresholds: list[float], seeds: list[int]) -> list[PlannedRun]:
     runs = []
     for mode in modes:
@@ -105,14 +148,18 @@ def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
 
 
 class Study:
-    def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path):
+    def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path,
+                 command_line: Optional[str] = None):
         self.config_path, self.overrides, self.runs, self.folder = config_path, overrides, runs, folder
+        self.command_line = command_line  # the study's own command: what resumes it
         self.configs = {run: self.run_config(run) for run in runs}  # validates every run before any starts
 
+    def run_values(self, run: PlannedRun) -> dict:
+        return {**self.overrides, "spike_mode": run.mode, "v_threshold": run.v_threshold, "seed": run.seed,
+                "output": str(self.run_dir(run))}
+
     def run_config(self, run: PlannedRun) -> Config:
-        values = {**self.overrides, "spike_mode": run.mode, "v_threshold": run.v_threshold, "seed": run.seed,
-                  "output": str(self.run_dir(run))}
-        return load_config(self.config_path, values)
+        return load_config(self.config_path, self.run_values(run))
 
     def run_dir(self, run: PlannedRun) -> Path:
         return self.folder / "runs" / run.name
@@ -120,21 +167,42 @@ class Study:
     def eval_dir(self, run: PlannedRun) -> Path:
         return self.run_dir(run) / "eval_last"
 
+    def recorded_config(self, run: PlannedRun) -> Optional[Config]:
+        """The settings the run in its folder was (or is being) trained with; None if it never started."""
+        path = self.run_dir(run) / "config.yaml"  # rewritten at every start, so it is the checkpoint's config too
+        if not path.is_file():
+            return None
+        try:
+            return from_mapping(yaml.safe_load(path.read_text()) or {}, source=str(path))
+        except (ConfigError, yaml.YAMLError, OSError) as e:
+            raise ConfigError(f"cannot read the settings of the run in {self.run_dir(run)} ({e}); move that folder "
+                              "aside to train the run again") from None
+
+    def stale_reasons(self, run: PlannedRun) -> str:
+        """What differs between the run in its folder and what the study asks for ('' when nothing does)."""
+        recorded = self.recorded_config(run)
+        if recorded is None:
+            return ""
+        changes = setting_changes(recorded, self.configs[run], ignore=RUNTIME_SETTINGS)
+        return ", ".join(f"{k} {show(old)} -> {show(new)}" for k, (old, new) in changes.items())
+
     def is_done(self, run: PlannedRun) -> bool:
-        return (self.run_dir(run) / "results.json").is_file() and (self.eval_dir(run) / "metrics.json").is_file()
+        """Trained to the end and evaluated with the run's own settings."""
+        metrics = self.eval_dir(run) / "metrics.json"
+        if not ((self.run_dir(run) / "results.json").is_file() and metrics.is_file()):
+            return False
+        try:
+            return not json.loads(metrics.read_text()).get("overridden_settings")
+        except (OSError, ValueError):
+            return False
 
     # ---------------------------------------------------------------- record
     def record(self) -> None:
-        """Write ``study.yaml``; refuse to mix a different plan into an existing study folder."""
+        """Write ``study.yaml``: the config file, the overrides and every run this folder has planned."""
         doc = {"config": self.config_path, "overrides": self.overrides, "runs": [r.name for r in self.runs]}
         path = self.folder / "study.yaml"
         if path.exists():
             old = yaml.safe_load(path.read_text()) or {}
-            if old.get("config") != doc["config"] or old.get("overrides") != doc["overrides"]:
-                raise ConfigError(
-                    f"{self.folder} holds a study with other settings (config {old.get('config')}, overrides "
-                    f"{old.get('overrides')}); use another --study-dir"
-                )
             doc["runs"] = sorted(set(old.get("runs", [])) | set(doc["runs"]))
         self.folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, yaml.safe_dump(doc, sort_keys=False))
@@ -159,10 +227,14 @@ class Study:
     # -------------------------------------------------------------- execution
     def run_inline(self, run: PlannedRun) -> None:
         from .evaluation import evaluate_checkpoint
-        from .training import plan_resume, train
+        from .resume import plan_resume, resolve_config
+        from .training import train
 
         cfg = self.configs[run]
-        train(cfg, plan_resume("auto", False, cfg.output), command_hint="spikedriven study (same command)")
+        plan = plan_resume("auto", False, cfg.output)
+        requested, sources = requested_values(self.config_path, self.run_values(run))
+        cfg = resolve_config(cfg, requested, plan, sources)
+        train(cfg, plan, resume_command=self.command_line)
         evaluate_checkpoint(self.run_dir(run) / "last.pth.tar", output=self.eval_dir(run))
 
     def run_parallel(self, pending: list[PlannedRun], devices: list[str], nproc: int) -> None:
@@ -174,28 +246,40 @@ class Study:
         # and parallel runs do not crowd each other's.
         cpu_shares = split_cpus(cpu_ids(), len(slots)) if hasattr(os, "sched_setaffinity") else None
         queue, active, failed = list(pending), {}, []
-        while queue or active:
-            while queue and len(active) < len(slots):
-                slot = next(s for s in range(len(slots)) if s not in active)
-                run = queue.pop(0)
-                env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(slots[slot])}
-                log_path = self.run_dir(run).parent / f"{run.name}.log"
-                log_path.parent.mkdir(parents=True, exist_ok=True)
-                handle = open(log_path, "a")
-                set_cpus = None if cpu_shares is None else functools.partial(os.sched_setaffinity, 0, cpu_shares[slot])
-                proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle,
-                                        stderr=subprocess.STDOUT, preexec_fn=set_cpus)
-                active[slot] = (run, proc, handle)
-                cpus = f", {len(cpu_shares[slot])} CPUs" if cpu_shares else ""
-                log.info("started %s on devices %s%s (log %s)", run.name, ",".join(slots[slot]), cpus, log_path)
-            time.sleep(1.0)
-            for slot, (run, proc, handle) in list(active.items()):
-                if proc.poll() is not None:
-                    handle.close()
-                    del active[slot]
-                    if proc.returncode:
-                        failed.append(run.name)
-                    log.info("%s %s", run.name, "failed" if proc.returncode else "finished")
+        try:
+            while queue or active:
+                while queue and len(active) < len(slots):
+                    slot = next(s for s in range(len(slots)) if s not in active)
+                    run = queue.pop(0)
+                    gpus = [d for d in slots[slot] if d != "cpu"]
+                    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(gpus)}  # none listed: the run sees no GPU
+                    log_path = self.run_dir(run).parent / f"{run.name}.log"
+                    log_path.parent.mkdir(parents=True, exist_ok=True)
+                    handle = open(log_path, "a")
+                    set_cpus = None if cpu_shares is None else functools.partial(os.sched_setaffinity, 0, cpu_shares[slot])
+                    proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle,
+                                            stderr=subprocess.STDOUT, preexec_fn=set_cpus)
+                    active[slot] = (run, proc, handle)
+                    cpus = f", {len(cpu_shares[slot])} CPUs" if cpu_shares else ""
+                    where = f"GPU {','.join(gpus)}" if gpus else "the CPU"
+                    log.info("started %s on %s%s (log %s)", run.name, where, cpus, log_path)
+                time.sleep(1.0)
+                for slot, (run, proc, handle) in list(active.items()):
+                    if proc.poll() is not None:
+                        handle.close()
+                        del active[slot]
+                        if proc.returncode:
+                            failed.append(run.name)
+                        log.info("%s %s", run.name, "failed" if proc.returncode else "finished")
+        except KeyboardInterrupt:
+            # Ctrl-C reached the runs too (one process group): each saves a checkpoint and exits
+            from .training import RunStopped
+
+            for run, proc, handle in active.values():
+                proc.wait()
+                handle.close()
+            again = f"resume with: {self.command_line}" if self.command_line else "rerun the same study command to resume it"
+            raise RunStopped(130, f"study interrupted; every run saved where it stopped; {again}") from None
         if failed:
             raise SpikedrivenError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their .log files in {self.folder / 'runs'}")
 
@@ -233,50 +317,62 @@ class Study:
             writer = csv.DictWriter(f, list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
-        write_text_atomic(self.folder / "results.md", format_markdown(rows, next(iter(self.configs.values()))))
-        self.plot_curves(self.folder / "curves.png")
-        self.plot_firing(self.folder / "firing.png")
+        # the header describes the runs as they were trained (the stale check made them agree with the plan)
+        described = self.recorded_config(next(r for r in self.runs if self.is_done(r)))
+        write_text_atomic(self.folder / "results.md", format_markdown(rows, described))
+        self.curves_figure().savefig(self.folder / "curves.png", dpi=120)
+        self.firing_figure().savefig(self.folder / "firing.png", dpi=120)
+        names = ("results.md", "results.csv", "curves.png", "firing.png")
+        log.info("results: %s", ", ".join(str(self.folder / n) for n in names))
         return rows
 
-    def plot_curves(self, path: Path) -> None:
+    def _done_by_setting(self) -> dict:
+        groups = {}
+        for setting in dict.fromkeys(r.setting for r in self.runs):
+            done = [r for r in self.runs if r.setting == setting and self.is_done(r)]
+            if done:
+                groups[setting] = done
+        return groups
+
+    def curves_figure(self) -> Figure:
         fig = Figure(figsize=(8, 5), layout="constrained")
         ax = fig.subplots()
-        for setting in dict.fromkeys(r.setting for r in self.runs):
-            curves = [_summary_top1(self.run_dir(r)) for r in self.runs if r.setting == setting and self.is_done(r)]
-            if not curves:
-                continue
+        for (mode, thr), runs in self._done_by_setting().items():
+            curves = [_summary_top1(self.run_dir(r)) for r in runs]
             n = min(len(c) for c in curves)
             epochs = range(n)
             mean = [statistics.fmean(c[e] for c in curves) for e in epochs]
-            line, = ax.plot(epochs, mean, label=f"{MODE_NAMES[setting[0]]} u_th={setting[1]:g} ({len(curves)} seeds)")
+            line, = ax.plot(epochs, mean, label=f"{MODE_NAMES.get(mode, mode)} u_th={thr:g} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
             if len(curves) > 1:
                 lo = [min(c[e] for c in curves) for e in epochs]
                 hi = [max(c[e] for c in curves) for e in epochs]
                 ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_xlabel("epoch")
         ax.set_ylabel("evaluation top-1 (%)")
         ax.set_title("Evaluation top-1 per epoch (line: mean over seeds, band: min to max)")
         ax.legend(fontsize=8)
-        fig.savefig(path, dpi=120)
+        return fig
 
-    def plot_firing(self, path: Path) -> None:
+    def firing_figure(self) -> Figure:
+        """Grouped bars: one group per neuron layer (categories, so no line joins them), one bar per setting."""
         series = {}
-        for setting in dict.fromkeys(r.setting for r in self.runs):
-            mets = [json.loads((self.eval_dir(r) / "metrics.json").read_text())
-                    for r in self.runs if r.setting == setting and self.is_done(r)]
-            if mets:
-                layers = list(mets[0]["firing_rates"])
-                series[setting] = (layers, [statistics.fmean(m["firing_rates"][l]["mean"] for m in mets) for l in layers])
+        for setting, runs in self._done_by_setting().items():
+            mets = [json.loads((self.eval_dir(r) / "metrics.json").read_text()) for r in runs]
+            layers = list(mets[0]["firing_rates"])
+            series[setting] = (layers, [statistics.fmean(m["firing_rates"][l]["mean"] for m in mets) for l in layers])
         layers = next(iter(series.values()))[0]
-        fig = Figure(figsize=(max(8.0, 0.45 * len(layers) + 3), 5), layout="constrained")
+        fig = Figure(figsize=(max(8.0, 0.25 * len(layers) * len(series) + 3), 5), layout="constrained")
         ax = fig.subplots()
-        for (mode, thr), (_, rates) in series.items():
-            ax.plot(range(len(layers)), rates, marker="o", label=f"{MODE_NAMES[mode]} u_th={thr:g}")
+        width = 0.8 / len(series)
+        for i, ((mode, thr), (_, rates)) in enumerate(series.items()):
+            offset = (i - (len(series) - 1) / 2) * width
+            ax.bar([x + offset for x in range(len(layers))], rates, width, label=f"{MODE_NAMES.get(mode, mode)} u_th={thr:g}")
         ax.set_xticks(range(len(layers)), layers, rotation=70, ha="right", fontsize=7)
         ax.set_ylabel("firing rate (mean over T and seeds)")
         ax.set_title("Firing rate per neuron layer")
         ax.legend(fontsize=8)
-        fig.savefig(path, dpi=120)
+        return fig
 
 
 def _std(values: list[float]) -> Optional[float]:
@@ -307,7 +403,7 @@ def format_markdown(rows: list[dict], cfg: Config) -> str:
     for r in rows:
         pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
         lines.append(
-            f"| {MODE_NAMES[r['mode']]} | {r['v_threshold']:g} | {r['seeds']} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
+            f"| {MODE_NAMES.get(r['mode'], r['mode'])} | {r['v_threshold']:g} | {r['seeds']} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
             f"| {_pm(r['best_top1_mean'], r['best_top1_std'])} | {r['mean_firing_rate']:.4f} | {r['sops_per_image'] / 1e6:.2f} "
             f"| {r['energy_uj_per_image']:.3f} | {pub} |"
         )
@@ -324,7 +420,8 @@ def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:
 def run_study(
     config_path: Optional[str], overrides: dict, modes: list[str], thresholds: list[float], lif_thresholds: list[float],
     n_seeds: int, *, study_dir: Optional[str] = None, dry_run: bool = False, devices: Optional[list[str]] = None,
-    nproc_per_run: int = 1, emit_commands: bool = False, out=None,
+    nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False, command_line: Optional[str] = None,
+    out=None,
 ) -> Optional[list[dict]]:
     out = out or sys.stdout
     base = load_config(config_path, overrides)
@@ -335,13 +432,29 @@ def run_study(
         raise ConfigError("--nproc-per-run needs --devices")
     runs = plan_runs(modes, thresholds, lif_thresholds, [base.seed + i for i in range(n_seeds)])
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
-    study = Study(config_path, overrides, runs, folder)
-    if dry_run or emit_commands:
+    study = Study(config_path, overrides, runs, folder, command_line)
+    stale = {run: reasons for run in runs if (reasons := study.stale_reasons(run))}
+    if dry_run:
         for run in runs:
-            if emit_commands:
-                print(study.shell_command(run, nproc_per_run), file=out)
-            else:
-                print(f"{'done   ' if study.is_done(run) else 'pending'} {run.name}  ->  {study.run_dir(run)}", file=out)
+            status = "stale" if run in stale else "done" if study.is_done(run) else "pending"
+            why = f" ({stale[run]})" if run in stale else ""
+            print(f"{status:<7} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
+        if stale:
+            print(f"{len(stale)} stale run(s): the study refuses them unless given --rerun-stale", file=out)
+        return None
+    if stale and not rerun_stale:
+        listed = "; ".join(f"{run.name} ({reasons})" for run, reasons in stale.items())
+        raise ConfigError(
+            f"{len(stale)} run(s) in {folder} were trained with other settings than this command asks for: {listed}; "
+            "add --rerun-stale to train them again (the old run folders are kept, renamed to <run>.replaced-<time>), "
+            "or give another --study-dir"
+        )
+    for run, reasons in stale.items():
+        moved = move_aside(study.run_dir(run))
+        log.info("rerunning %s: %s (the old run is kept in %s)", run.name, reasons, moved)
+    if emit_commands:
+        for run in runs:
+            print(study.shell_command(run, nproc_per_run), file=out)
         return None
     study.record()
     pending = [r for r in runs if not study.is_done(r)]

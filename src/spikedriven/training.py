@@ -1,7 +1,7 @@
 """A training run, top to bottom: config -> data -> model -> epochs -> run folder.
 
-Run folder: ``config.yaml``, ``summary.csv``, ``log.txt``, TensorBoard events,
-``last.pth.tar``, ``best.pth.tar`` and, at the end, ``results.json``.
+The run folder's files are described in ``run_folder``; which checkpoint and
+settings a resumed run continues with, in ``resume``.
 
 Reproducibility: the sampler orders data from (seed, epoch), each image's
 augmentation is seeded from (seed, epoch, index) (``data``), and every epoch
@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import random
+import shlex
 import signal
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
@@ -36,81 +36,21 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
-from .atomic import atomic_write, write_text_atomic
-from .config import CUDA_GRAPH_MODES, Config, from_mapping, save_config
+from .atomic import write_text_atomic
+from .config import CUDA_GRAPH_MODES, Config, save_config
 from .data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from .engine import EpochState, StopRequested, evaluate, train_one_epoch
-from .errors import CheckpointError, ConfigError
+from .engine import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
+from .errors import ConfigError
 from .fused import fused_available
 from .models import build_model
 from .monitor import SpikeRecorder
+from .resume import ResumePlan, describe_changes, describe_progress, is_behind, newest_checkpoint
+from .run_folder import SummaryCSV, default_run_dir, holds_run, move_aside, prepare_run_dir, refuse_if_holds_run, setup_logging
 from .spike_ops import resolve_memory_mode
 
 log = logging.getLogger("spikedriven")
 
-SUMMARY_FIELDS = ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "epoch_seconds", "images_per_s"]
-CHECKPOINT_NAMES = ("last.pth.tar", "best.pth.tar")
-
-
-# ----------------------------------------------------------------- run folder
-
-
-def default_run_dir(cfg: Config) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    dataset = cfg.dataset.split("/")[-1]
-    return Path("output/train") / f"{stamp}-{dataset}-{cfg.spike_mode}-uth{cfg.v_threshold:g}-seed{cfg.seed}"
-
-
-def prepare_run_dir(path: Path) -> Path:
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(f"output folder {path} is not writable ({e.strerror or e})") from None
-    for stale in path.glob(".*.tmp"):  # a checkpoint write cut short by a crash
-        stale.unlink()
-    return path
-
-
-def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
-    log.setLevel(logging.INFO if is_main else logging.WARNING)
-    log.propagate = False
-    for handler in list(log.handlers):
-        log.removeHandler(handler)
-        handler.close()
-    console = logging.StreamHandler(sys.stderr)
-    console.setFormatter(logging.Formatter("%(message)s"))
-    log.addHandler(console)
-    if run_dir is not None and is_main:
-        file_handler = logging.FileHandler(run_dir / "log.txt")
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(file_handler)
-
-
-class SummaryCSV:
-    """``summary.csv`` with one row per finished epoch; rows from an abandoned future are dropped on resume."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def keep_before(self, epoch: int) -> None:
-        rows = []
-        if self.path.exists():
-            with open(self.path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit() and int(r["epoch"]) < epoch]
-        with atomic_write(self.path, newline="") as f:
-            writer = csv.DictWriter(f, SUMMARY_FIELDS)
-            writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in SUMMARY_FIELDS} for r in rows)
-
-    def append(self, row: dict) -> None:
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, SUMMARY_FIELDS).writerow({k: row[k] for k in SUMMARY_FIELDS})
-            f.flush()
-            os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------- randomness
@@ -200,91 +140,21 @@ class RunStopped(Exception):
         self.code = code
 
 
-# ------------------------------------------------------------------- resume
-
-
-def newest_checkpoint(run_dir: Path) -> tuple[Optional[Path], Optional[dict]]:
-    """The valid checkpoint with the most progress, and its contents; unreadable ones are skipped with a warning."""
-    best, best_ckpt, best_key = None, None, None
-    for name in CHECKPOINT_NAMES:
-        path = run_dir / name
-        if not path.exists():
-            continue
-        try:
-            ckpt = ckpt_io.read_checkpoint(path)
-        except CheckpointError as e:
-            log.warning("skipping %s: %s", path, e)
-            continue
-        key = (*_progress(ckpt), name == "last.pth.tar")
-        if best_key is None or key > best_key:
-            best, best_ckpt, best_key = path, ckpt, key
-    return best, best_ckpt
-
-
-def _progress(ckpt: dict) -> tuple[int, int]:
-    return int(ckpt.get("epoch", -1)), int(ckpt.get("step", 0))
-
-
-def is_behind(path: Path, ckpt: dict) -> bool:
-    """Whether the checkpoint file ``path`` is missing, unreadable or holds less progress than ``ckpt``."""
-    try:
-        return _progress(ckpt_io.read_checkpoint(path)) < _progress(ckpt)
-    except CheckpointError:
-        return True
-
-
-@dataclass
-class ResumePlan:
-    checkpoint: Optional[Path]  # None: fresh start
-    weights_only: bool
-    run_dir: Optional[Path]  # continue here (None: a new folder)
-    contents: Optional[dict] = None  # the checkpoint, read once
-
-
-def plan_resume(resume: Optional[str], no_resume_opt: bool, output: Optional[str]) -> ResumePlan:
-    if not resume:
-        return ResumePlan(None, False, None)
-    if resume == "auto":
-        if not output:
-            raise ConfigError("--resume auto needs --output RUN_FOLDER to know where to look")
-        run_dir = Path(output)
-        found, ckpt = newest_checkpoint(run_dir) if run_dir.is_dir() else (None, None)
-        if found is None:
-            return ResumePlan(None, False, run_dir)
-        return ResumePlan(found, no_resume_opt, None if no_resume_opt else run_dir, ckpt)
-    path = Path(resume)
-    if path.is_dir():
-        found, ckpt = newest_checkpoint(path)
-        if found is None:
-            raise CheckpointError(f"no readable checkpoint (last.pth.tar / best.pth.tar) in {path}")
-        path = found
-    else:
-        ckpt = ckpt_io.read_checkpoint(path)
-    return ResumePlan(path, no_resume_opt, None if no_resume_opt else path.parent, ckpt)
-
-
-def resolve_config(yaml_cfg: Config, overrides: dict, plan: ResumePlan) -> Config:
-    """A full resume continues with the checkpoint's own config; flags given now still apply."""
-    if plan.checkpoint is None or plan.weights_only:
-        return yaml_cfg
-    ckpt = plan.contents
-    if ckpt_io.is_original_format(ckpt) or not {"config", "optimizer", "scheduler"} <= set(ckpt):
-        raise CheckpointError(
-            f"{plan.checkpoint} holds weights but no training state to continue (written by the original code or "
-            "without config and optimizer); add --no-resume-opt to start a new run from its weights"
-        )
-    base = from_mapping(ckpt.get("config", {}), source=f"{plan.checkpoint} config")
-    return from_mapping(overrides, source="command line", base=base) if overrides else base
-
-
 # --------------------------------------------------------------------- run
 
 
-def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train") -> Path:
-    """Train per ``cfg``; returns the run folder. Raises RunStopped after a signal."""
+def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train", *, overwrite: bool = False,
+          resume_command: Optional[str] = None) -> Path:
+    """Train per ``cfg``; returns the run folder. Raises RunStopped after a signal.
+
+    ``command_hint`` is how the user started training (``spikedriven train``,
+    ``python train.py``); ``resume_command``, when given, is the whole command
+    that continues this run (a study's own command line), else it is
+    ``<command_hint> --resume <checkpoint>``.
+    """
     dist, device = init_distributed(cfg.device)
     try:
-        return _train(cfg, plan, dist, device, command_hint)
+        return _train(cfg, plan, dist, device, command_hint, overwrite, resume_command)
     finally:
         shutdown(dist)
 
@@ -316,7 +186,47 @@ def compile_model(cfg: Config, model: nn.Module, device: torch.device, distribut
     return torch.compile(model, mode=compile_mode), device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
 
 
-def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str) -> Path:
+class EpochProgress:
+    """A bar on a terminal, and a line every ``log_interval`` steps in the log and on the
+    console: step, mean loss since the last line, lr, images/s (all processes), ETA of the epoch."""
+
+    def __init__(self, epoch: int, steps: int, start_step: int, lr: float, log_every: int, world: int, show_bar: bool):
+        self.epoch, self.steps, self.lr, self.log_every, self.world = epoch, steps, lr, log_every, world
+        self.bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}", disable=not show_bar, unit="step", leave=False)
+        self.started = self.since = time.perf_counter()
+        self.start_step = start_step
+        self.loss_sum, self.images = 0.0, 0
+
+    def __call__(self, step: int, loss: float, images: int) -> None:
+        now = time.perf_counter()
+        self.bar.update(step - self.bar.n)
+        self.bar.set_postfix(loss=f"{loss:.4f}")
+        self.loss_sum, self.images = self.loss_sum + loss * images, self.images + images
+        if step % self.log_every:
+            return
+        rate = self.images * self.world / max(now - self.since, 1e-9)
+        eta = (self.steps - step) * (now - self.started) / max(step - self.start_step, 1)
+        log.info("epoch %d | step %d/%d | loss %.4f | lr %.3g | %s img/s | ETA %s", self.epoch, step, self.steps,
+                 self.loss_sum / self.images, self.lr, f"{rate:,.0f}", timedelta(seconds=round(eta)))
+        self.since, self.loss_sum, self.images = now, 0.0, 0
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str,
+           overwrite: bool, resume_command: Optional[str]) -> Path:
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(FP16_NEEDS_CUDA)
+    run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
+    # A new run never writes into another run's folder; with --overwrite the old one is moved aside.
+    replacing = plan.run_dir is None and holds_run(run_dir)
+    if replacing and not overwrite:
+        refuse_if_holds_run(run_dir, command_hint)
+
+    def resume_hint(checkpoint: Path) -> str:
+        return resume_command or f"{command_hint} --resume {shlex.quote(str(checkpoint))}"
+
     seed_everything(cfg.seed)
     splits = build_datasets(cfg)
     train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, device.type)
@@ -324,36 +234,46 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
 
     model, channels_last = place_model(cfg, device)
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
-
-    # Everything that can fail on bad input has run: only now create the run folder.
-    run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
-    if dist.is_main:
-        prepare_run_dir(run_dir)
-    barrier(dist)
-    setup_logging(run_dir, dist.is_main)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
     start_epoch, epoch_state, best = 0, EpochState(), {"eval_top1": None, "epoch": None}
-    resume_rng = None
-    if plan.checkpoint is not None:
-        ckpt = ckpt_io.load_into(model, plan.contents, plan.checkpoint)
-        if not plan.weights_only:
+    resume_rng, mismatched = None, []
+    if plan.checkpoint is not None:  # a checkpoint of another shape is refused here, before any folder changes
+        mismatched = [] if plan.full else ckpt_io.settings_mismatch(model, plan.contents)
+        ckpt = ckpt_io.load_into(model, plan.contents, plan.checkpoint, check_settings=plan.full)
+        if plan.full:
             optimizer.load_state_dict(ckpt["optimizer"])
-            scheduler.load_state_dict(ckpt["scheduler"])
+            if not plan.replans_schedule:  # else the new length's schedule, built above, is the one to follow
+                scheduler.load_state_dict(ckpt["scheduler"])
             if scaler is not None and ckpt.get("scaler"):
                 scaler.load_state_dict(ckpt["scaler"])
             start_epoch = int(ckpt["epoch"])
             epoch_state = EpochState(**ckpt.get("epoch_state", {}))
             best = ckpt.get("best", best)
             resume_rng = ckpt.get("rng")
-            log.info("resuming %s at epoch %d, step %d", plan.checkpoint, start_epoch, epoch_state.step)
-            last = run_dir / "last.pth.tar"
-            if dist.is_main and Path(plan.checkpoint).resolve() != last.resolve() and is_behind(last, ckpt):
-                # A stop between an improving epoch's best and last writes leaves best the newer;
-                # last.pth.tar must hold the state the run continues from (and, finished, its final state).
-                ckpt_io.save_checkpoint(last, ckpt)
-        else:
-            log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
+
+    # Everything that can fail on bad input has run: only now create the run folder.
+    moved_to = None
+    if dist.is_main:
+        moved_to = move_aside(run_dir) if replacing else None
+        prepare_run_dir(run_dir)
+    barrier(dist)
+    setup_logging(run_dir, dist.is_main)
+    if moved_to is not None:
+        log.info("moved the run that was in %s to %s (--overwrite)", run_dir, moved_to)
+    if plan.full:
+        log.info("resuming %s at epoch %d, step %d", plan.checkpoint, start_epoch, epoch_state.step)
+        for change in describe_changes(plan):
+            log.info("resume: %s", change)
+        last = run_dir / "last.pth.tar"
+        if dist.is_main and Path(plan.checkpoint).resolve() != last.resolve() and is_behind(last, plan.contents):
+            # A stop between an improving epoch's best and last writes leaves best the newer;
+            # last.pth.tar must hold the state the run continues from (and, finished, its final state).
+            ckpt_io.save_checkpoint(last, plan.contents)
+    elif plan.checkpoint is not None:
+        log.info("loaded weights from %s (optimizer and schedule start fresh)", plan.checkpoint)
+        if mismatched:
+            log.info("those weights were trained with other settings: %s", "; ".join(mismatched))
 
     fused = fused_available(torch.zeros(1, device=device))
     log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", "fused Triton kernels" if fused else "per-step loop",
@@ -387,77 +307,89 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         }
 
     stop = StopFlag()
-    with stop.installed():
-        for epoch in range(start_epoch, total_epochs):
-            started = time.perf_counter()
-            # a mid-epoch resume starts the sampler where the run stopped
-            train_loader.sampler.set_epoch(epoch, skip=epoch_state.step * cfg.batch_size)
-            batches = iter(train_loader)
-            # after starting the loader, which may or may not draw a worker seed from these generators
-            seed_everything(epoch_seed(cfg, epoch, dist.rank))
-            if resume_rng is not None:
-                set_rng_state(resume_rng)
-                resume_rng = None
-            scheduler.step(epoch)
-            lr = optimizer.param_groups[0]["lr"]
-            mixup_on = (cfg.mixup > 0 or cfg.cutmix > 0) and (cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch)
-            mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device)
 
-            bar = tqdm(total=len(train_loader), initial=epoch_state.step, desc=f"epoch {epoch}",
-                       disable=not (dist.is_main and sys.stderr.isatty()), unit="batch", leave=False)
-            tick = {"t": time.perf_counter()}
+    def stopped(epoch: int, state: EpochState) -> RunStopped:
+        """Save where the run stopped (with every generator's state, so it continues exactly)."""
+        path = run_dir / "last.pth.tar"
+        if dist.is_main:
+            ckpt_io.save_checkpoint(path, payload(epoch, state, rng_state()))
+            log.warning("stopped at epoch %d, step %d; checkpoint saved to %s", epoch, state.step, path)
+            log.warning("resume with: %s", resume_hint(path))
+        return RunStopped(128 + (stop.signal or signal.SIGINT), f"training interrupted; resume with: {resume_hint(path)}")
 
-            def on_sync(loss: float, n: int) -> None:
-                now = time.perf_counter()
-                bar.update(n // cfg.batch_size)
-                bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{n * dist.world / max(now - tick['t'], 1e-9):.0f}")
-                tick["t"] = now
+    try:
+        with stop.installed():
+            for epoch in range(start_epoch, total_epochs):
+                started = time.perf_counter()
+                # a mid-epoch resume starts the sampler where the run stopped
+                train_loader.sampler.set_epoch(epoch, skip=epoch_state.step * cfg.batch_size)
+                batches = iter(train_loader)
+                # after starting the loader, which may or may not draw a worker seed from these generators
+                seed_everything(epoch_seed(cfg, epoch, dist.rank))
+                if resume_rng is not None:
+                    set_rng_state(resume_rng)
+                    resume_rng = None
+                scheduler.step(epoch)
+                lr = optimizer.param_groups[0]["lr"]
+                mixup_on = (cfg.mixup > 0 or cfg.cutmix > 0) and (cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch)
+                mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device)
+                progress = EpochProgress(epoch, len(train_loader), epoch_state.step, lr, cfg.log_interval, dist.world,
+                                         show_bar=dist.is_main and sys.stderr.isatty())
+                try:
+                    stats = train_one_epoch(
+                        train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
+                        amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=channels_last,
+                        backward_memory=cfg.backward_memory, nonfinite=cfg.nonfinite, sync_every=10,
+                        log_every=cfg.log_interval, state=epoch_state, cuda_graphs=cuda_graphs,
+                        stop_requested=stop, on_sync=progress,
+                    )
+                except StopRequested:
+                    raise stopped(epoch, epoch_state) from None
+                finally:
+                    progress.close()
+                train_seconds = time.perf_counter() - started
 
-            try:
-                stats = train_one_epoch(
-                    train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
-                    amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=channels_last,
-                    backward_memory=cfg.backward_memory, nonfinite=cfg.nonfinite, sync_every=min(cfg.log_interval, 10), state=epoch_state,
-                    cuda_graphs=cuda_graphs,
-                    stop_requested=stop, on_sync=on_sync,
-                )
-            except StopRequested:
-                bar.close()
-                if dist.is_main:
-                    path = ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch, epoch_state, rng_state()))
-                    log.warning("stopped at epoch %d, step %d; checkpoint saved to %s", epoch, epoch_state.step, path)
-                    log.warning("resume with: %s --resume %s", command_hint, path)
-                code = 128 + (stop.signal or signal.SIGINT)
-                raise RunStopped(code, f"training interrupted; resume with: {command_hint} --resume {run_dir / 'last.pth.tar'}")
-            bar.close()
-            train_seconds = time.perf_counter() - started
-
-            # the eager model: recording hooks inside a compiled one would recompile it every epoch
-            recorder = SpikeRecorder(model)
-            metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
-                               channels_last=channels_last, recorder=recorder)
-            rates = reduced_firing_rates(recorder, dist, device)
-            row = {
-                "epoch": epoch, "lr": lr, "train_loss": stats["train_loss"],
-                "eval_loss": metrics["eval_loss"], "eval_top1": metrics["eval_top1"], "eval_top5": metrics["eval_top5"],
-                "epoch_seconds": round(time.perf_counter() - started, 3),
-                "images_per_s": round(stats["images"] / max(train_seconds, 1e-9), 1),
-            }
-            improved = best["eval_top1"] is None or metrics["eval_top1"] > best["eval_top1"]
-            if improved:
-                best = {"eval_top1": metrics["eval_top1"], "epoch": epoch}
-            epoch_state = EpochState()
-            if dist.is_main:
-                summary.append(row)
-                log_epoch(writer, row, rates, stats, mixup_on, splits.eval_name)
+                # the eager model: recording hooks inside a compiled one would recompile it every epoch
+                recorder = SpikeRecorder(model)
+                try:
+                    metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
+                                       channels_last=channels_last, recorder=recorder, stop_requested=stop)
+                except StopRequested:  # the epoch's training is saved whole; the resumed run evaluates it
+                    raise stopped(epoch, epoch_state) from None
+                rates, mean_rate = reduced_firing_rates(recorder, dist, device)
+                row = {
+                    "epoch": epoch, "lr": lr, "train_loss": stats["train_loss"],
+                    "eval_loss": metrics["eval_loss"], "eval_top1": metrics["eval_top1"], "eval_top5": metrics["eval_top5"],
+                    "train_seconds": round(train_seconds, 3), "epoch_seconds": round(time.perf_counter() - started, 3),
+                    # this process's share of the epoch: after a mid-epoch resume, the steps trained since
+                    "images_per_s": round(stats["images_this_call"] / max(train_seconds, 1e-9), 1),
+                }
+                improved = best["eval_top1"] is None or metrics["eval_top1"] > best["eval_top1"]
                 if improved:
-                    ckpt_io.save_checkpoint(run_dir / "best.pth.tar", payload(epoch + 1, epoch_state))
-                ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch + 1, epoch_state))
-            barrier(dist)
+                    best = {"eval_top1": metrics["eval_top1"], "epoch": epoch}
+                epoch_state = EpochState()
+                if dist.is_main:
+                    summary.append(row)
+                    log_epoch(writer, row, rates, mean_rate, stats, mixup_on, splits.eval_name)
+                    if improved:
+                        ckpt_io.save_checkpoint(run_dir / "best.pth.tar", payload(epoch + 1, epoch_state))
+                    ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch + 1, epoch_state))
+                barrier(dist)
+                if not dist.enabled and stop() and epoch + 1 < total_epochs:
+                    # last.pth.tar, just written, already holds this point: the next epoch reseeds from (seed, epoch)
+                    path = run_dir / "last.pth.tar"
+                    log.warning("stopped after epoch %d; resume with: %s", epoch, resume_hint(path))
+                    raise RunStopped(128 + (stop.signal or signal.SIGINT), f"training interrupted; resume with: {resume_hint(path)}")
+        if dist.is_main:
+            writer.close()
+            write_results(cfg, run_dir, model, device, dist, splits.eval_name)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one while the results are written: stop now, without saving
+        found, ckpt = newest_checkpoint(run_dir) if dist.is_main else (None, None)
+        if found is None:
+            raise RunStopped(130, "stopped at once (Ctrl-C) before the first checkpoint: nothing was saved") from None
+        raise RunStopped(130, f"stopped at once (Ctrl-C); what was trained since the last checkpoint is lost; "
+                              f"last checkpoint: {describe_progress(ckpt)} ({found})\nresume with: {resume_hint(found)}") from None
 
-    if dist.is_main:
-        writer.close()
-        write_results(cfg, run_dir, model, device, dist, splits.eval_name)
     barrier(dist)
     return run_dir
 
@@ -496,31 +428,35 @@ def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
     return None, torch.nn.CrossEntropyLoss()
 
 
-def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> dict:
-    """Mean firing rate per neuron layer over every sample of every rank."""
+def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> tuple[dict, Optional[float]]:
+    """Firing rate per neuron layer over every sample of every rank, and the mean firing rate:
+    spikes over neuron-steps of all layers (weighted by neurons, as evaluation reports it)."""
     counts = recorder.spike_counts  # one copy to the CPU; the rates themselves are not needed here
     names = [n for n in recorder.layers if n in counts]
     if not names:
-        return {}
+        return {}, None
     packed = torch.tensor(
         [[float(counts[n].sum()), float(recorder.element_counts[n] * counts[n].numel())] for n in names],
         dtype=torch.float64, device=device,
     )
-    packed = all_reduce_sum(packed, dist)
-    return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed.tolist())}
+    packed = all_reduce_sum(packed, dist).tolist()
+    spikes, slots = sum(s for s, _ in packed), sum(e for _, e in packed)
+    return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed)}, spikes / slots if slots else None
 
 
-def log_epoch(writer, row: dict, rates: dict, stats: dict, mixup_on: bool, eval_name: str) -> None:
+def log_epoch(writer, row: dict, rates: dict, mean_rate: Optional[float], stats: dict, mixup_on: bool, eval_name: str) -> None:
     epoch = row["epoch"]
     for key in ("lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "images_per_s"):
         writer.add_scalar(f"{'train' if key in ('lr', 'train_loss', 'images_per_s') else eval_name}/{key}", row[key], epoch)
     for name, rate in rates.items():
         writer.add_scalar(f"firing_rate/{name}", rate, epoch)
+    if mean_rate is not None:
+        writer.add_scalar("firing_rate/mean", mean_rate, epoch)
     writer.flush()
     extra = f" | skipped {stats['skipped_steps']} non-finite steps" if stats["skipped_steps"] else ""
-    log.info("epoch %d | lr %.3g | train loss %.4f%s | %s loss %.4f top1 %.2f top5 %.2f | mean firing %.4f | %.1fs, %.0f img/s%s",
+    log.info("epoch %d | lr %.3g | train loss %.4f%s | %s loss %.4f top1 %.2f top5 %.2f | mean firing rate %s | %.1fs, %.0f img/s%s",
              epoch, row["lr"], row["train_loss"], " (mixup)" if mixup_on else "", eval_name, row["eval_loss"],
-             row["eval_top1"], row["eval_top5"], sum(rates.values()) / max(len(rates), 1), row["epoch_seconds"],
+             row["eval_top1"], row["eval_top5"], "-" if mean_rate is None else f"{mean_rate:.4f}", row["epoch_seconds"],
              row["images_per_s"], extra)
 
 

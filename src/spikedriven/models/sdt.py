@@ -177,6 +177,13 @@ class SpikeDrivenTransformer(nn.Module):
             detach_reset=detach_reset,
         )
         self.attn_neuron_spec = self.neuron_spec.replace(v_threshold=attn_v_threshold)
+        # What a checkpoint is checked against: another T or neuron gives weights of the same shapes.
+        self.model_args = dict(
+            img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, T=T, pooling_stat=pooling_stat, attn_v_threshold=attn_v_threshold,
+            tet=tet, spike_mode=spike_mode, v_threshold=v_threshold, v_reset=v_reset, tau=tau, surrogate=surrogate,
+            surrogate_alpha=surrogate_alpha, detach_reset=detach_reset,
+        )
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.embed_dim = self.num_features = embed_dim
         self.T, self.tet = T, tet
@@ -200,7 +207,7 @@ class SpikeDrivenTransformer(nn.Module):
         return self.head
 
     def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
+        self.num_classes = self.model_args["num_classes"] = num_classes
         self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
 
     def to_time_major(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,151 @@
+"""A run folder: what it holds, how it is created, and how a run in it is never lost.
+
+``config.yaml``, ``summary.csv``, ``log.txt``, TensorBoard events,
+``last.pth.tar``, ``best.pth.tar`` and, at the end, ``results.json``. A fresh
+run into a folder that already holds one is refused; ``--overwrite`` moves the
+old run aside (``<folder>.replaced-<time>``) instead of deleting anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import shlex
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+from tqdm import tqdm
+
+from .atomic import atomic_write
+from .config import Config
+from .errors import ConfigError
+
+log = logging.getLogger("spikedriven")
+
+SUMMARY_FIELDS = ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "train_seconds", "epoch_seconds",
+                  "images_per_s"]
+
+
+def default_run_dir(cfg: Config) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    dataset = cfg.dataset.split("/")[-1]
+    return Path("output/train") / f"{stamp}-{dataset}-{cfg.spike_mode}-uth{cfg.v_threshold:g}-seed{cfg.seed}"
+
+
+def holds_run(path: Path) -> bool:
+    """Whether ``path`` holds something a run trained: a checkpoint, a finished epoch or results.
+    (Files of a start interrupted before its first step, such as config.yaml and log.txt, are not.)"""
+    return path.is_dir() and (any((path / name).exists() for name in ("last.pth.tar", "best.pth.tar", "results.json"))
+                              or bool(read_summary_rows(path)))
+
+
+def describe_run(path: Path) -> str:
+    """What the run in ``path`` got to, in a few words: 'a finished run (best top-1 99.72 % at epoch 11, ...)'."""
+    try:
+        results = json.loads((path / "results.json").read_text())
+        return (f"a finished run (best top-1 {results['best_top1']:.2f} % at epoch {results['best_epoch']}, "
+                f"final {results['final_top1']:.2f} %)")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    rows = read_summary_rows(path)
+    if rows:
+        return f"a run of {len(rows)} finished epoch{'s' if len(rows) > 1 else ''}"
+    return "a run stopped in its first epoch"
+
+
+def refuse_if_holds_run(path: Path, command_hint: str) -> None:
+    """A fresh run must not write into ``path`` if another run lives there."""
+    if not holds_run(path):
+        return
+    has_checkpoint = any((path / name).exists() for name in ("last.pth.tar", "best.pth.tar"))
+    resume = f"continue it with `{command_hint} --resume {shlex.quote(str(path))}`, " if has_checkpoint else ""
+    raise ConfigError(
+        f"output folder {path} already holds {describe_run(path)}; {resume}train into another --output, or add "
+        "--overwrite to move it aside (it is kept, renamed to <folder>.replaced-<time>)"
+    )
+
+
+def move_aside(path: Path) -> Path:
+    """Rename the run in ``path`` to a sibling ``<name>.replaced-<time>``; nothing is deleted."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    target = path.with_name(f"{path.name}.replaced-{stamp}")
+    n = 2
+    while target.exists():
+        target = path.with_name(f"{path.name}.replaced-{stamp}-{n}")
+        n += 1
+    try:
+        path.rename(target)
+    except OSError as e:
+        raise ConfigError(f"cannot move the run in {path} aside to {target} ({e.strerror or e})") from None
+    return target
+
+
+def prepare_run_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(f"output folder {path} is not writable ({e.strerror or e})") from None
+    for stale in path.glob(".*.tmp"):  # a checkpoint write cut short by a crash
+        stale.unlink()
+    return path
+
+
+class ConsoleHandler(logging.Handler):
+    """Log lines on the console, written through tqdm so that a progress bar on a terminal is not
+    torn by them, to whatever ``sys.stderr`` is when a line is written (not when the handler was made)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # as logging's own handlers do: a broken console must not end the run
+            self.handleError(record)
+
+
+def setup_logging(run_dir: Optional[Path], is_main: bool) -> None:
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    for handler in list(log.handlers):
+        log.removeHandler(handler)
+        handler.close()
+    console = ConsoleHandler()
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    if run_dir is not None and is_main:
+        file_handler = logging.FileHandler(run_dir / "log.txt")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(file_handler)
+
+
+def read_summary_rows(path: Path) -> list[dict]:
+    try:
+        with open(path / "summary.csv", newline="") as f:
+            return [r for r in csv.DictReader(f) if r.get("epoch", "").isdigit()]
+    except OSError:
+        return []
+
+
+class SummaryCSV:
+    """``summary.csv`` with one row per finished epoch; rows from an abandoned future are dropped on resume."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def keep_before(self, epoch: int) -> None:
+        rows = [r for r in read_summary_rows(self.path.parent) if int(r["epoch"]) < epoch]
+        with atomic_write(self.path, newline="") as f:
+            writer = csv.DictWriter(f, SUMMARY_FIELDS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in SUMMARY_FIELDS} for r in rows)
+
+    def append(self, row: dict) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, SUMMARY_FIELDS).writerow({k: row[k] for k in SUMMARY_FIELDS})
+            f.flush()
+            os.fsync(f.fileno())
