@@ -5,7 +5,7 @@ configuration by default) with synthetic inputs on the device:
 
 * reference: per-step neurons and plain PyTorch operations that keep full
   tensors for backward (``spikedriven.spike_ops.keep_full_tensors``), eager;
-* fast: fused neurons (``spikedriven.fused``: Triton kernels on CUDA), the
+* fast: fused neurons (``spikedriven.neurons.fused``: Triton kernels on CUDA), the
   backward-memory mode of ``--backward-memory`` (auto: lean on GPUs, i.e. bool
   spikes and batch norm + neuron recomputed in backward; full on CPU),
   on CUDA channels_last and cuDNN autotuning (the training command's CUDA
@@ -47,8 +47,7 @@ from timm.optim import create_optimizer_v2
 import end_to_end  # this folder's end-to-end benchmark
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven.engine import autocast
-from spikedriven.fused import fused_available, fused_neuron
-from spikedriven.neurons import NeuronSpec, SpikingNeuron, create_neuron
+from spikedriven.neurons import NEURONS, NeuronSpec, SpikingNeuron, create_neuron, fused_available, fused_multi_step
 from spikedriven.spike_ops import MEMORY_MODES, memory_mode, saved_tensor_bytes
 
 PRECISIONS = ("fp32", "bf16")
@@ -201,15 +200,19 @@ def neuron_check(device: torch.device, shape: tuple[int, ...], n_iter: int) -> l
     """Fused vs reference neuron on one tensor: equal spikes, gradient error, fwd+bwd time."""
     rows = []
     gen = torch.Generator(device=device).manual_seed(0)
-    for mode in ("lif", "if", "if_soft"):
+    for mode in [name for name in NEURONS if create_neuron(name).fused_form() is not None]:
         spec = NeuronSpec(mode=mode)
         x = torch.randn(shape, device=device, generator=gen) * 1.5 + 0.5
         w = torch.randn(shape, device=device, generator=gen)
-        reference = create_neuron(spec)
+        reference, fused = create_neuron(spec).to(device), create_neuron(spec).to(device)
         reference.use_fused = False
         result = {"mode": mode, "shape": list(shape), "fused_backend": "triton" if fused_available(x) else "torch"}
         outputs = {}
-        for name, fn in (("reference", reference), ("fused", functools.partial(fused_neuron, spec=spec))):
+
+        def fused_fn(z, fused=fused):
+            return fused_multi_step(z, fused.fused_form(), **fused.fused_gradient())
+
+        for name, fn in (("reference", reference), ("fused", fused_fn)):
             xg = x.clone().requires_grad_()
 
             def fwd_bwd(fn=fn, xg=xg):

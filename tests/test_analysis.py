@@ -14,7 +14,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
-from spikedriven import SpikedrivenError, SpikingNeuron, create_neuron
+from spikedriven import SpikedrivenError, create_neuron
+from spikedriven.neurons import ThresholdNeuron
 from spikedriven.analysis import E_AC, E_MAC, analyze
 from spikedriven.models import SpikeDrivenTransformer
 from spikedriven.reports import compare, format_summary, write_evaluation
@@ -185,7 +186,7 @@ CIFAR_MACS = {
 
 def test_cifar_model_dense_count_and_sops_at_full_firing(monkeypatch):
     # every neuron fires at every step, so every spike-fed layer sees rate 1.0
-    monkeypatch.setattr(SpikingNeuron, "fire", lambda self, h: torch.ones_like(h))
+    monkeypatch.setattr(ThresholdNeuron, "fire", lambda self, h: torch.ones_like(h))
     model = timm.create_model("sdt", num_classes=10)
     assert model.T == 4
     images = torch.randn(1, 2, 3, 32, 32)  # [B, T, C, H, W]: the input brings T = 2

@@ -24,7 +24,7 @@ def original_style_checkpoint(model, path, ddp=True, ema=False):
         "state_dict": state,
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
         "version": 2,
-        "args": argparse.Namespace(spike_mode=model.model_args["spike_mode"], dim=model.embed_dim, layer=len(model.block),
+        "args": argparse.Namespace(spike_mode=model.neuron_spec.mode, dim=model.embed_dim, layer=len(model.block),
                                    time_steps=model.T, num_classes=model.num_classes, TET=False),
         "metric": 94.53,
     }

@@ -32,6 +32,13 @@ def data(tmp_path):
     return str(write_fake_cifar(tmp_path / "data", n_train=20, n_test=10))
 
 
+CLASH = (
+    "from spikedriven.neurons import ThresholdNeuron, register_neuron\n"
+    "@register_neuron\n"
+    "class Mine(ThresholdNeuron):\n"
+    "    name = 'lif'\n"
+)
+
 CASES = [
     # (id, extra args or a callable(tmp_path, data) -> args, words expected in the message)
     ("unknown key with hyphen", lambda t, d: ["-c", write(t, "a.yml", "model-ema: true\n")], ["model-ema", "did you mean"]),
@@ -44,10 +51,19 @@ CASES = [
     ("dim vs heads", lambda t, d: ["-c", CONF, "--dim", "40", "--num-heads", "3"], ["not divisible by num_heads"]),
     ("T < 1", lambda t, d: ["-c", CONF, "--time-steps", "0"], ["time_steps"]),
     ("pooling_stat", lambda t, d: ["-c", CONF, "--pooling-stat", "00112"], ["pooling_stat"]),
-    ("spike mode", lambda t, d: ["-c", CONF, "--spike-mode", "lif2"], ["spike_mode", "lif, if, if_soft"]),
+    ("spike mode", lambda t, d: ["-c", CONF, "--spike-mode", "lif2"], ["unknown spike mode 'lif2'", "if, if_soft, if_learnable, lif", "--plugins"]),
     ("surrogate", lambda t, d: ["-c", CONF, "--surrogate", "relu"], ["surrogate", "sigmoid"]),
     ("threshold", lambda t, d: ["-c", CONF, "--v-threshold", "-1"], ["v_threshold"]),
-    ("soft reset with v_reset", lambda t, d: ["-c", CONF, "--spike-mode", "if_soft", "--v-reset", "0"], ["soft reset"]),
+    ("soft reset with v_reset", lambda t, d: ["-c", CONF, "--spike-mode", "if_soft", "--v-reset", "0"], ["'if_soft' takes no v_reset"]),
+    ("tau with IF", lambda t, d: ["-c", CONF, "--spike-mode", "if", "--tau", "3"], ["'if' takes no tau (given 3.0)", "v_reset"]),
+    ("levels with LIF", lambda t, d: ["-c", CONF, "--levels", "8"], ["'lif' takes no setting levels"]),
+    ("levels out of range", lambda t, d: ["-c", CONF, "--spike-mode", "multispike", "--levels", "300"], ["levels", "1 .. 255"]),
+    ("bad neuron args", lambda t, d: ["-c", CONF, "--neuron-args", "levels"], ["neuron_args", "key=value"]),
+    ("plugin missing", lambda t, d: ["-c", CONF, "--plugins", str(t / "nope.py")], ["plugin", "nope.py", "does not exist"]),
+    ("plugin not a module", lambda t, d: ["-c", CONF, "--plugins", "no_such_module_here"], ["neither a .py file nor an importable module"]),
+    ("plugin fails to import", lambda t, d: ["-c", CONF, "--plugins", write(t, "broken.py", "import math\nraise RuntimeError('half written')\n")], ["broken.py failed to import", "RuntimeError: half written"]),
+    ("plugin registers nothing", lambda t, d: ["-c", CONF, "--plugins", write(t, "empty.py", "X = 1\n")], ["registered no neuron", "@register_neuron"]),
+    ("plugin takes a built-in name", lambda t, d: ["-c", CONF, "--plugins", write(t, "clash.py", CLASH)], ["named 'lif' is registered already"]),
     ("missing dataset", lambda t, d: ["-c", CONF, "--data-dir", str(t / "empty"), *TINY_RUN], ["dataset not found", "cifar-10-batches-py", "--download"]),
     ("partial dataset", lambda t, d: ["-c", CONF, "--data-dir", _drop(d, "data_batch_3"), *TINY_RUN], ["missing: data_batch_3"]),
     ("corrupt pickle", lambda t, d: ["-c", CONF, "--data-dir", _corrupt(d), *TINY_RUN], ["test_batch", "not a readable CIFAR pickle"]),

@@ -7,6 +7,7 @@ import torch
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven import ConfigError, SpikeRecorder, SpikingNeuron
 from spikedriven.models import SpikeDrivenTransformer
+from spikedriven.neurons import NEURONS
 
 from conftest import tiny_model_kwargs
 
@@ -33,7 +34,7 @@ def test_no_dead_weights():
     assert not [k for k in keys if "talking_heads" in k]
 
 
-@pytest.mark.parametrize("mode", ["lif", "if", "if_soft"])
+@pytest.mark.parametrize("mode", list(NEURONS))
 def test_shapes_4d_5d_and_tet(mode):
     model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode=mode)).eval()
     x = torch.randn(3, 3, 16, 16)
@@ -55,21 +56,22 @@ def test_wrong_input_is_a_clear_error():
         model(torch.randn(3, 16, 16))
 
 
-@pytest.mark.parametrize("mode", ["lif", "if", "if_soft"])
-def test_every_neuron_layer_emits_only_binary_spikes(mode):
+@pytest.mark.parametrize("mode", list(NEURONS))
+def test_every_neuron_layer_emits_only_spikes(mode):
     model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode=mode, depth=2))
+    levels = model.spike_levels
     with SpikeRecorder(model, keep_spikes=True) as rec:
         model(torch.randn(4, 3, 16, 16) * 3)
     # SPS: 4 neurons; per block: shortcut, q, k, v, kv, fc1, fc2; head: 1
     assert len(rec.spikes) == 4 + 2 * 7 + 1
     for name, outs in rec.spikes.items():
-        assert set(outs[0].unique().tolist()) <= {0.0, 1.0}, name
+        assert set(outs[0].unique().tolist()) <= {k / levels for k in range(levels + 1)}, name
         assert outs[0].shape[:2] == (2, 4), name
     # hooks are gone after the block: recording costs nothing when off
     assert all(not m._forward_hooks for m in model.modules())
 
 
-@pytest.mark.parametrize("mode", ["lif", "if", "if_soft"])
+@pytest.mark.parametrize("mode", list(NEURONS))
 def test_gradients_reach_the_first_conv(mode):
     model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode=mode))
     loss = model(torch.randn(4, 3, 16, 16)).logsumexp(-1).sum()
@@ -107,7 +109,7 @@ def test_heads_group_channels_like_the_reference():
         (dict(embed_dim=32, num_heads=3), "num_heads"),
         (dict(T=0), "T must be"),
         (dict(pooling_stat="012"), "pooling_stat"),
-        (dict(spike_mode="relu"), "lif, if, if_soft"),
+        (dict(spike_mode="relu"), "registered neurons: if, if_soft"),
         (dict(depth=1.5), "depth"),
     ],
 )

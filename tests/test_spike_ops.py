@@ -9,7 +9,7 @@ from conftest import tiny_model_kwargs
 from torch import nn
 
 from spikedriven.models.sdt import SpikeDrivenTransformer
-from spikedriven.neurons import NeuronSpec, create_neuron
+from spikedriven.neurons import NEURONS, NeuronSpec, create_neuron
 from spikedriven.spike_ops import (
     SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, norm_then, saved_tensor_bytes, spike_conv2d, spike_max_pool2d,
     spike_mul,
@@ -133,8 +133,10 @@ def test_norm_then_recomputes_under_the_forward_autocast():
 
 
 @pytest.mark.parametrize("mode,share", [("lean", 0.6), ("min", 0.3)])
-@pytest.mark.parametrize("spike_mode,mlp_ratio", [("if_soft", 4.0), ("lif", 1.0)])
+@pytest.mark.parametrize("spike_mode,mlp_ratio", [*((name, 4.0) for name in NEURONS), ("lif", 1.0)])
 def test_model_with_lean_ops_equals_plain_model(mode, share, spike_mode, mlp_ratio):
+    """Every registered neuron: the same logits, gradients (a learnable leak's and threshold's too) and
+    batch-norm statistics with the lean and min backward as with full tensors."""
     torch.manual_seed(0)
     lean = SpikeDrivenTransformer(**tiny_model_kwargs(depth=2, spike_mode=spike_mode, mlp_ratio=mlp_ratio))
     plain = copy.deepcopy(lean)

@@ -63,7 +63,7 @@ def test_interrupted_study_resumes_and_tabulates(study, capsys):
         assert float(row["mean_firing_rate"]) == pytest.approx(statistics.fmean(m["mean_firing_rate"] for m in metrics))
         assert float(row["energy_uj_per_image"]) == pytest.approx(statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in metrics))
     md = (folder / "results.md").read_text()
-    assert "IF soft reset" in md and "±" in md and "picked on test set" in md
+    assert "IF, soft reset" in md and "±" in md and "picked on test set" in md
     for name in ("curves.png", "firing.png"):
         assert (folder / name).read_bytes()[:8] == PNG
     study_yaml = (folder / "study.yaml").read_text()

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import DataError
-from .monitor import SpikeRecorder
+from .monitor import SpikeRecorder, neuron_layers
 
 E_MAC = 4.6e-12  # joules per multiply-accumulate (45 nm)
 E_AC = 0.9e-12  # joules per accumulate (45 nm)
@@ -44,8 +44,8 @@ class LayerOps:
     module_type: str
     macs_per_step: int = 0  # dense MACs per image and time step, bias excluded
     time_steps: int = 0
-    spike_input: bool = True  # every input seen so far was binary
-    input_sum: Optional[torch.Tensor] = None  # [T] float64: sum of the input per step
+    spike_input: bool = True  # every input seen so far was spikes (binary, or k / levels)
+    input_sum: Optional[torch.Tensor] = None  # [T] float64: sum of the input per step (of its events for spikes)
     input_elements: int = 0  # input elements per step, summed over samples
 
     @property
@@ -100,6 +100,7 @@ class OperationCounter:
         )
         self._batch: Optional[int] = None
         self._handles: list = []
+        self.levels = getattr(model, "spike_levels", 1)  # of the spikes a layer without its own `levels` sees
 
     def _record_batch(self, module, args):
         if not args or not isinstance(args[0], torch.Tensor):
@@ -120,8 +121,13 @@ class OperationCounter:
                     f"layer {name}: time steps or MACs per image changed from "
                     f"{stats.time_steps}, {stats.macs_per_step} to {t}, {macs} while counting"
                 )
-            stats.spike_input = stats.spike_input and bool(((x == 0) | (x == 1)).all())
-            stats.input_sum += x.sum(dim=(1, 2), dtype=torch.float64).cpu()
+            # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference
+            levels = getattr(module, "levels", None) or self.levels
+            events = x.double() * levels
+            whole = events.round()
+            stats.spike_input = stats.spike_input and bool(
+                ((events - whole).abs() < 1e-4 * levels).all() and (whole >= 0).all() and (whole <= levels).all())
+            stats.input_sum += (whole if stats.spike_input else x.double()).sum(dim=(1, 2)).cpu()
             stats.input_elements += x[0].numel()
 
         return record
@@ -145,7 +151,8 @@ def convention(e_mac: float = E_MAC, e_ac: float = E_AC) -> str:
     return (
         f"per image; only Conv2d/Linear layers, MACs without bias; "
         f"E_snn = E_MAC x T x MACs(layers fed by real values: the first conv) + E_AC x sum SOPs(spike-fed layers), "
-        f"SOP_l = fr_in(l) x T x MACs_l; E_ann = E_MAC x sum of dense MACs of all layers (one pass, no T); "
+        f"SOP_l = fr_in(l) x T x MACs_l, fr_in = spike events per input and step (a multi-level spike k / levels is "
+        f"k events); E_ann = E_MAC x sum of dense MACs of all layers (one pass, no T); "
         f"E_MAC = {e_mac * 1e12:g} pJ, E_AC = {e_ac * 1e12:g} pJ"
     )
 
@@ -201,6 +208,11 @@ def _spec_dict(model: nn.Module, attr: str) -> Optional[dict]:
     return spec.to_dict() if spec is not None else None
 
 
+def learned_settings(model: nn.Module) -> dict:
+    """Per neuron layer, the current values of its learnable settings (PLIF's tau, a learned threshold)."""
+    return {name: values for name, m in neuron_layers(model).items() if (values := m.learned())}
+
+
 @torch.no_grad()
 def analyze(
     model: nn.Module,
@@ -253,6 +265,7 @@ def analyze(
         mean_firing_rate=mean_rate,
         neuron=_spec_dict(model, "neuron_spec"),
         attn_neuron=_spec_dict(model, "attn_neuron_spec"),
+        learned_neuron_settings=learned_settings(model),
         firing_rates=rates,
         layers=layers,
         totals=totals,

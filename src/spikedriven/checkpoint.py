@@ -24,8 +24,16 @@ from .errors import CheckpointError
 FORMAT_NAME = "spikedriven"
 FORMAT_VERSION = 1
 
-# The original SDSA defines an 8x8 Conv1d ("talking heads") that forward never uses.
-DEAD_KEYS = re.compile(r"^block\.\d+\.attn\.talking_heads\.weight$")
+# The original SDSA defines an 8x8 Conv1d ("talking heads") that forward never uses, and two neuron
+# layers (SPS's rpe_lif, SDSA's attn_lif) that it never calls: with PLIF they hold a leak parameter.
+DEAD_KEYS = re.compile(r"^(block\.\d+\.attn\.talking_heads\.weight|patch_embed\.rpe_lif\..*|block\.\d+\.attn\.attn_lif\..*)$")
+# The original's neuron layers under our names (their state: PLIF's leak parameter w).
+ORIGINAL_NEURON_NAMES = {
+    "proj_lif": "proj_neuron", "proj_lif1": "proj_neuron1", "proj_lif2": "proj_neuron2", "proj_lif3": "rpe_neuron",
+    "shortcut_lif": "shortcut_neuron", "q_lif": "q_neuron", "k_lif": "k_neuron", "v_lif": "v_neuron",
+    "talking_heads_lif": "kv_neuron", "fc1_lif": "fc1_neuron", "fc2_lif": "fc2_neuron", "head_lif": "head_neuron",
+}
+_NEURON_KEY = re.compile(r"^((?:.*\.)?)(\w+_lif\d?)(\..+)$")
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -95,14 +103,18 @@ def original_args(ckpt: Mapping) -> dict:
 
 
 def clean_state_dict(state_dict: Mapping[str, Any]) -> dict:
-    """Strip DDP / compile prefixes and drop the known dead keys."""
+    """Strip DDP / compile prefixes, drop the known dead keys, name the original's neuron layers as ours."""
     out = {}
     for key, value in state_dict.items():
         for prefix in ("module.", "_orig_mod."):
             while key.startswith(prefix):
                 key = key[len(prefix):]
-        if not DEAD_KEYS.match(key):
-            out[key] = value
+        if DEAD_KEYS.match(key):
+            continue
+        found = _NEURON_KEY.match(key)
+        if found and found.group(2) in ORIGINAL_NEURON_NAMES:
+            key = found.group(1) + ORIGINAL_NEURON_NAMES[found.group(2)] + found.group(3)
+        out[key] = value
     return out
 
 
@@ -124,31 +136,39 @@ def fit_report(model: nn.Module, state_dict: Mapping[str, Any]) -> Optional[str]
     return "; ".join(parts) or None
 
 
-# Settings that change what a model computes without changing the shapes of its weights:
-# loading weights trained with other values would go unnoticed by the strict key and shape check.
-SHAPELESS_SETTINGS = ("spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha", "detach_reset",
-                      "attn_v_threshold", "T", "tet", "pooling_stat", "num_heads")
-# The original code's argument names for them, as its pickled Namespace records them.
+# The original code's argument names for model settings, as its pickled Namespace records them.
 ORIGINAL_SETTING_NAMES = {"spike_mode": "spike_mode", "time_steps": "T", "TET": "tet", "pooling_stat": "pooling_stat",
                           "num_heads": "num_heads"}
+
+
+def flat_model_args(args: Mapping) -> dict:
+    """Model settings with the neuron's spelled out: ``{"T": 4, "spike_mode": "lif", "tau": 2.0, ...}``."""
+    flat = {k: v for k, v in args.items() if k != "neuron"}
+    neuron = args.get("neuron")
+    if isinstance(neuron, Mapping):
+        flat["spike_mode"] = neuron.get("mode")
+        flat.update({k: v for k, v in neuron.items() if k != "mode"})
+    return flat
 
 
 def recorded_model_args(ckpt: Mapping) -> dict:
     """The model settings a checkpoint records (ours: its ``model_args``; the original's: its arguments)."""
     if not is_original_format(ckpt):
-        return dict(ckpt.get("model_args") or {})
+        return flat_model_args(ckpt.get("model_args") or {})
     args = original_args(ckpt)
     return {ours: args[theirs] for theirs, ours in ORIGINAL_SETTING_NAMES.items() if args.get(theirs) is not None}
 
 
 def settings_mismatch(model: nn.Module, ckpt: Mapping) -> list[str]:
-    """Each setting in which ``model`` differs from what ``ckpt`` was trained with, as 'name recorded (the model has value)'."""
-    have = getattr(model, "model_args", None) or {}
+    """Each setting in which ``model`` differs from what ``ckpt`` was trained with, as 'name recorded (the model
+    has value)'. Shapes are ``fit_report``'s business; this catches what keeps them: the neuron, T, heads."""
+    have = flat_model_args(getattr(model, "model_args", None) or {})
     recorded = recorded_model_args(ckpt)
     return [
         f"{key} {recorded[key]!r} (the model has {have[key]!r})"
-        for key in SHAPELESS_SETTINGS
-        if key in have and key in recorded and recorded[key] != have[key]
+        for key in recorded
+        # None: a setting left to the neuron's default by an earlier version
+        if key in have and recorded[key] is not None and recorded[key] != have[key]
     ]
 
 

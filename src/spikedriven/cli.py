@@ -155,25 +155,20 @@ def _add_study(sub) -> None:
 def _run_study(args, argv_hint: str) -> int:
     from .config import overrides_from_args
     from .errors import ConfigError
-    from .neurons import SPIKE_MODES
-    from .study import check_devices, parse_list, parse_sets, run_study, split_thresholds
+    from .study import check_devices, parse_list, parse_sets, run_study
 
     overrides = {**parse_sets(args.set), **overrides_from_args(args)}
     for key in ("spike_mode", "v_threshold", "output"):
         if key in overrides:
             raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
     modes = parse_list(args.modes, str, "--modes")
-    unknown = [m for m in modes if m not in SPIKE_MODES]
-    if unknown:
-        raise ConfigError(f"unknown spike mode(s) {', '.join(unknown)} in --modes; valid: {', '.join(SPIKE_MODES)}")
     if args.nproc_per_run < 1:
         raise ConfigError("--nproc-per-run must be >= 1")
-    thresholds, lif_thresholds = split_thresholds(modes, args.thresholds, args.lif_thresholds)
     devices = parse_list(args.devices, str, "--devices") if args.devices else None
     if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
         check_devices(devices)
     run_study(
-        args.config, overrides, modes, thresholds, lif_thresholds, args.seeds, study_dir=args.study_dir,
+        args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
         rerun_stale=args.rerun_stale, command_line=args.command_line,
     )
@@ -192,7 +187,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study]
+def _add_neurons(sub) -> None:
+    p = sub.add_parser("neurons", help="list the registered neurons: equations, settings and defaults, cost per step",
+                       description="List every registered neuron (built in, and those of --plugins) with its "
+                                   "equations, its settings and their defaults, and the surrogate gradients.")
+    p.add_argument("--plugins", nargs="+", default=[], metavar="FILE_OR_MODULE",
+                   help="also load neurons of your own from these Python files or modules")
+    _common(p)
+    p.set_defaults(func=_run_neurons)
+
+
+def _run_neurons(args, argv_hint: str) -> int:
+    from .neurons import describe_neurons, load_plugins
+
+    load_plugins(args.plugins)
+    print(describe_neurons())
+    return 0
+
+
+SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study, _add_neurons]
+
+
+def _plugins_in(argv: list) -> list:
+    """The values of ``--plugins`` on the command line, loaded before the parser is built so that
+    their neurons' settings get flags of their own."""
+    found, i = [], 0
+    while i < len(argv):
+        if argv[i].startswith("--plugins="):
+            found += argv[i].partition("=")[2].replace(",", " ").split()
+        elif argv[i] == "--plugins":
+            while i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+                i += 1
+                found += argv[i].replace(",", " ").split()
+        i += 1
+    return found
 
 
 # What a Ctrl-C outside a run's own stop handling (start-up, evaluation, tables) leaves behind.
@@ -239,6 +267,9 @@ def main(argv=None, prog_hint: str = "spikedriven") -> int:
 def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
+        from .neurons import load_plugins
+
+        load_plugins(_plugins_in(argv))
         parser = build_parser()
         args = parser.parse_args(argv)
         args.command_line = shlex.join(["spikedriven", *argv])  # the whole command, for messages that repeat it

@@ -13,13 +13,13 @@ import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import yaml
 
 from .atomic import write_text_atomic
 from .errors import ConfigError
-from .neurons import SPIKE_MODES, SURROGATES, NeuronSpec
+from .neurons import NEURONS, NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
 from .spike_ops import MEMORY_MODES
 
 DATASETS = ("torch/cifar10", "torch/cifar100", "sklearn/digits")
@@ -74,15 +74,21 @@ class Config:
     mlp_ratio: float = _f(4.0, "MLP hidden size / dim")
     time_steps: int = _f(4, "time steps T")
     pooling_stat: str = _f("0011", "max-pool after each of the four SPS stages (four 0/1 flags)")
-    # --- neuron
-    spike_mode: str = _f("lif", f"neuron model: {', '.join(SPIKE_MODES)}", choices=SPIKE_MODES)
+    # --- neuron (settings a neuron does not take must stay at these defaults; spikedriven neurons lists each one's)
+    spike_mode: str = _f("lif", "neuron model: a registered name (lif, lif_soft, plif, if, if_soft, if_learnable, "
+                         "multispike, or one of --plugins)")
     v_threshold: float = _f(1.0, "firing threshold u_th of every neuron but the attention one")
     v_reset: Optional[float] = _f(None, "hard-reset potential (none: 0 for lif/if; soft reset for if_soft)")
     tau: float = _f(2.0, "LIF membrane time constant")
-    surrogate: str = _f("sigmoid", f"surrogate gradient: {', '.join(SURROGATES)}", choices=tuple(SURROGATES))
-    surrogate_alpha: float = _f(4.0, "surrogate sharpness alpha")
+    surrogate: str = _f("sigmoid", "surrogate gradient: sigmoid, atan, piecewise_quadratic, erf, soft_sign, rect")
+    surrogate_alpha: Optional[float] = _f(None, "surrogate sharpness alpha (none: the surrogate's own, sigmoid 4, atan 2, "
+                                          "as SpikingJelly's)")
     detach_reset: bool = _f(True, "no gradient through the reset")
     attn_v_threshold: float = _f(0.5, "threshold of the neuron after the attention sum")
+    neuron_args: dict = _f({}, "further settings of the neuron by name (levels=8 for multispike); each neuron's "
+                           "own settings are also flags (--levels 8)")
+    plugins: list[str] = _f([], "Python files or modules that register neurons of your own (recorded: evaluation "
+                            "and resuming load them again)")
     # --- optimisation
     opt: str = _f("adamw", "timm optimizer name")
     lr: float = _f(3e-4, "peak learning rate")
@@ -139,24 +145,31 @@ class Config:
         return self.compile_mode if self.compile else None
 
     def neuron_spec(self) -> NeuronSpec:
-        return NeuronSpec(
-            mode=self.spike_mode,
-            v_threshold=self.v_threshold,
-            v_reset=self.v_reset,
-            tau=self.tau,
-            surrogate=self.surrogate,
-            surrogate_alpha=self.surrogate_alpha,
-            detach_reset=self.detach_reset,
-        )
+        """The neuron these settings describe, every setting filled in and checked. A setting the neuron
+        does not take is refused unless it is at its default (a config file shared by LIF and IF runs may
+        well say ``tau: 2.0``)."""
+        load_plugins(self.plugins)
+        takes = neuron_class(self.spike_mode).settings()
+        given = {}
+        for key in NEURON_FIELDS:
+            value = getattr(self, key)
+            if key in takes:
+                if value is not None:  # None: the neuron's own default
+                    given[key] = value
+            elif value != FIELDS[key].default:
+                raise ConfigError(
+                    f"neuron {self.spike_mode!r} takes no {key} (given {value!r}); its settings are "
+                    f"{', '.join(takes) or 'none'} (spikedriven neurons lists every neuron's)"
+                )
+        return resolve_spec(NeuronSpec(self.spike_mode, **given, **self.neuron_args))
 
     def model_kwargs(self) -> dict:
         """Arguments for ``timm.create_model(self.model, **kwargs)``."""
-        neuron = self.neuron_spec().to_dict()
-        neuron["spike_mode"] = neuron.pop("mode")
         return dict(
             num_classes=self.num_classes, img_size=self.img_size, in_chans=self.in_channels, embed_dim=self.dim,
             depth=self.layer, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, T=self.time_steps,
-            pooling_stat=self.pooling_stat, attn_v_threshold=self.attn_v_threshold, tet=self.tet, **neuron,
+            pooling_stat=self.pooling_stat, attn_v_threshold=self.attn_v_threshold, tet=self.tet,
+            neuron=self.neuron_spec().to_dict(),
         )
 
     def to_dict(self) -> dict:
@@ -205,11 +218,15 @@ class Config:
         need(self.log_interval >= 1, f"log_interval must be >= 1, got {self.log_interval}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        self.neuron_spec()  # neuron settings validate themselves
+        self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
+        self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
         return self
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+# The neuron settings with config fields of their own (the study's and SpikingJelly's names);
+# any other setting of a neuron goes through neuron_args.
+NEURON_FIELDS = ("v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha", "detach_reset")
 _HINTS = typing.get_type_hints(Config)
 
 
@@ -273,6 +290,14 @@ def coerce(name: str, value: Any, source: str) -> Any:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
         raise ConfigError(f"{where} must be a string, got {value!r}")
+    if typing.get_origin(base) is list:  # list[str]: names
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of names, got {value!r}")
+        return list(value)
+    if base is dict:
+        return _settings_mapping(value, where)
     if base is list:
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split()]
@@ -288,6 +313,31 @@ def coerce(name: str, value: Any, source: str) -> Any:
             raise ConfigError(f"{where} must be a list of finite numbers, got {value!r}")
         return out
     raise AssertionError(f"unhandled config type for {name}")
+
+
+def parse_key_values(items: Sequence[str], where: str) -> dict:
+    """``key=value`` words, each value read as a YAML scalar (``0.5``, ``true``, ``[1, 1]``, ``hard``)."""
+    pairs = {}
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{where} takes key=value, got {item!r}")
+        try:
+            pairs[key.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{where} {item!r}: the value is not a valid YAML scalar") from None
+    return pairs
+
+
+def _settings_mapping(value: Any, where: str) -> dict:
+    """A mapping of setting names to values: YAML's own, or ``key=value`` words from flags (``levels=8``)."""
+    if isinstance(value, str):
+        value = value.replace(",", " ").split()
+    if isinstance(value, (list, tuple)):
+        value = parse_key_values(value, where)
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in value):
+        raise ConfigError(f"{where} must map setting names to values, got {value!r}")
+    return dict(value)
 
 
 def closest_key(key: str) -> Optional[str]:
@@ -309,6 +359,15 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
             raise unknown_key_error(key, source)
         data[key] = coerce(key, value, source)
     return Config(**data).validate()
+
+
+def recorded_config(values: Mapping[str, Any], source: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """A run's recorded config (a checkpoint's, a config.yaml); plugins given now replace the recorded ones
+    before any is imported (a plugin file that moved, named again where it is now)."""
+    values = dict(values)
+    if overrides and "plugins" in overrides:
+        values["plugins"] = overrides["plugins"]
+    return from_mapping(values, source=source)
 
 
 def load_yaml(path: str | Path) -> dict:
@@ -370,18 +429,44 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
             continue
         base, _ = _base_type(name)
         kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=f.metadata.get("help", "").replace("%", "%%"))
-        if base is list:
+        if base in (list, dict) or typing.get_origin(base) is list:
             kwargs["nargs"] = "+"
         if base is bool:  # a bare --download means true; --download false still reads
             kwargs.update(nargs="?", const="true")
-        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X"}.get(base, "STR")
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X", dict: "KEY=VALUE"}.get(base, "NAME" if kwargs.get("nargs") else "STR")
         if f.metadata.get("auto"):
             metavar += "|auto"
         names = [flag_name(name)]
         if name == "tet":
             names.append("--TET")  # the study's spelling
         group.add_argument(*names, metavar=metavar, **kwargs)
+    _add_neuron_flags(parser)
+
+
+def _add_neuron_flags(parser) -> None:
+    """A flag for every setting of a registered neuron that has no config field of its own (into neuron_args)."""
+    import argparse
+
+    owners: dict[str, list] = {}
+    for name, cls in NEURONS.items():
+        for key, param in cls.settings().items():
+            if key not in FIELDS:
+                owners.setdefault(key, []).append((name, param))
+    if not owners:
+        return
+    group = parser.add_argument_group("settings of particular neurons (each also neuron_args: {KEY: VALUE} in YAML)")
+    for key, users in owners.items():
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(users[0][1].kind, "STR")
+        text = "; ".join(f"{name}: {param.doc} (default {param.default})" for name, param in users)
+        group.add_argument(flag_name(key), dest=f"neuron_{key}", metavar=metavar, default=argparse.SUPPRESS,
+                           help=text.replace("%", "%%"))
 
 
 def overrides_from_args(args) -> dict:
-    return {k[4:]: v for k, v in vars(args).items() if k.startswith("cfg_")}
+    values = vars(args)
+    overrides = {k[4:]: v for k, v in values.items() if k.startswith("cfg_")}
+    settings = {k[7:]: v for k, v in values.items() if k.startswith("neuron_")}
+    if settings:  # --levels 8 is neuron_args levels=8, read as YAML reads it
+        given = coerce("neuron_args", overrides.get("neuron_args", {}), "command line")
+        overrides["neuron_args"] = {**given, **{k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in settings.items()}}
+    return overrides

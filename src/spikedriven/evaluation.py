@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional
 
 from . import checkpoint as ckpt_io
 from .analysis import E_AC, E_MAC, analyze
-from .config import Config, coerce, from_mapping, load_config
+from .config import Config, coerce, from_mapping, load_config, recorded_config
 from .data import build_datasets, build_eval_loader, build_test_dataset
 from .distributed import resolve_device
 from .engine import AMP_DTYPES, FP16_NEEDS_CUDA
@@ -30,7 +30,7 @@ log = logging.getLogger("spikedriven")
 MODEL_SETTINGS = (
     "model", "layer", "dim", "num_heads", "mlp_ratio", "time_steps", "pooling_stat", "num_classes", "img_size",
     "in_channels", "tet", "spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha",
-    "detach_reset", "attn_v_threshold", "dataset", "mean", "std",
+    "detach_reset", "attn_v_threshold", "neuron_args", "dataset", "mean", "std",
 )
 
 # What the original code's pickled argparse Namespace records, under its own names.
@@ -68,7 +68,7 @@ def resolve_eval_config(
     """The config to evaluate with, and the settings overridden against the checkpoint."""
     overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}
     if "config" in ckpt and not ckpt_io.is_original_format(ckpt):
-        recorded = from_mapping(ckpt["config"], source="checkpoint config")
+        recorded = recorded_config(ckpt["config"], "checkpoint config", overrides)
         conflicts = _conflicts(recorded.to_dict(), overrides)
         if conflicts and not override:
             raise ConfigError(

@@ -24,7 +24,8 @@ class SpikeRecorder:
 
     Always keeps running per-time-step spike counts, so firing rates over many
     batches are weighted by samples (a partial last batch counts for what it
-    holds). With ``keep_spikes=True`` it also keeps the spike tensors themselves.
+    holds). A multi-level spike ``k / levels`` counts as k spikes (events), so
+    such a layer's firing rate is events per neuron and step and may exceed 1. With ``keep_spikes=True`` it also keeps the spike tensors themselves.
     """
 
     def __init__(self, model: nn.Module, keep_spikes: bool = False):
@@ -45,6 +46,9 @@ class SpikeRecorder:
             out = output.detach()
             # summed on the device: reading back per layer and batch would stall the GPU
             per_step = out.reshape(out.shape[0], -1).sum(dim=1, dtype=torch.float64)
+            levels = module.output_levels()
+            if levels != 1:  # a multi-level spike k / levels is k events
+                per_step = per_step * levels
             if name in self._counts and self._counts[name].shape == per_step.shape:
                 self._counts[name] += per_step
             elif name in self._counts:

@@ -130,17 +130,37 @@ def plot_energy(path: PathLike, result: Mapping[str, Any]) -> Path:
     return path
 
 
+def plot_learned_settings(path: PathLike, result: Mapping[str, Any]) -> Path:
+    """One bar per neuron layer for each learned setting (PLIF's tau, a learned threshold)."""
+    learned = result["learned_neuron_settings"]
+    names = list(learned)
+    keys = list(dict.fromkeys(k for values in learned.values() for k in values))
+    fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 2.0), 3.2 * len(keys) + 1.0), layout="constrained")
+    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+    for ax, key in zip(axes, keys):
+        ax.bar(range(len(names)), [learned[n].get(key, math.nan) for n in names], color="tab:purple")
+        ax.set_ylabel(key)
+        ax.set_xticks(range(len(names)), names if ax is axes[-1] else [""] * len(names), rotation=75, ha="right", fontsize=7)
+    fig.suptitle("Learned neuron settings per layer")
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    return path
+
+
 def write_evaluation(folder: PathLike, result: Mapping[str, Any], config: Optional[Mapping] = None, checkpoint: Optional[PathLike] = None) -> dict[str, Path]:
     """Write every file of an evaluation folder; returns them by name."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    return {
+    files = {
         "metrics": write_metrics(folder / METRICS_FILE, result, config, checkpoint),
         "firing_rates_csv": write_firing_rates_csv(folder / "firing_rates.csv", result),
         "energy_csv": write_energy_csv(folder / "energy.csv", result),
         "firing_rates_png": plot_firing_rates(folder / "firing_rates.png", result),
         "energy_png": plot_energy(folder / "energy.png", result),
     }
+    if result.get("learned_neuron_settings"):
+        files["learned_png"] = plot_learned_settings(folder / "learned_settings.png", result)
+    return files
 
 
 # ----------------------------------------------------------- terminal table
@@ -171,6 +191,10 @@ def format_summary(result: Mapping[str, Any]) -> str:
         f"SNN/ANN {'-' if ratio is None else f'{ratio:.4f}'}",
         f"convention: {result['convention']}",
     ]
+    for key in dict.fromkeys(k for values in (result.get("learned_neuron_settings") or {}).values() for k in values):
+        values = [v[key] for v in result["learned_neuron_settings"].values() if key in v]
+        lines.append(f"learned {key} over {len(values)} layers: min {min(values):.4g}  mean {sum(values) / len(values):.4g}  "
+                     f"max {max(values):.4g}")
     rates = result["firing_rates"]
     if rates:
         width = max(len(n) for n in rates)
@@ -213,11 +237,12 @@ def find_metrics(path: PathLike) -> list[Path]:
 
 
 def _neuron_setting(metrics: Mapping, neuron_key: str, config_key: str) -> Any:
-    """From the model's recorded neuron spec, else from the run config."""
-    for source, key in ((metrics.get("neuron"), neuron_key), (metrics.get("config"), config_key)):
-        if isinstance(source, Mapping) and key in source:
-            return source[key]
-    return None
+    """From the model's recorded neuron spec (a neuron without the setting has none), else from the run config."""
+    neuron = metrics.get("neuron")
+    if isinstance(neuron, Mapping):
+        return neuron.get(neuron_key)
+    config = metrics.get("config")
+    return config.get(config_key) if isinstance(config, Mapping) else None
 
 
 def _compare_row(label: str, path: Path, metrics: Mapping) -> dict:

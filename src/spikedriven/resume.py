@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import checkpoint as ckpt_io
-from .config import FIELDS, Config, coerce, from_mapping
+from .config import FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, recorded_config
 from .errors import CheckpointError, ConfigError
 
 log = logging.getLogger("spikedriven")
@@ -27,7 +27,7 @@ CHECKPOINT_NAMES = ("last.pth.tar", "best.pth.tar")
 # How a run is carried out, not what it computes: a resume may change these.
 RUNTIME_SETTINGS = (
     "data_dir", "download", "workers", "val_batch_size", "device", "channels_last", "backward_memory", "compile",
-    "compile_mode", "nonfinite", "log_interval", "output",
+    "compile_mode", "nonfinite", "log_interval", "output", "plugins",
 )
 # The length of the schedule: a resume may change it (the schedule is re-planned); a study may not.
 SCHEDULE_LENGTH = ("epochs", "cooldown_epochs")
@@ -41,9 +41,13 @@ def show(value: Any) -> str:
 
 
 def setting_changes(old: Config, new: Config, ignore: tuple = ()) -> dict[str, tuple[Any, Any]]:
-    """``{name: (old, new)}`` for every field that differs, in the config's order."""
+    """``{name: (old, new)}`` for every field that differs, in the config's order. The neuron's fields
+    count as changed only if the neurons they describe differ (``surrogate_alpha: none`` is sigmoid's 4)."""
     a, b = old.to_dict(), new.to_dict()
-    return {k: (a[k], b[k]) for k in FIELDS if k not in ignore and a[k] != b[k]}
+    same_neuron = old.neuron_spec() == new.neuron_spec()
+    neuron_fields = {"spike_mode", "neuron_args", *NEURON_FIELDS}
+    return {k: (a[k], b[k]) for k in FIELDS
+            if k not in ignore and a[k] != b[k] and not (same_neuron and k in neuron_fields)}
 
 
 # ------------------------------------------------------------ which checkpoint
@@ -146,8 +150,8 @@ def resolve_config(cfg: Config, requested: Mapping[str, Any], plan: ResumePlan,
             "without config and optimizer); add --no-resume-opt to start a new run from its weights"
         )
     sources = sources or {}
-    run = from_mapping(ckpt["config"], source=f"{plan.checkpoint} config")
     wanted = _typed(requested, sources)
+    run = recorded_config(ckpt["config"], f"{plan.checkpoint} config", wanted)
     if "output" in wanted and wanted["output"] is not None and Path(wanted["output"]).resolve() != plan.run_dir.resolve():
         raise ConfigError(
             f"a resumed run continues in its own folder {plan.run_dir}, and --output names {wanted['output']}; drop "

@@ -3,10 +3,11 @@
 * Spike inputs as bool. A convolution, a product or a max-pool keeps its
   input for backward. A spike tensor holds only 0 and 1, so it is kept as
   ``torch.bool`` (1 byte instead of 4 for fp32) and turned back into the
-  compute dtype when backward needs it. The model calls these only on neuron
-  outputs and on pools or products of them, which are binary by
-  construction; the functions do not check it, as a check would cost a device
-  synchronisation on every call.
+  compute dtype when backward needs it; multi-level spikes ``k / levels``
+  (``levels`` > 1) are kept as the uint8 ``k``, exactly. The model calls
+  these only on neuron outputs and on pools or products of them, which take
+  those values by construction; the functions do not check it, as a check
+  would cost a device synchronisation on every call.
 * Batch norm, then neuron or max-pool (``norm_then``): backward recomputes
   the normalised tensor and what follows it (membrane potentials, pooling
   indices) from the batch norm's input instead of keeping them.
@@ -103,8 +104,20 @@ def _tracked(*tensors: Optional[torch.Tensor]) -> bool:
     return _active_mode(*tensors) != "full"
 
 
-def _unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return packed.to(dtype)  # keeps the memory format (channels_last stays channels_last)
+def _pack(x: torch.Tensor, levels: int) -> torch.Tensor:
+    """Spikes in one byte each: bool for binary spikes, the uint8 level k of a multi-level spike
+    k / levels; beyond 255 levels the tensor itself."""
+    if levels == 1:
+        return x.to(torch.bool)
+    return (x * levels).round().to(torch.uint8) if levels <= 255 else x
+
+
+def _unpack(packed: torch.Tensor, dtype: torch.dtype, levels: int = 1) -> torch.Tensor:
+    # .to keeps the memory format (channels_last stays channels_last); k / levels is the
+    # division the neuron made, so the values come back bit for bit
+    if packed.dtype == torch.uint8:
+        return packed.to(dtype) / levels
+    return packed.to(dtype)
 
 
 # ------------------------------------------------------------- convolution
@@ -112,11 +125,12 @@ def _unpack(packed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 class _SpikeConv2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups, levels):
         out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-        ctx.save_for_backward(x.to(torch.bool), weight)
+        ctx.save_for_backward(_pack(x, levels), weight)
         # under autocast the convolution ran in out.dtype; backward repeats that
         ctx.conf = (stride, padding, dilation, groups)
+        ctx.levels = levels
         ctx.dtypes = (x.dtype, out.dtype)
         ctx.bias_shape = None if bias is None else list(bias.shape)
         return out
@@ -130,7 +144,7 @@ class _SpikeConv2d(torch.autograd.Function):
         needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
         grad_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
             grad_out.to(compute),
-            _unpack(packed, compute),
+            _unpack(packed, in_dtype, ctx.levels).to(compute),
             weight.to(compute),
             ctx.bias_shape,
             list(stride),
@@ -147,24 +161,29 @@ class _SpikeConv2d(torch.autograd.Function):
             grad_w = grad_w.to(weight.dtype)
         if grad_b is not None:
             grad_b = grad_b.to(weight.dtype)
-        return grad_x, grad_w, grad_b, None, None, None, None
+        return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
-def spike_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1):
-    """``F.conv2d`` for a binary input ``x``, keeping ``x`` as bool for backward."""
+def spike_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, levels=1):
+    """``F.conv2d`` for a spike input ``x`` (values k / levels), keeping ``x`` in one byte for backward."""
     if not _tracked(x, weight, bias) or not x.is_floating_point():
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     pair = nn.modules.utils._pair
-    return _SpikeConv2d.apply(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups)
+    return _SpikeConv2d.apply(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups, levels)
 
 
 class SpikeConv2d(nn.Conv2d):
-    """A ``Conv2d`` whose input is always spikes (same parameters and state-dict keys)."""
+    """A ``Conv2d`` whose input is always spikes (same parameters and state-dict keys);
+    ``levels``: the spikes' levels (1: binary)."""
+
+    def __init__(self, *args, levels: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.levels = levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super().forward(x)
-        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.levels)
 
 
 # ---------------------------------------------------------------- max-pool
@@ -172,42 +191,47 @@ class SpikeConv2d(nn.Conv2d):
 
 class _SpikeMaxPool2d(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode):
+    def forward(ctx, x, kernel_size, stride, padding, dilation, ceil_mode, levels):
         ctx.conf = (kernel_size, stride, padding, dilation, ceil_mode)
-        ctx.dtype = x.dtype
-        ctx.save_for_backward(x.to(torch.bool))
+        ctx.dtype, ctx.levels = x.dtype, levels
+        ctx.save_for_backward(_pack(x, levels))
         return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         (packed,) = ctx.saved_tensors
-        x = _unpack(packed, ctx.dtype)
+        x = _unpack(packed, ctx.dtype, ctx.levels)
         # the indices are recomputed from the input instead of kept (int64, 8 bytes each)
         _, indices = F.max_pool2d(x, *ctx.conf, return_indices=True)
         grad = torch.ops.aten.max_pool2d_with_indices_backward(grad_out, x, *map(_as_list, ctx.conf[:4]), ctx.conf[4], indices)
-        return grad, None, None, None, None, None
+        return grad, None, None, None, None, None, None
 
 
 def _as_list(value):
     return list(nn.modules.utils._pair(value))
 
 
-def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False):
-    """``F.max_pool2d`` for a binary input, keeping the input as bool and no indices."""
+def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, levels=1):
+    """``F.max_pool2d`` for a spike input, keeping the input in one byte and no indices."""
     stride = kernel_size if stride is None else stride
     if not _tracked(x) or not x.is_floating_point():
         return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
-    return _SpikeMaxPool2d.apply(x, kernel_size, stride, padding, dilation, ceil_mode)
+    return _SpikeMaxPool2d.apply(x, kernel_size, stride, padding, dilation, ceil_mode, levels)
 
 
 class SpikeMaxPool2d(nn.MaxPool2d):
-    """A ``MaxPool2d`` whose input is always spikes."""
+    """A ``MaxPool2d`` whose input is always spikes (``levels``: their levels, 1 for binary)."""
+
+    def __init__(self, *args, levels: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.levels = levels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.return_indices:
             return super().forward(x)
-        return spike_max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode)
+        return spike_max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
+                                self.levels)
 
 
 # ----------------------------------------------------------------- product
@@ -215,9 +239,9 @@ class SpikeMaxPool2d(nn.MaxPool2d):
 
 class _SpikeMul(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, a, b):
-        ctx.dtypes = (a.dtype, b.dtype)
-        ctx.save_for_backward(a.to(torch.bool), b.to(torch.bool))
+    def forward(ctx, a, b, levels):
+        ctx.dtypes, ctx.levels = (a.dtype, b.dtype), levels
+        ctx.save_for_backward(_pack(a, levels), _pack(b, levels))
         return a * b
 
     @staticmethod
@@ -227,17 +251,17 @@ class _SpikeMul(torch.autograd.Function):
         dtype_a, dtype_b = ctx.dtypes
         grad_a = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_a = (grad * _unpack(packed_b, dtype_b)).sum_to_size(packed_a.shape).to(dtype_a)
+            grad_a = (grad * _unpack(packed_b, dtype_b, ctx.levels)).sum_to_size(packed_a.shape).to(dtype_a)
         if ctx.needs_input_grad[1]:
-            grad_b = (grad * _unpack(packed_a, dtype_a)).sum_to_size(packed_b.shape).to(dtype_b)
-        return grad_a, grad_b
+            grad_b = (grad * _unpack(packed_a, dtype_a, ctx.levels)).sum_to_size(packed_b.shape).to(dtype_b)
+        return grad_a, grad_b, None
 
 
-def spike_mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``a * b`` (broadcasting) for binary ``a`` and ``b``, keeping both as bool."""
+def spike_mul(a: torch.Tensor, b: torch.Tensor, levels: int = 1) -> torch.Tensor:
+    """``a * b`` (broadcasting) for spikes ``a`` and ``b`` of ``levels`` levels, keeping both in one byte each."""
     if not _tracked(a, b) or not (a.is_floating_point() and b.is_floating_point()):
         return a * b
-    return _SpikeMul.apply(a, b)
+    return _SpikeMul.apply(a, b, levels)
 
 
 # ------------------------- (convolution,) batch norm, then neuron or max-pool
@@ -272,12 +296,12 @@ def _chain(layers: Sequence[nn.Module], params: Optional[Sequence[torch.Tensor]]
     return apply
 
 
-def _spikes_in(layers: Sequence[nn.Module]) -> bool:
-    """Whether the first layer that does something is one that only ever sees spikes."""
+def _spike_levels_in(layers: Sequence[nn.Module]) -> int:
+    """The levels of the spikes the first layer that does something only ever sees (0: not spikes)."""
     for layer in layers:
         if not isinstance(layer, nn.Identity):
-            return isinstance(layer, (SpikeConv2d, SpikeMaxPool2d))
-    return False
+            return layer.levels if isinstance(layer, (SpikeConv2d, SpikeMaxPool2d)) else 0
+    return 0
 
 
 def _autocast_state(device_type: str) -> tuple[str, bool, torch.dtype]:
@@ -289,38 +313,42 @@ def _identity(y: torch.Tensor) -> torch.Tensor:
 
 
 class _NormThen(torch.autograd.Function):
-    """``fn(norm(pre(x)))`` keeping only ``x`` (as bool when it is spikes) for backward.
+    """``fn(norm(pre(x)))`` keeping only ``x`` (in one byte when it is spikes) for backward.
 
     Without it, backward holds the batch norm's input and what ``fn`` keeps
     (a neuron's potentials, a max-pool's input and indices), at least two
     tensors of the batch norm's size. Backward recomputes them from ``x``
     (cheap element-wise work, plus the ``pre`` layers: a convolution) with the
     same calls as forward, so values and gradients are identical.
-    ``pre_params`` are the parameters of the ``pre`` layers, passed in so
-    that autograd hands their gradients back here.
+    ``params`` are the parameters of the ``pre`` layers (the first ``n_pre``)
+    and of ``fn`` (a neuron's learnable leak or threshold), passed in so that
+    autograd hands their gradients back here.
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, norm, fn, pre, spikes_in, *pre_params):
+    def forward(ctx, x, weight, bias, norm, fn, pre, levels_in, n_pre, *params):
         z = _pre(pre, x)
         y = norm(z.flatten(0, 1)).reshape(z.shape)  # the module call: running statistics move once
-        ctx.save_for_backward(x.to(torch.bool) if spikes_in else x, weight, bias, *pre_params)
-        ctx.norm, ctx.fn, ctx.pre, ctx.x_dtype = norm, fn, pre, x.dtype
+        ctx.save_for_backward(_pack(x, levels_in) if levels_in else x, weight, bias, *params)
+        ctx.norm, ctx.fn, ctx.pre, ctx.x_dtype, ctx.levels_in, ctx.n_pre = norm, fn, pre, x.dtype, levels_in, n_pre
         ctx.autocast = _autocast_state(x.device.type)
         return fn(y)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
-        kept, *saved = ctx.saved_tensors
-        norm = ctx.norm
+        kept, weight, bias, *params = ctx.saved_tensors
+        norm, n_pre = ctx.norm, ctx.n_pre
         device_type, enabled, dtype = ctx.autocast
         needs = ctx.needs_input_grad
+        x = _unpack(kept, ctx.x_dtype, ctx.levels_in) if ctx.levels_in else kept
+        # the pre layers' parameters are swapped for leaves; fn's own parameters are used as they are
         leaves = [
             None if t is None else t.detach().requires_grad_(bool(need))
-            for t, need in zip([_unpack(kept, ctx.x_dtype), *saved], [*needs[:3], *needs[7:]])
+            for t, need in zip([x, weight, bias, *params[:n_pre]], [*needs[:3], *needs[8:8 + n_pre]])
         ]
         x, weight, bias, *pre_params = leaves
+        fn_params = [p if need else None for p, need in zip(params[n_pre:], needs[8 + n_pre:])]
 
         def copy(stat):  # the same kernel as forward, without moving the module's statistics again
             return None if stat is None else stat.clone()
@@ -330,10 +358,11 @@ class _NormThen(torch.autograd.Function):
             y = F.batch_norm(z.flatten(0, 1), copy(norm.running_mean), copy(norm.running_var), weight, bias,
                              True, 0.0, norm.eps)
             out = ctx.fn(y.reshape(z.shape))
-        wanted = [t for t in leaves if t is not None and t.requires_grad]
-        grads = iter(torch.autograd.grad(out, wanted, grad_out))
-        grads = [next(grads) if t is not None and t.requires_grad else None for t in leaves]
-        return (*grads[:3], None, None, None, None, *grads[3:])
+        inputs = [*leaves, *fn_params]
+        wanted = [t for t in inputs if t is not None and t.requires_grad]
+        grads = iter(torch.autograd.grad(out, wanted, grad_out, allow_unused=True))
+        grads = [next(grads) if t is not None and t.requires_grad else None for t in inputs]
+        return (*grads[:3], None, None, None, None, None, *grads[3:])
 
 
 def norm_then(
@@ -341,26 +370,29 @@ def norm_then(
     norm: nn.BatchNorm2d,
     fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     pre: Sequence[nn.Module] = (),
+    fn_params: Sequence[torch.Tensor] = (),
 ) -> torch.Tensor:
     """``fn(norm(pre(x)))`` for ``x`` ``[T, B, ...]``: the ``pre`` layers (a convolution,
     a max-pool before it) frame-wise, then the batch norm over ``[T*B, C, H, W]``.
 
     ``fn`` maps the normalised ``[T, B, C, H, W]`` to one tensor (a neuron's
-    spikes, a max-pool); None is the identity. In training with autograd,
-    backward recomputes the batch norm and ``fn`` instead of keeping their
-    outputs (see ``_NormThen``); in the ``"min"`` memory mode it recomputes the
-    ``pre`` layers too and keeps only ``x``. Under ``torch.compile`` the
-    compiler makes that choice itself, so the plain composition is traced.
+    spikes, a max-pool); None is the identity; ``fn_params`` are the parameters
+    ``fn`` uses (a learnable neuron's). In training with autograd, backward
+    recomputes the batch norm and ``fn`` instead of keeping their outputs (see
+    ``_NormThen``); in the ``"min"`` memory mode it recomputes the ``pre``
+    layers too and keeps only ``x``. Under ``torch.compile`` the compiler makes
+    that choice itself, so the plain composition is traced.
     """
-    pre = tuple(pre)
+    pre, fn_params = tuple(pre), list(fn_params)
     mode, params = "full", []
     if norm.training and not torch.compiler.is_compiling():  # evaluation skips gathering the parameters
         params = [p for layer in pre for p in layer.parameters()]
-        mode = _active_mode(x, norm.weight, norm.bias, *params)
+        mode = _active_mode(x, norm.weight, norm.bias, *params, *fn_params)
     if mode == "min" and pre:
-        return _NormThen.apply(x, norm.weight, norm.bias, norm, fn or _identity, pre, _spikes_in(pre), *params)
+        return _NormThen.apply(x, norm.weight, norm.bias, norm, fn or _identity, pre, _spike_levels_in(pre), len(params),
+                               *params, *fn_params)
     z = _pre(pre, x)
     if mode == "full" or fn is None:  # a batch norm alone keeps its input either way
         y = norm(z.flatten(0, 1)).reshape(z.shape)
         return y if fn is None else fn(y)
-    return _NormThen.apply(z, norm.weight, norm.bias, norm, fn, (), False)
+    return _NormThen.apply(z, norm.weight, norm.bias, norm, fn, (), 0, 0, *fn_params)

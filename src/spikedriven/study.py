@@ -33,9 +33,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from .atomic import atomic_write, write_text_atomic
-from .config import Config, coerce, from_mapping, load_config, requested_values
+from .config import Config, coerce, load_config, parse_key_values, recorded_config, requested_values
 from .data import cpu_ids
 from .errors import ConfigError, SpikedrivenError
+from .neurons import neuron_class
 from .resume import RUNTIME_SETTINGS, setting_changes, show
 from .run_folder import ConsoleHandler, move_aside
 
@@ -54,20 +55,31 @@ PUBLISHED_BEST_TOP1 = {
     "torch/cifar100": {("lif", 1.0): 76.00, ("if", 0.8): 76.11, ("if", 1.0): 76.07, ("if", 1.2): 76.15,
                        ("if_soft", 0.8): 76.00, ("if_soft", 1.0): 76.36, ("if_soft", 1.2): 76.56},
 }
-MODE_NAMES = {"lif": "LIF", "if": "IF hard reset", "if_soft": "IF soft reset"}
-LIF_MODES = ("lif",)  # the modes whose thresholds --lif-thresholds gives
 DEFAULT_THRESHOLDS, DEFAULT_LIF_THRESHOLDS = "0.8,1.0,1.2", "1.0"
+
+
+def neuron_title(mode: str) -> str:
+    return neuron_class(mode).title or mode
+
+
+def _takes_threshold(mode: str) -> bool:
+    return "v_threshold" in neuron_class(mode).settings()
+
+
+def setting_label(mode: str, v_threshold: Optional[float]) -> str:
+    return neuron_title(mode) + ("" if v_threshold is None else f" u_th={v_threshold:g}")
 
 
 @dataclass(frozen=True)
 class PlannedRun:
     mode: str
-    v_threshold: float
+    v_threshold: Optional[float]  # None: the neuron has no threshold
     seed: int
 
     @property
     def name(self) -> str:
-        return f"{self.mode}-uth{self.v_threshold:g}-seed{self.seed}"
+        threshold = "" if self.v_threshold is None else f"-uth{self.v_threshold:g}"
+        return f"{self.mode}{threshold}-seed{self.seed}"
 
     @property
     def setting(self) -> tuple[str, float]:
@@ -86,29 +98,22 @@ def parse_list(text: str, kind, what: str) -> list:
 
 def parse_sets(items: Sequence[str]) -> dict:
     """``--set key=value`` pairs; values are read as YAML scalars (``0.5``, ``true``, ``[1, 1]``)."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set takes key=value, got {item!r}")
-        try:
-            out[key.strip()] = yaml.safe_load(value)
-        except yaml.YAMLError:
-            raise ConfigError(f"--set {item!r}: the value is not a valid YAML scalar") from None
-    return out
+    return parse_key_values(items, "--set")
 
 
 def split_thresholds(modes: list[str], thresholds: Optional[str], lif_thresholds: Optional[str]) -> tuple[list, list]:
-    """The thresholds of the non-LIF modes and of LIF; a list given for modes the study does not run is refused
-    (it would be dropped without a word)."""
-    lif = [m for m in modes if m in LIF_MODES]
-    others = [m for m in modes if m not in LIF_MODES]
+    """The thresholds of the non-leaky modes and of the leaky ones (lif, lif_soft, plif); a list given for modes
+    the study does not run is refused (it would be dropped without a word)."""
+    leaky = [m for m in modes if _takes_threshold(m) and neuron_class(m).leaky]
+    others = [m for m in modes if _takes_threshold(m) and not neuron_class(m).leaky]
     if thresholds is not None and not others:
-        raise ConfigError(f"--thresholds {thresholds} set the thresholds of the modes other than LIF, and --modes "
-                          f"{','.join(modes)} holds none; LIF's thresholds are --lif-thresholds (default {DEFAULT_LIF_THRESHOLDS})")
-    if lif_thresholds is not None and not lif:
-        raise ConfigError(f"--lif-thresholds {lif_thresholds} set LIF's thresholds, and --modes {','.join(modes)} holds "
-                          f"no LIF; the other modes' thresholds are --thresholds (default {DEFAULT_THRESHOLDS})")
+        raise ConfigError(f"--thresholds {thresholds} set the thresholds of the non-leaky modes (if, if_soft, ...), and "
+                          f"--modes {','.join(modes)} holds none; the leaky modes' thresholds are --lif-thresholds "
+                          f"(default {DEFAULT_LIF_THRESHOLDS})")
+    if lif_thresholds is not None and not leaky:
+        raise ConfigError(f"--lif-thresholds {lif_thresholds} set the thresholds of the leaky modes (lif, lif_soft, "
+                          f"plif), and --modes {','.join(modes)} holds none; the other modes' thresholds are "
+                          f"--thresholds (default {DEFAULT_THRESHOLDS})")
     return (parse_list(thresholds or DEFAULT_THRESHOLDS, float, "--thresholds"),
             parse_list(lif_thresholds or DEFAULT_LIF_THRESHOLDS, float, "--lif-thresholds"))
 
@@ -133,8 +138,12 @@ def check_devices(devices: list[str]) -> list[str]:
 def plan_runs(modes: list[str], thresholds: list[float], lif_thresholds: list[float], seeds: list[int]) -> list[PlannedRun]:
     runs = []
     for mode in modes:
-        for thr in lif_thresholds if mode == "lif" else thresholds:
-            runs.extend(PlannedRun(mode, float(thr), seed) for seed in seeds)
+        if not _takes_threshold(mode):
+            mode_thresholds = [None]
+        else:
+            mode_thresholds = lif_thresholds if neuron_class(mode).leaky else thresholds
+        for thr in mode_thresholds:
+            runs.extend(PlannedRun(mode, None if thr is None else float(thr), seed) for seed in seeds)
     return runs
 
 
@@ -155,8 +164,8 @@ class Study:
         self.configs = {run: self.run_config(run) for run in runs}  # validates every run before any starts
 
     def run_values(self, run: PlannedRun) -> dict:
-        return {**self.overrides, "spike_mode": run.mode, "v_threshold": run.v_threshold, "seed": run.seed,
-                "output": str(self.run_dir(run))}
+        threshold = {} if run.v_threshold is None else {"v_threshold": run.v_threshold}
+        return {**self.overrides, "spike_mode": run.mode, **threshold, "seed": run.seed, "output": str(self.run_dir(run))}
 
     def run_config(self, run: PlannedRun) -> Config:
         return load_config(self.config_path, self.run_values(run))
@@ -173,7 +182,7 @@ class Study:
         if not path.is_file():
             return None
         try:
-            return from_mapping(yaml.safe_load(path.read_text()) or {}, source=str(path))
+            return recorded_config(yaml.safe_load(path.read_text()) or {}, str(path), self.overrides)
         except (ConfigError, yaml.YAMLError, OSError) as e:
             raise ConfigError(f"cannot read the settings of the run in {self.run_dir(run)} ({e}); move that folder "
                               "aside to train the run again") from None
@@ -211,7 +220,7 @@ class Study:
     def train_args(self, run: PlannedRun) -> list[str]:
         args = ["train"] + (["-c", self.config_path] if self.config_path else [])
         cfg = self.configs[run]
-        for key in sorted({*self.overrides, "spike_mode", "v_threshold", "seed", "output"}):
+        for key in sorted({*self.overrides, *self.run_values(run)}):
             value = getattr(cfg, key)
             args += ["--" + key.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
         return args + ["--resume", "auto"]
@@ -342,7 +351,7 @@ class Study:
             n = min(len(c) for c in curves)
             epochs = range(n)
             mean = [statistics.fmean(c[e] for c in curves) for e in epochs]
-            line, = ax.plot(epochs, mean, label=f"{MODE_NAMES.get(mode, mode)} u_th={thr:g} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+            line, = ax.plot(epochs, mean, label=f"{setting_label(mode, thr)} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
             if len(curves) > 1:
                 lo = [min(c[e] for c in curves) for e in epochs]
                 hi = [max(c[e] for c in curves) for e in epochs]
@@ -367,7 +376,7 @@ class Study:
         width = 0.8 / len(series)
         for i, ((mode, thr), (_, rates)) in enumerate(series.items()):
             offset = (i - (len(series) - 1) / 2) * width
-            ax.bar([x + offset for x in range(len(layers))], rates, width, label=f"{MODE_NAMES.get(mode, mode)} u_th={thr:g}")
+            ax.bar([x + offset for x in range(len(layers))], rates, width, label=setting_label(mode, thr))
         ax.set_xticks(range(len(layers)), layers, rotation=70, ha="right", fontsize=7)
         ax.set_ylabel("firing rate (mean over T and seeds)")
         ax.set_title("Firing rate per neuron layer")
@@ -403,12 +412,13 @@ def format_markdown(rows: list[dict], cfg: Config) -> str:
     for r in rows:
         pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
         lines.append(
-            f"| {MODE_NAMES.get(r['mode'], r['mode'])} | {r['v_threshold']:g} | {r['seeds']} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
+            f"| {neuron_title(r['mode'])} | {'-' if r['v_threshold'] is None else format(r['v_threshold'], 'g')} | {r['seeds']} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
             f"| {_pm(r['best_top1_mean'], r['best_top1_std'])} | {r['mean_firing_rate']:.4f} | {r['sops_per_image'] / 1e6:.2f} "
             f"| {r['energy_uj_per_image']:.3f} | {pub} |"
         )
     lines += ["", "The publication column holds the paper's best-epoch figures (best of 310 test-set evaluations, "
-              "one run each); it is for reference, not computed here."]
+              "one run each); it is for reference, not computed here. Firing rates count spike events per neuron and "
+              "step (a multi-level spike k / D is k events)."]
     return "\n".join(lines) + "\n"
 
 
@@ -418,19 +428,24 @@ def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:
 
 
 def run_study(
-    config_path: Optional[str], overrides: dict, modes: list[str], thresholds: list[float], lif_thresholds: list[float],
-    n_seeds: int, *, study_dir: Optional[str] = None, dry_run: bool = False, devices: Optional[list[str]] = None,
-    nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False, command_line: Optional[str] = None,
-    out=None,
+    config_path: Optional[str], overrides: dict, modes: list[str], thresholds: Optional[str] = None,
+    lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
+    devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
+    command_line: Optional[str] = None, out=None,
 ) -> Optional[list[dict]]:
+    """The study of ``modes`` (registered neuron names); ``thresholds`` / ``lif_thresholds``: comma-separated
+    thresholds of the non-leaky and the leaky modes (None: the defaults)."""
     out = out or sys.stdout
-    base = load_config(config_path, overrides)
+    base = load_config(config_path, overrides)  # also imports the plugins, whose neurons --modes may name
     overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}  # recorded typed
+    for mode in modes:
+        neuron_class(mode)
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be >= 1, got {n_seeds}")
     if nproc_per_run > 1 and not devices:
         raise ConfigError("--nproc-per-run needs --devices")
-    runs = plan_runs(modes, thresholds, lif_thresholds, [base.seed + i for i in range(n_seeds)])
+    thr, lif_thr = split_thresholds(modes, thresholds, lif_thresholds)
+    runs = plan_runs(modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)])
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
     study = Study(config_path, overrides, runs, folder, command_line)
     stale = {run: reasons for run in runs if (reasons := study.stale_reasons(run))}

@@ -42,9 +42,10 @@ from .data import available_cpus, build_datasets, build_eval_loader, build_test_
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .engine import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
 from .errors import ConfigError
-from .fused import fused_available
 from .models import build_model
-from .monitor import SpikeRecorder
+from .monitor import SpikeRecorder, neuron_layers
+from .neurons import fused_available
+from .analysis import learned_settings
 from .resume import ResumePlan, describe_changes, describe_progress, is_behind, newest_checkpoint
 from .run_folder import SummaryCSV, default_run_dir, holds_run, move_aside, prepare_run_dir, refuse_if_holds_run, setup_logging
 from .spike_ops import resolve_memory_mode
@@ -275,8 +276,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         if mismatched:
             log.info("those weights were trained with other settings: %s", "; ".join(mismatched))
 
-    fused = fused_available(torch.zeros(1, device=device))
-    log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", "fused Triton kernels" if fused else "per-step loop",
+    log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", neuron_path(model, device),
              resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp, "on" if channels_last else "off")
     log.info("data: %d loader workers%s; evaluation images %s", train_loader.num_workers,
              f" (auto, {available_cpus()} CPUs)" if cfg.workers is None else "",
@@ -370,7 +370,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 epoch_state = EpochState()
                 if dist.is_main:
                     summary.append(row)
-                    log_epoch(writer, row, rates, mean_rate, stats, mixup_on, splits.eval_name)
+                    log_epoch(writer, row, rates, mean_rate, learned_settings(model), stats, mixup_on, splits.eval_name)
                     if improved:
                         ckpt_io.save_checkpoint(run_dir / "best.pth.tar", payload(epoch + 1, epoch_state))
                     ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch + 1, epoch_state))
@@ -444,7 +444,19 @@ def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.
     return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed)}, spikes / slots if slots else None
 
 
-def log_epoch(writer, row: dict, rates: dict, mean_rate: Optional[float], stats: dict, mixup_on: bool, eval_name: str) -> None:
+def neuron_path(model: nn.Module, device: torch.device) -> str:
+    """Which implementation the model's neurons run, for the run's log."""
+    layers = list(neuron_layers(model).values())
+    if not layers:
+        return "none"
+    name, fusable = layers[0].name, all(m.fused_form() is not None for m in layers)
+    if fused_available(torch.zeros(1, device=device)):
+        return f"{name}, fused Triton kernels" if fusable else f"{name} has no fused form: its PyTorch code runs on the GPU"
+    return f"{name}, per-step loop (the fused kernels run on CUDA)" if fusable else f"{name}, its PyTorch code (no fused form)"
+
+
+def log_epoch(writer, row: dict, rates: dict, mean_rate: Optional[float], learned: dict, stats: dict, mixup_on: bool,
+              eval_name: str) -> None:
     epoch = row["epoch"]
     for key in ("lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "images_per_s"):
         writer.add_scalar(f"{'train' if key in ('lr', 'train_loss', 'images_per_s') else eval_name}/{key}", row[key], epoch)
@@ -452,6 +464,9 @@ def log_epoch(writer, row: dict, rates: dict, mean_rate: Optional[float], stats:
         writer.add_scalar(f"firing_rate/{name}", rate, epoch)
     if mean_rate is not None:
         writer.add_scalar("firing_rate/mean", mean_rate, epoch)
+    for layer, values in learned.items():  # PLIF's tau, a learned threshold
+        for key, value in values.items():
+            writer.add_scalar(f"neuron/{layer}/{key}", value, epoch)
     writer.flush()
     extra = f" | skipped {stats['skipped_steps']} non-finite steps" if stats["skipped_steps"] else ""
     log.info("epoch %d | lr %.3g | train loss %.4f%s | %s loss %.4f top1 %.2f top5 %.2f | mean firing rate %s | %.1fs, %.0f img/s%s",

@@ -3,7 +3,8 @@
 Tensors inside the network are ``[T, B, C, H, W]``. Convolutions and batch
 norms run on ``[T*B, C, H, W]`` (batch-norm statistics are shared over time);
 neurons run over the leading T axis. The residual stream stays real-valued;
-every convolution except the first sees binary spikes.
+every convolution except the first sees spikes (binary, or the multi-level
+spikes k / levels of a neuron such as ``multispike``).
 
 Module names follow the original implementation's state-dict layout so that
 its checkpoints load strictly (see ``spikedriven.checkpoint``).
@@ -11,14 +12,14 @@ its checkpoints load strictly (see ``spikedriven.checkpoint``).
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Any, Callable, Mapping, Union
 
 import torch
 from torch import nn
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ..errors import ConfigError
-from ..neurons import NeuronSpec, SpikingNeuron, create_neuron
+from ..neurons import NeuronSpec, SpikingNeuron, create_neuron, neuron_class, resolve_spec
 from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, norm_then, per_step, spike_mul
 
 __all__ = ["SpikeDrivenTransformer", "sdt"]
@@ -31,14 +32,21 @@ NeuronFactory = Callable[[], SpikingNeuron]
 # and what it recomputes (spikedriven.spike_ops).
 
 
-def _pool(enabled: bool, spikes_in: bool = True) -> nn.Module:
+def _pool(enabled: bool, levels: int = 0) -> nn.Module:
+    """A 3x3 / 2 max-pool; ``levels``: the levels of the spikes it sees (0: real values)."""
     if not enabled:
         return nn.Identity()
-    return (SpikeMaxPool2d if spikes_in else nn.MaxPool2d)(kernel_size=3, stride=2, padding=1)
+    if not levels:
+        return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return SpikeMaxPool2d(kernel_size=3, stride=2, padding=1, levels=levels)
 
 
-def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, spikes_in: bool = True) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    conv = (SpikeConv2d if spikes_in else nn.Conv2d)(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, levels: int = 0) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """A convolution and its batch norm; ``levels``: the levels of the spikes it sees (0: real values)."""
+    if levels:
+        conv = SpikeConv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias, levels=levels)
+    else:
+        conv = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
     return conv, nn.BatchNorm2d(out_ch)
 
 
@@ -46,20 +54,20 @@ class SpikingPatchSplit(nn.Module):
     """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a
     spiking relative-position conv added to the features."""
 
-    def __init__(self, in_chans: int, embed_dim: int, pooling_stat: str, neuron: NeuronFactory):
+    def __init__(self, in_chans: int, embed_dim: int, pooling_stat: str, neuron: NeuronFactory, levels: int = 1):
         super().__init__()
         d = embed_dim
         pool = [flag == "1" for flag in pooling_stat]
-        self.proj_conv, self.proj_bn = _conv_bn(in_chans, d // 8, 3, bias=False, spikes_in=False)  # sees the image
-        self.proj_neuron, self.maxpool = neuron(), _pool(pool[0])
-        self.proj_conv1, self.proj_bn1 = _conv_bn(d // 8, d // 4, 3, bias=False)
-        self.proj_neuron1, self.maxpool1 = neuron(), _pool(pool[1])
-        self.proj_conv2, self.proj_bn2 = _conv_bn(d // 4, d // 2, 3, bias=False)
-        self.proj_neuron2, self.maxpool2 = neuron(), _pool(pool[2])
-        self.proj_conv3, self.proj_bn3 = _conv_bn(d // 2, d, 3, bias=False)
-        self.maxpool3 = _pool(pool[3], spikes_in=False)  # acts on the real-valued BN output
+        self.proj_conv, self.proj_bn = _conv_bn(in_chans, d // 8, 3, bias=False)  # sees the image
+        self.proj_neuron, self.maxpool = neuron(), _pool(pool[0], levels)
+        self.proj_conv1, self.proj_bn1 = _conv_bn(d // 8, d // 4, 3, bias=False, levels=levels)
+        self.proj_neuron1, self.maxpool1 = neuron(), _pool(pool[1], levels)
+        self.proj_conv2, self.proj_bn2 = _conv_bn(d // 4, d // 2, 3, bias=False, levels=levels)
+        self.proj_neuron2, self.maxpool2 = neuron(), _pool(pool[2], levels)
+        self.proj_conv3, self.proj_bn3 = _conv_bn(d // 2, d, 3, bias=False, levels=levels)
+        self.maxpool3 = _pool(pool[3])  # acts on the real-valued BN output
         self.rpe_neuron = neuron()
-        self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False)
+        self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False, levels=levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj_neuron(x, pre=(self.proj_conv,), norm=self.proj_bn)
@@ -76,16 +84,17 @@ class SpikeDrivenSelfAttention(nn.Module):
     ``c = head * (dim / heads) + d`` as in the reference.
     """
 
-    def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory):
+    def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory, levels: int = 1):
         super().__init__()
-        self.num_heads = num_heads
+        self.num_heads, self.levels = num_heads, levels
         self.shortcut_neuron = neuron()
-        self.q_conv, self.q_bn = _conv_bn(dim, dim, 1, bias=False)
-        self.k_conv, self.k_bn = _conv_bn(dim, dim, 1, bias=False)
-        self.v_conv, self.v_bn = _conv_bn(dim, dim, 1, bias=False)
+        self.q_conv, self.q_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
+        self.k_conv, self.k_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
+        self.v_conv, self.v_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
         self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
         self.kv_neuron = attn_neuron()
-        self.proj_conv, self.proj_bn = _conv_bn(dim, dim, 1, bias=True)
+        # q * kv multiplies spikes of `levels` levels each: the output convolution sees levels**2 levels
+        self.proj_conv, self.proj_bn = _conv_bn(dim, dim, 1, bias=True, levels=levels * levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, c, h, w = x.shape
@@ -95,18 +104,18 @@ class SpikeDrivenSelfAttention(nn.Module):
         q = self.q_neuron(s, pre=(self.q_conv,), norm=self.q_bn).reshape(heads)
         k = self.k_neuron(s, pre=(self.k_conv,), norm=self.k_bn).reshape(heads)
         v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn).reshape(heads)
-        kv = self.kv_neuron(spike_mul(k, v).sum(dim=-1, keepdim=True))  # sum over tokens
-        y = spike_mul(q, kv).reshape(t, b, c, h, w)
+        kv = self.kv_neuron(spike_mul(k, v, self.levels).sum(dim=-1, keepdim=True))  # sum over tokens
+        y = spike_mul(q, kv, self.levels).reshape(t, b, c, h, w)
         return norm_then(y, self.proj_bn, pre=(self.proj_conv,)) + x
 
 
 class SpikingMLP(nn.Module):
-    def __init__(self, dim: int, hidden: int, neuron: NeuronFactory):
+    def __init__(self, dim: int, hidden: int, neuron: NeuronFactory, levels: int = 1):
         super().__init__()
         self.fc1_neuron = neuron()
-        self.fc1_conv, self.fc1_bn = _conv_bn(dim, hidden, 1, bias=True)
+        self.fc1_conv, self.fc1_bn = _conv_bn(dim, hidden, 1, bias=True, levels=levels)
         self.fc2_neuron = neuron()
-        self.fc2_conv, self.fc2_bn = _conv_bn(hidden, dim, 1, bias=True)
+        self.fc2_conv, self.fc2_bn = _conv_bn(hidden, dim, 1, bias=True, levels=levels)
         self.hidden_residual = hidden == dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -121,13 +130,17 @@ class SpikingMLP(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, neuron: NeuronFactory, attn_neuron: NeuronFactory):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, neuron: NeuronFactory, attn_neuron: NeuronFactory,
+                 levels: int = 1):
         super().__init__()
-        self.attn = SpikeDrivenSelfAttention(dim, num_heads, neuron, attn_neuron)
-        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron)
+        self.attn = SpikeDrivenSelfAttention(dim, num_heads, neuron, attn_neuron, levels)
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron, levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(self.attn(x))  # each adds its own residual
+
+
+NeuronArg = Union[NeuronSpec, Mapping[str, Any], str, NeuronFactory, None]
 
 
 class SpikeDrivenTransformer(nn.Module):
@@ -137,10 +150,12 @@ class SpikeDrivenTransformer(nn.Module):
         img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio: sizes.
         T: time steps a 4-D image is repeated over (a 5-D ``[B, T, C, H, W]`` input brings its own).
         pooling_stat: four "0"/"1" flags, max-pool after each SPS stage.
-        spike_mode, v_threshold, v_reset, tau, surrogate, surrogate_alpha, detach_reset:
-            the neuron of every layer (see ``spikedriven.neurons.NeuronSpec``).
-        attn_v_threshold: threshold of the neuron after the attention sum, which
-            keeps its own value in every mode (0.5 in the study).
+        neuron: the neuron of every layer, as timm passes ``act_layer``: a ``NeuronSpec``, a
+            mapping such as ``{"mode": "plif", "tau": 2.0}``, a registered name, or a factory
+            (a callable returning a new neuron layer). Instead, its settings may be given as
+            keywords, ``spike_mode="if_soft", v_threshold=1.2`` (the study's names).
+        attn_neuron: the neuron after the attention sum; by default ``neuron`` with
+            ``attn_v_threshold`` (0.5 in the study, in every mode) as its threshold.
         tet: return per-step logits ``[T, B, K]`` for the TET loss instead of their mean.
     """
 
@@ -155,52 +170,55 @@ class SpikeDrivenTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         T: int = 4,
         pooling_stat: str = "0011",
-        spike_mode: str = "lif",
-        v_threshold: float = 1.0,
-        v_reset: Optional[float] = None,
-        tau: float = 2.0,
-        surrogate: str = "sigmoid",
-        surrogate_alpha: float = 4.0,
-        detach_reset: bool = True,
+        neuron: NeuronArg = None,
+        attn_neuron: NeuronArg = None,
         attn_v_threshold: float = 0.5,
         tet: bool = False,
+        **neuron_settings: Any,
     ):
         super().__init__()
         _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, T, pooling_stat)
-        self.neuron_spec = NeuronSpec(
-            mode=spike_mode,
-            v_threshold=v_threshold,
-            v_reset=v_reset,
-            tau=tau,
-            surrogate=surrogate,
-            surrogate_alpha=surrogate_alpha,
-            detach_reset=detach_reset,
-        )
-        self.attn_neuron_spec = self.neuron_spec.replace(v_threshold=attn_v_threshold)
-        # What a checkpoint is checked against: another T or neuron gives weights of the same shapes.
+        neuron_factory, attn_factory = self._neuron_factories(neuron, attn_neuron, attn_v_threshold, neuron_settings)
+        self.spike_levels = neuron_factory().output_levels()  # what the spike-fed layers see
         self.model_args = dict(
             img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=mlp_ratio, T=T, pooling_stat=pooling_stat, attn_v_threshold=attn_v_threshold,
-            tet=tet, spike_mode=spike_mode, v_threshold=v_threshold, v_reset=v_reset, tau=tau, surrogate=surrogate,
-            surrogate_alpha=surrogate_alpha, detach_reset=detach_reset,
+            tet=tet, neuron=self.neuron_spec.to_dict() if self.neuron_spec is not None else None,
         )
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.embed_dim = self.num_features = embed_dim
         self.T, self.tet = T, tet
 
-        def neuron() -> SpikingNeuron:
-            return create_neuron(self.neuron_spec)
-
-        def attn_neuron() -> SpikingNeuron:
-            return create_neuron(self.attn_neuron_spec)
-
-        self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron)
+        levels = self.spike_levels
+        self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron_factory, levels)
         self.block = nn.ModuleList(
-            [Block(embed_dim, num_heads, mlp_ratio, neuron, attn_neuron) for _ in range(depth)]
+            [Block(embed_dim, num_heads, mlp_ratio, neuron_factory, attn_factory, levels) for _ in range(depth)]
         )
-        self.head_neuron = neuron()
+        self.head_neuron = neuron_factory()
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
         self.apply(_init_weights)
+
+    def _neuron_factories(self, neuron, attn_neuron, attn_v_threshold, settings) -> tuple[NeuronFactory, NeuronFactory]:
+        """Factories for the neuron layers; sets ``neuron_spec`` / ``attn_neuron_spec`` (None for a factory)."""
+        if neuron is not None and settings:
+            raise ConfigError(f"give the neuron either as neuron= or by its settings, not both (got neuron and "
+                              f"{', '.join(settings)})")
+        if neuron is None:  # the study's keywords; None means the neuron's own default
+            settings = {k: v for k, v in settings.items() if v is not None}
+            neuron = NeuronSpec(settings.pop("spike_mode", "lif"), **settings)
+        if callable(neuron) and not isinstance(neuron, (NeuronSpec, str)):
+            self.neuron_spec = self.attn_neuron_spec = None
+            attn = attn_neuron if attn_neuron is not None else neuron
+            if not callable(attn):
+                raise ConfigError("with a neuron factory, attn_neuron must be a factory too")
+            return neuron, attn
+        self.neuron_spec = resolve_spec(neuron)
+        if attn_neuron is None:
+            # the neuron after the attention sum keeps its own threshold, in every mode that has one
+            takes_threshold = "v_threshold" in neuron_class(self.neuron_spec.mode).settings()
+            attn_neuron = self.neuron_spec.replace(v_threshold=attn_v_threshold) if takes_threshold else self.neuron_spec
+        self.attn_neuron_spec = resolve_spec(attn_neuron)
+        return (lambda: create_neuron(self.neuron_spec)), (lambda: create_neuron(self.attn_neuron_spec))
 
     # -- timm model interface
     def get_classifier(self) -> nn.Module:

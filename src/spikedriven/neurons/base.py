@@ -1,0 +1,202 @@
+"""The base of every neuron: charge, fire, reset over the time steps of one input.
+
+A neuron runs multi-step over the leading time axis of its input ``[T, ...]``.
+Its membrane potential starts afresh in every call, so nothing leaks from one
+batch into the next and no ``reset_net`` is needed. At every step:
+
+    H[t] = charge(V[t-1], X[t]);  S[t] = fire(H[t]);  V[t] = reset(H[t], S[t])
+
+A neuron family is a subclass that declares its settings (``params``), its
+equations (for ``spikedriven neurons``), its cost per step (``ops``) and its
+``charge`` / ``reset``; ``ThresholdNeuron`` fires ``Θ(H - u_th)`` with a
+surrogate gradient. A family whose arithmetic the fused kernels cover says so
+in ``fused_form()``; on CUDA it then runs there (the same spikes in fp32),
+elsewhere and otherwise the loop below runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from ..spike_ops import norm_then
+from .fused import fused_available, fused_multi_step
+from .spec import FusedForm, NeuronSpec, Param, StepOps, is_number
+from .surrogates import SURROGATES, spike_function
+
+__all__ = ["SpikingNeuron", "ThresholdNeuron"]
+
+
+class SpikingNeuron(nn.Module):
+    """Base class; a family defines ``charge`` and ``reset`` (or a whole ``multi_step``)."""
+
+    name: ClassVar[str] = ""  # the registered name: --spike-mode <name>
+    title: ClassVar[str] = ""  # a few words for tables: "IF, soft reset"
+    equations: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}  # this class's own settings; subclasses add theirs
+    removes: ClassVar[tuple[str, ...]] = ()  # inherited settings this class does not take
+    ops: ClassVar[StepOps] = StepOps()
+    leaky: ClassVar[bool] = False  # the potential decays between inputs (the study's LIF side)
+
+    use_fused = True  # False keeps the per-step loop on CUDA too (benchmarks, checks)
+
+    # -------------------------------------------------------------- settings
+    @classmethod
+    def settings(cls) -> dict[str, Param]:
+        """Every setting this neuron takes, base classes' first."""
+        out: dict[str, Param] = {}
+        for klass in reversed(cls.__mro__):
+            own = vars(klass)
+            for name in own.get("removes", ()):
+                out.pop(name, None)
+            out.update(own.get("params", {}))
+        return out
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any]) -> dict:
+        """All settings: ``given`` (checked) over the defaults; one clear sentence for a bad one."""
+        settings = cls.settings()
+        unknown = [k for k in given if k not in settings]
+        if unknown:
+            raise ConfigError(
+                f"neuron {cls.name!r} takes no setting {', '.join(unknown)}; its settings are "
+                f"{', '.join(settings) or 'none'} (spikedriven neurons lists every neuron's)"
+            )
+        values = {}
+        for key, param in settings.items():
+            try:
+                values[key] = param.coerce(given.get(key, param.default))
+            except ValueError as e:
+                raise ConfigError(f"neuron {cls.name!r}: {key} {e}, got {given.get(key)!r}") from None
+        for key, param in settings.items():
+            problem = param.check(values[key], values) if param.check and values[key] is not None else None
+            if problem:
+                raise ConfigError(f"neuron {cls.name!r}: {key} {problem}, got {values[key]!r}")
+        return values
+
+    def __init__(self, spec: Optional[NeuronSpec] = None):
+        super().__init__()
+        spec = spec if spec is not None else NeuronSpec(self.name)  # IF() is an IF layer with the defaults
+        self.spec = NeuronSpec(spec.mode, **self.resolve(spec.params))
+        for key, value in self.spec.params.items():
+            setattr(self, key, value)
+
+    # --------------------------------------------------------------- dynamics
+    def initial_potential(self) -> float:
+        return 0.0
+
+    def charge(self, v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fire(self, h: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset(self, h: torch.Tensor, spike: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def fused_form(self) -> Optional[FusedForm]:
+        """This neuron as the fused kernels' numbers, or None: it has no fused form."""
+        return None
+
+    def output_levels(self) -> int:
+        """Spikes take the values k / levels, k = 0 .. levels (1: binary spikes)."""
+        return 1
+
+    def learned(self) -> dict[str, float]:
+        """The current values of learnable settings, as the user reads them (a tau, a threshold)."""
+        return {}
+
+    # ---------------------------------------------------------------- forward
+    def forward(
+        self, x: torch.Tensor, norm: Optional[nn.BatchNorm2d] = None, pre: Sequence[nn.Module] = ()
+    ) -> torch.Tensor:
+        """``x``: input current ``[T, ...]``; returns spikes of the same shape and dtype.
+
+        With ``norm``, ``x`` is ``[T, B, ...]`` and the input current is
+        ``norm(pre(x))``, both applied frame-wise (``pre``: layers such as a
+        convolution). In training, backward then recomputes the normalised
+        current instead of keeping it, and in the ``"min"`` memory mode the
+        ``pre`` layers' output too (``spikedriven.spike_ops``).
+        """
+        if norm is not None:
+            return norm_then(x, norm, self.multi_step, pre, fn_params=tuple(self.parameters()))
+        if pre:
+            raise ValueError("pre layers come with a norm: neuron(x, norm=bn, pre=(conv,))")
+        return self.multi_step(x)
+
+    def multi_step(self, x: torch.Tensor) -> torch.Tensor:
+        """Spikes for input current ``[T, ...]``: the fused kernels where they run, else the loop."""
+        form = self.fused_form() if self.use_fused else None
+        if form is not None and fused_available(x):
+            return fused_multi_step(x, form, **self.fused_gradient())
+        return self.loop(x)
+
+    def fused_gradient(self) -> dict:
+        """How the fused backward differentiates the spike (a surrogate's name and alpha, the reset)."""
+        raise NotImplementedError(f"neuron {self.name!r} declares a fused form but no surrogate")
+
+    def loop(self, x: torch.Tensor) -> torch.Tensor:
+        """The reference: charge, fire and reset at every step, in plain PyTorch."""
+        v = torch.full_like(x[0], self.initial_potential())
+        detach = getattr(self, "detach_reset", True)
+        spikes = []
+        for t in range(x.shape[0]):
+            h = self.charge(v, x[t])
+            spike = self.fire(h)
+            v = self.reset(h, spike.detach() if detach else spike)
+            spikes.append(spike)
+        return torch.stack(spikes)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.spec.params.items())
+
+
+def _positive(value, settings) -> Optional[str]:
+    return None if value > 0 else "must be > 0"
+
+
+def _known_surrogate(value, settings) -> Optional[str]:
+    return None if value in SURROGATES else f"must be one of {', '.join(SURROGATES)}"
+
+
+class ThresholdNeuron(SpikingNeuron):
+    """Fires ``S = Θ(H - u_th)``, ``Θ(x) = 1 if x >= 0``, with a surrogate gradient backward."""
+
+    params = {
+        "v_threshold": Param(1.0, "firing threshold u_th", check=_positive),
+        "surrogate": Param("sigmoid", "surrogate gradient of the spike", kind=str, check=_known_surrogate),
+        "surrogate_alpha": Param(None, "surrogate sharpness (none: the surrogate's own default, sigmoid 4)",
+                                 allow_none=True, check=_positive),
+        "detach_reset": Param(True, "no gradient through the reset", kind=bool),
+    }
+
+    @classmethod
+    def resolve(cls, given: Mapping[str, Any]) -> dict:
+        values = super().resolve(given)
+        if values["surrogate_alpha"] is None:  # resolved here, so that a checkpoint records the alpha used
+            values["surrogate_alpha"] = SURROGATES[values["surrogate"]].default_alpha
+        return values
+
+    def __init__(self, spec: Optional[NeuronSpec] = None):
+        super().__init__(spec)
+        self._spike = spike_function(self.surrogate)
+
+    def threshold(self) -> Any:
+        """u_th now: a number, or a tensor for a learnable threshold."""
+        return self.v_threshold
+
+    def fire(self, h: torch.Tensor) -> torch.Tensor:
+        return self._spike(h - self.threshold(), self.surrogate_alpha)
+
+    def fused_gradient(self) -> dict:
+        return dict(surrogate=SURROGATES[self.surrogate], alpha=self.surrogate_alpha, detach_reset=self.detach_reset)
+
+
+def below_threshold(value, settings) -> Optional[str]:
+    """For a hard reset's V_reset: below the (initial) threshold, else every step would fire."""
+    if not is_number(value):
+        return "must be a number"
+    return None if value < settings.get("v_threshold", float("inf")) else "must lie below v_threshold"
