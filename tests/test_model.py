@@ -48,10 +48,11 @@ def test_shapes_4d_5d_and_tet(mode):
     torch.testing.assert_close(per_step.mean(0), model(x))
 
 
-def test_wrong_input_is_a_clear_error():
+def test_wrong_input_is_a_clear_error_and_other_sizes_work():
     model = SpikeDrivenTransformer(**tiny_model_kwargs())
-    with pytest.raises(ValueError, match="16x16"):
-        model(torch.randn(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="3-channel"):
+        model(torch.randn(1, 2, 16, 16))
+    assert model(torch.randn(1, 3, 24, 24)).shape == (1, 10)  # convolutional: ImageNet evaluates at 288 as well as 224
     with pytest.raises(ValueError, match="B, C, H, W"):
         model(torch.randn(3, 16, 16))
 

@@ -22,7 +22,6 @@ from .errors import ConfigError
 from .neurons import NEURONS, NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
 from .spike_ops import MEMORY_MODES
 
-DATASETS = ("torch/cifar10", "torch/cifar100", "sklearn/digits")
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
@@ -38,7 +37,8 @@ def _f(default, help: str, **kw):
 @dataclass
 class Config:
     # --- data
-    dataset: str = _f("torch/cifar10", f"one of {', '.join(DATASETS)}", choices=DATASETS)
+    dataset: str = _f("torch/cifar10", "torch/cifar10, torch/cifar100, sklearn/digits, cifar10-dvs, dvs128-gesture or "
+                      "imagenet (the original configs' cifar10 / gesture also read)")
     data_dir: str = _f("./data", "folder holding cifar-10-batches-py/ or cifar-100-python/")
     download: bool = _f(False, "download the dataset with torchvision if it is missing (needs internet)")
     num_classes: int = _f(10, "number of classes")
@@ -54,6 +54,10 @@ class Config:
     aa: Optional[str] = _f("rand-m9-n1-mstd0.4-inc1", "timm RandAugment string, or none")
     color_jitter: float = _f(0.5, "colour jitter (timm ignores it when RandAugment is on)")
     val_size: int = _f(0, "hold out this many training images as validation set (0: evaluate on the test set)")
+    aug_repeats: int = _f(0, "repeated augmentation: each training image this many times per epoch, differently "
+                          "augmented (timm's RepeatAugSampler, the ImageNet recipe's 3; 0 or 1: off)")
+    eval_img_size: Optional[int] = _f(None, "evaluate at this image size (the original's --large-valid: 288 for "
+                                      "ImageNet); none: img_size")
     workers: Optional[int] = _f(None, "data-loader worker processes per training process, or auto (also none): on a GPU one "
                                 "per CPU core the process may use, less one, at most 32; on CPU 1 (the model needs the cores)",
                                 auto=True)
@@ -66,6 +70,10 @@ class Config:
     mixup_off_epoch: int = _f(200, "turn mixup off from this epoch on (0: keep it on for all epochs, as the published runs did)")
     smoothing: float = _f(0.1, "label smoothing")
     tet: bool = _f(False, "TET loss: average the loss over per-time-step logits")
+    tet_means: float = _f(1.0, "TET's regulariser: the value each per-step output is pulled to")
+    tet_lamb: float = _f(0.0, "TET's regulariser weight: (1 - lamb) mean_t CE + lamb MSE(outputs, means); 0: off")
+    bce_loss: bool = _f(False, "binary cross-entropy instead of cross-entropy (timm's BinaryCrossEntropy)")
+    bce_target_thresh: Optional[float] = _f(None, "with bce_loss: targets above this become 1 (none: soft targets)")
     # --- model
     model: str = _f("sdt", "model name in the timm registry")
     layer: int = _f(2, "number of transformer blocks")
@@ -74,6 +82,7 @@ class Config:
     mlp_ratio: float = _f(4.0, "MLP hidden size / dim")
     time_steps: int = _f(4, "time steps T")
     pooling_stat: str = _f("0011", "max-pool after each of the four SPS stages (four 0/1 flags)")
+    dvs_mode: bool = _f(False, "the original's attention for event data: 3x3 max-pools on k, v, k*v and q*kv")
     # --- neuron (settings a neuron does not take must stay at these defaults; spikedriven neurons lists each one's)
     spike_mode: str = _f("lif", "neuron model: a registered name (lif, lif_soft, plif, if, if_soft, if_learnable, "
                          "multispike, or one of --plugins)")
@@ -168,7 +177,7 @@ class Config:
         return dict(
             num_classes=self.num_classes, img_size=self.img_size, in_chans=self.in_channels, embed_dim=self.dim,
             depth=self.layer, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, T=self.time_steps,
-            pooling_stat=self.pooling_stat, attn_v_threshold=self.attn_v_threshold, tet=self.tet,
+            pooling_stat=self.pooling_stat, attn_v_threshold=self.attn_v_threshold, tet=self.tet, dvs_mode=self.dvs_mode,
             neuron=self.neuron_spec().to_dict(),
         )
 
@@ -191,7 +200,11 @@ class Config:
         for name in ("num_classes", "img_size", "in_channels", "layer", "dim", "num_heads", "time_steps", "batch_size", "val_batch_size"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.workers is None or self.workers >= 0, f"workers must be >= 0 or auto, got {self.workers}")
-        for name in ("val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch"):
+        need(self.eval_img_size is None or self.eval_img_size >= 1, f"eval_img_size must be >= 1, got {self.eval_img_size}")
+        need(0 <= self.tet_lamb <= 1, f"tet_lamb must lie in [0, 1], got {self.tet_lamb}")
+        need(self.bce_target_thresh is None or 0 <= self.bce_target_thresh <= 1,
+             f"bce_target_thresh must lie in [0, 1] or be none, got {self.bce_target_thresh}")
+        for name in ("val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch", "aug_repeats"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.epochs + self.cooldown_epochs >= 1, "epochs + cooldown_epochs must be at least 1")
         need(self.dim % 8 == 0, f"dim must be divisible by 8 (SPS widths dim/8, dim/4, dim/2), got {self.dim}")
@@ -218,6 +231,9 @@ class Config:
         need(self.log_interval >= 1, f"log_interval must be >= 1, got {self.log_interval}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        from .data import dataset_def  # here: the data package reads this module
+
+        dataset_def(self.dataset)
         self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
         self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
         return self

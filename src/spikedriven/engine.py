@@ -39,10 +39,26 @@ def autocast(device: torch.device, amp: str):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+class TETLoss:
+    """TET (Deng et al. 2022) over per-step logits ``[T, B, K]``:
+    ``(1 - lamb) mean_t criterion(out_t, y) + lamb MSE(out, means)``; ``lamb = 0`` is the mean alone."""
+
+    def __init__(self, criterion: Callable, means: float = 1.0, lamb: float = 0.0):
+        self.criterion, self.means, self.lamb = criterion, means, lamb
+
+    def __call__(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        per_step = torch.stack([self.criterion(step_logits, target) for step_logits in logits]).mean()
+        if not self.lamb:
+            return per_step
+        regulariser = nn.functional.mse_loss(logits, torch.full_like(logits, self.means))
+        return (1 - self.lamb) * per_step + self.lamb * regulariser
+
+
 def classification_loss(logits: torch.Tensor, target: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-    """TET models return per-step logits ``[T, B, K]``: the loss is averaged over steps."""
+    """TET models return per-step logits ``[T, B, K]``: the loss is averaged over steps
+    (``TETLoss`` adds its regulariser)."""
     if logits.dim() == 3:
-        return torch.stack([loss_fn(step_logits, target) for step_logits in logits]).mean()
+        return (loss_fn if isinstance(loss_fn, TETLoss) else TETLoss(loss_fn))(logits, target)
     return loss_fn(logits, target)
 
 

@@ -30,7 +30,7 @@ log = logging.getLogger("spikedriven")
 MODEL_SETTINGS = (
     "model", "layer", "dim", "num_heads", "mlp_ratio", "time_steps", "pooling_stat", "num_classes", "img_size",
     "in_channels", "tet", "spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha",
-    "detach_reset", "attn_v_threshold", "neuron_args", "dataset", "mean", "std",
+    "detach_reset", "attn_v_threshold", "neuron_args", "dvs_mode", "dataset", "mean", "std",
 )
 
 # What the original code's pickled argparse Namespace records, under its own names.

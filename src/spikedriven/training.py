@@ -28,7 +28,7 @@ from typing import Optional
 import numpy as np
 import torch
 from timm.data import Mixup
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
@@ -40,7 +40,7 @@ from .atomic import write_text_atomic
 from .config import CUDA_GRAPH_MODES, Config, save_config
 from .data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from .engine import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
+from .engine import FP16_NEEDS_CUDA, EpochState, StopRequested, TETLoss, evaluate, train_one_epoch
 from .errors import ConfigError
 from .models import build_model
 from .monitor import SpikeRecorder, neuron_layers
@@ -418,14 +418,22 @@ def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module):
 
 
 def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
+    """timm's Mixup (label smoothing inside it when on) and the matching loss, as timm's train.py pairs
+    them; with TET the loss averages the per-step losses and adds TET's regulariser."""
+    mixup = None
     if mixup_on:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                       switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode,
                       label_smoothing=cfg.smoothing, num_classes=cfg.num_classes)
-        return mixup, SoftTargetCrossEntropy()
-    if cfg.smoothing > 0:
-        return None, LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
-    return None, torch.nn.CrossEntropyLoss()
+    if cfg.bce_loss:
+        loss = BinaryCrossEntropy(smoothing=0.0 if mixup_on else cfg.smoothing, target_threshold=cfg.bce_target_thresh)
+    elif mixup_on:
+        loss = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        loss = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
+    else:
+        loss = torch.nn.CrossEntropyLoss()
+    return mixup, TETLoss(loss, cfg.tet_means, cfg.tet_lamb) if cfg.tet else loss
 
 
 def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> tuple[dict, Optional[float]]:

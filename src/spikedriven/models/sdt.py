@@ -82,11 +82,21 @@ class SpikeDrivenSelfAttention(nn.Module):
 
     The product is channel-wise, so heads only group channels: channel
     ``c = head * (dim / heads) + d`` as in the reference.
+
+    ``dvs_mode`` (the original's attention for event data): a 3x3 max-pool,
+    stride 1, on k and v over each frame, and on k * v and on q * kv in the
+    original's head layout, where the window spans tokens and the channels of a
+    head. Here the head layout is ``[heads, dim/heads, N]`` (the original's
+    transposed); a max-pool's window is symmetric, so the result is the same.
     """
 
-    def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory, levels: int = 1):
+    def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory, levels: int = 1,
+                 dvs_mode: bool = False):
         super().__init__()
-        self.num_heads, self.levels = num_heads, levels
+        self.num_heads, self.levels, self.dvs_mode = num_heads, levels, dvs_mode
+        if dvs_mode:  # no parameters: the original's checkpoints have no keys for them either
+            self.frame_pool = SpikeMaxPool2d(kernel_size=3, stride=1, padding=1, levels=levels)
+            self.head_pool = SpikeMaxPool2d(kernel_size=3, stride=1, padding=1, levels=levels * levels)
         self.shortcut_neuron = neuron()
         self.q_conv, self.q_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
         self.k_conv, self.k_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
@@ -102,11 +112,22 @@ class SpikeDrivenSelfAttention(nn.Module):
         # [T, B, heads, dim/heads, N]: a view of [T, B, C, H, W], no copy
         heads = (t, b, self.num_heads, c // self.num_heads, h * w)
         q = self.q_neuron(s, pre=(self.q_conv,), norm=self.q_bn).reshape(heads)
-        k = self.k_neuron(s, pre=(self.k_conv,), norm=self.k_bn).reshape(heads)
-        v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn).reshape(heads)
-        kv = self.kv_neuron(spike_mul(k, v, self.levels).sum(dim=-1, keepdim=True))  # sum over tokens
-        y = spike_mul(q, kv, self.levels).reshape(t, b, c, h, w)
-        return norm_then(y, self.proj_bn, pre=(self.proj_conv,)) + x
+        k = self.k_neuron(s, pre=(self.k_conv,), norm=self.k_bn)
+        v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn)
+        if self.dvs_mode:
+            k, v = per_step(self.frame_pool, k), per_step(self.frame_pool, v)
+        kv = spike_mul(k.reshape(heads), v.reshape(heads), self.levels)
+        if self.dvs_mode:
+            kv = self._pool_heads(kv)
+        kv = self.kv_neuron(kv.sum(dim=-1, keepdim=True))  # sum over tokens
+        y = spike_mul(q, kv, self.levels)
+        if self.dvs_mode:
+            y = self._pool_heads(y)
+        return norm_then(y.reshape(t, b, c, h, w), self.proj_bn, pre=(self.proj_conv,)) + x
+
+    def _pool_heads(self, z: torch.Tensor) -> torch.Tensor:
+        """The 3x3 max-pool over (head channels, tokens) of ``[T, B, heads, dim/heads, N]``."""
+        return self.head_pool(z.reshape(-1, 1, *z.shape[-2:])).reshape(z.shape)
 
 
 class SpikingMLP(nn.Module):
@@ -131,9 +152,9 @@ class SpikingMLP(nn.Module):
 
 class Block(nn.Module):
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, neuron: NeuronFactory, attn_neuron: NeuronFactory,
-                 levels: int = 1):
+                 levels: int = 1, dvs_mode: bool = False):
         super().__init__()
-        self.attn = SpikeDrivenSelfAttention(dim, num_heads, neuron, attn_neuron, levels)
+        self.attn = SpikeDrivenSelfAttention(dim, num_heads, neuron, attn_neuron, levels, dvs_mode)
         self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron, levels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -157,6 +178,7 @@ class SpikeDrivenTransformer(nn.Module):
         attn_neuron: the neuron after the attention sum; by default ``neuron`` with
             ``attn_v_threshold`` (0.5 in the study, in every mode) as its threshold.
         tet: return per-step logits ``[T, B, K]`` for the TET loss instead of their mean.
+        dvs_mode: the original's attention for event data (see ``SpikeDrivenSelfAttention``).
     """
 
     def __init__(
@@ -174,6 +196,7 @@ class SpikeDrivenTransformer(nn.Module):
         attn_neuron: NeuronArg = None,
         attn_v_threshold: float = 0.5,
         tet: bool = False,
+        dvs_mode: bool = False,
         **neuron_settings: Any,
     ):
         super().__init__()
@@ -183,7 +206,7 @@ class SpikeDrivenTransformer(nn.Module):
         self.model_args = dict(
             img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
             num_heads=num_heads, mlp_ratio=mlp_ratio, T=T, pooling_stat=pooling_stat, attn_v_threshold=attn_v_threshold,
-            tet=tet, neuron=self.neuron_spec.to_dict() if self.neuron_spec is not None else None,
+            tet=tet, dvs_mode=dvs_mode, neuron=self.neuron_spec.to_dict() if self.neuron_spec is not None else None,
         )
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.embed_dim = self.num_features = embed_dim
@@ -192,7 +215,7 @@ class SpikeDrivenTransformer(nn.Module):
         levels = self.spike_levels
         self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron_factory, levels)
         self.block = nn.ModuleList(
-            [Block(embed_dim, num_heads, mlp_ratio, neuron_factory, attn_factory, levels) for _ in range(depth)]
+            [Block(embed_dim, num_heads, mlp_ratio, neuron_factory, attn_factory, levels, dvs_mode) for _ in range(depth)]
         )
         self.head_neuron = neuron_factory()
         self.head = nn.Linear(embed_dim, num_classes) if num_classes > 0 else nn.Identity()
@@ -236,11 +259,8 @@ class SpikeDrivenTransformer(nn.Module):
             x = x.transpose(0, 1)
         else:
             raise ValueError(f"expected input [B, C, H, W] or [B, T, C, H, W], got shape {tuple(x.shape)}")
-        if x.shape[-3] != self.in_chans or tuple(x.shape[-2:]) != (self.img_size, self.img_size):
-            raise ValueError(
-                f"expected images of {self.in_chans}x{self.img_size}x{self.img_size}, "
-                f"got {'x'.join(map(str, x.shape[-3:]))}"
-            )
+        if x.shape[-3] != self.in_chans:  # any size: the network is convolutional (ImageNet evaluates at 288)
+            raise ValueError(f"expected {self.in_chans}-channel input, got {'x'.join(map(str, x.shape[-3:]))}")
         return x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,277 @@
+"""The loaders every dataset shares: seeded per-sample augmentation, samplers, workers, collates.
+
+The training loader asks for ``(epoch, index)`` pairs (``EpochSampler``), and
+the random augmentation of each sample is seeded from (seed, epoch, index)
+alone: which worker process draws it, how many workers there are and how many
+processes share the data change nothing, so workers can persist across epochs
+and a resumed run can start mid-epoch without loading what it skips. Samples
+leave the workers unnormalised (uint8 images, count frames); the collate
+converts and normalises whole batches. Mixup is applied in the training loop
+(``engine``), so switching it off at an epoch really happens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import random
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
+
+from ..errors import DataError
+from .registry import dataset_def
+
+if TYPE_CHECKING:
+    from ..config import Config
+
+
+@contextlib.contextmanager
+def seeded_generators(key: str):
+    """Seed Python's, NumPy's and torch's global generators (the ones the
+    transforms draw from) from ``key``. Outside a loader worker their states
+    are restored afterwards, so the main process (mixup) draws as if nothing
+    had been loaded."""
+    torch_gen = torch.random.default_generator
+    saved = None
+    if get_worker_info() is None:
+        saved = random.getstate(), np.random.get_state(), torch_gen.get_state()
+    random.seed(key)  # a str seeds through SHA-512: the same on every platform and run
+    derived = random.getrandbits(32)
+    np.random.seed(derived)
+    torch_gen.manual_seed(derived)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            random.setstate(saved[0])
+            np.random.set_state(saved[1])
+            torch_gen.set_state(saved[2])
+
+
+class SeededDataset(Dataset):
+    """A dataset indexed by ``i``, or by ``(epoch, i)``: then the random transform of sample ``i``
+    is seeded from ``(seed, epoch, i)`` and gives the same sample in any process, in any order.
+
+    Subclasses define ``_sample(i)`` (and ``_batch(indices)`` where a whole batch can be
+    looked up at once: ``whole_batches``), ``labels`` and ``subset``. ``kind`` says what a
+    sample is, which picks the collate: ``"image"`` (uint8 ``[H, W, C]``) or ``"frames"``
+    (float ``[T, C, H, W]`` event counts).
+    """
+
+    kind = "image"
+    labels: np.ndarray
+
+    def __init__(self, transform: Optional[Callable] = None, seed: int = 0):
+        self.transform, self.seed = transform, seed
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @property
+    def whole_batches(self) -> bool:
+        return False
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            epoch, i = key
+            with seeded_generators(f"{self.seed}:{epoch}:{i}"):
+                return self._sample(i)
+        if isinstance(key, list):
+            return self._batch(key)
+        return self._sample(key)
+
+    def _sample(self, i: int):
+        raise NotImplementedError
+
+    def _batch(self, indices: list):
+        raise TypeError("whole batches are served only without a transform")
+
+    def subset(self, indices: np.ndarray, transform: Optional[Callable] = None) -> "SeededDataset":
+        raise NotImplementedError
+
+
+class EpochSampler(Sampler):
+    """``(epoch, index)`` pairs in the order of a ``DistributedSampler`` (or timm's repeated-
+    augmentation sampler), from ``skip`` samples into the epoch (a mid-epoch resume)."""
+
+    def __init__(self, order: Sampler):
+        self.order, self.skip, self.epoch = order, 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.order.set_epoch(epoch)
+        self.epoch, self.skip = epoch, skip
+
+    def __iter__(self):
+        epoch = self.epoch
+        return ((epoch, i) for i in itertools.islice(self.order, self.skip, None))
+
+    def __len__(self) -> int:
+        return len(self.order)  # a whole epoch: progress counts the skipped batches as done
+
+
+class ShardSampler(Sampler):
+    """Every ``world``-th index from ``rank``: evaluation shards without padding or duplicates."""
+
+    def __init__(self, n: int, rank: int, world: int):
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+# ------------------------------------------------------------------ workers
+
+MAX_AUTO_WORKERS = 32
+
+
+def cpu_ids() -> list[int]:
+    """The CPUs this process may run on: its affinity mask, which taskset, Slurm
+    and the study's parallel runs narrow, or all of them."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity masks on this platform
+        return list(range(os.cpu_count() or 1))
+
+
+def available_cpus() -> int:
+    return len(cpu_ids())
+
+
+def resolve_workers(cfg: "Config", device_type: str, cpus: Optional[int] = None, local_processes: Optional[int] = None) -> int:
+    """Loader workers for ``workers: auto``: on a GPU every CPU core this
+    process's share holds but one (the training loop's), as augmentation is
+    what limits a fast GPU; on CPU one, since the model's compute needs the
+    cores and a CPU step asks for few images. A number in the config is used as
+    given (the batches are the same with any number)."""
+    if cfg.workers is not None:
+        return cfg.workers
+    cpus = available_cpus() if cpus is None else cpus
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if local_processes is None else local_processes
+    share = max(1, cpus // max(1, local))
+    if device_type == "cuda":
+        return max(1, min(share - 1, MAX_AUTO_WORKERS))
+    return 1 if share > 1 else 0
+
+
+# ------------------------------------------------------------------ collates
+
+
+class NormalizingCollate:
+    """Stacks a batch of uint8 ``[H, W, C]`` images into ``[B, C, H, W]`` and
+    normalises it in one go.
+
+    The numbers are exactly those of the per-image ``ToTensor`` + ``Normalize``
+    (the same float32 operations, broadcast over the batch), for a fraction of
+    their cost: converting each image to a tensor took a sixth of a worker's
+    time. Called with one ``(images, labels)`` batch instead of a list of
+    samples, it converts that batch.
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+
+    def __call__(self, samples):
+        if isinstance(samples, tuple):  # a whole batch looked up at once
+            images, labels = samples
+        else:
+            images = np.stack([image for image, _ in samples])
+            labels = np.array([label for _, label in samples], dtype=np.int64)
+        chw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        return chw.to(torch.float32).div_(255).sub_(self.mean).div_(self.std), torch.from_numpy(labels)
+
+
+class FramesCollate:
+    """Stacks event frames ``[T, C, H, W]`` into the model's 5-D input ``[B, T, C, H, W]``,
+    normalised per channel (mean 0, std 1, the DVS configs' values, leave the counts as they are)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1)
+        self.identity = all(m == 0 for m in mean) and all(s == 1 for s in std)
+
+    def __call__(self, samples):
+        frames = torch.stack([torch.as_tensor(f) for f, _ in samples]).to(torch.float32)
+        labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
+        return (frames if self.identity else frames.sub_(self.mean).div_(self.std)), labels
+
+
+def make_collate(dataset: SeededDataset, cfg: "Config"):
+    return (FramesCollate if dataset.kind == "frames" else NormalizingCollate)(cfg.mean, cfg.std)
+
+
+# ------------------------------------------------------------------ datasets and loaders
+
+
+@dataclass
+class Splits:
+    train: SeededDataset
+    eval: SeededDataset
+    eval_name: str  # "test" or "val": which set picks the best checkpoint
+
+
+def build_datasets(cfg: "Config") -> Splits:
+    """Training set and the evaluation set (test set, or ``val_size`` held out of training)."""
+    definition = dataset_def(cfg.dataset)
+    definition.check_config(cfg)
+    train, test = definition.datasets(cfg)
+    if not cfg.val_size:
+        return Splits(train, test, "test")
+    if cfg.val_size >= len(train):
+        raise DataError(f"val_size {cfg.val_size} must be smaller than the {len(train)} training samples")
+    order = np.random.default_rng(cfg.seed).permutation(len(train))
+    val, keep = np.sort(order[: cfg.val_size]), np.sort(order[cfg.val_size:])
+    return Splits(train.subset(keep, train.transform), train.subset(val, test.transform), "val")
+
+
+def build_test_dataset(cfg: "Config") -> SeededDataset:
+    definition = dataset_def(cfg.dataset)
+    definition.check_config(cfg)
+    return definition.datasets(cfg)[1]
+
+
+def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu") -> DataLoader:
+    """Shuffled per epoch from (seed, epoch) alone and augmented per sample from
+    (seed, epoch, index), so a resumed run sees the same batches; call
+    ``loader.sampler.set_epoch(epoch, skip)`` before each epoch. With ``aug_repeats``
+    > 1, timm's repeated-augmentation sampler orders the epoch (each image that many
+    times per epoch, differently augmented, spread over the processes)."""
+    per_rank = len(dataset) // world
+    if cfg.batch_size > per_rank:
+        raise DataError(f"batch_size {cfg.batch_size} is larger than the {per_rank} training samples per process; lower --batch-size")
+    if cfg.aug_repeats > 1:
+        from timm.data.distributed_sampler import RepeatAugSampler
+
+        order = RepeatAugSampler(dataset, num_replicas=world, rank=rank, shuffle=True, num_repeats=cfg.aug_repeats)
+    else:
+        order = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
+    workers = resolve_workers(cfg, device_type)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, sampler=EpochSampler(order), num_workers=workers, drop_last=True,
+        collate_fn=make_collate(dataset, cfg), pin_memory=device_type == "cuda", persistent_workers=workers > 0,
+    )
+
+
+def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu") -> DataLoader:
+    """This process's shard of ``dataset`` in order. Samples used as stored are
+    fetched a whole batch per lookup in this process (no workers: there is no
+    per-sample work to share out); otherwise each is transformed by the
+    loader's workers."""
+    shard = ShardSampler(len(dataset), rank, world)
+    collate, pin = make_collate(dataset, cfg), device_type == "cuda"
+    if dataset.whole_batches:
+        batches = BatchSampler(shard, cfg.val_batch_size, drop_last=False)
+        return DataLoader(dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin)
+    workers = resolve_workers(cfg, device_type)
+    return DataLoader(
+        dataset, batch_size=cfg.val_batch_size, sampler=shard, collate_fn=collate, num_workers=workers,
+        pin_memory=pin, persistent_workers=workers > 0,
+    )
