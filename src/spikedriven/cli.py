@@ -16,7 +16,7 @@ import traceback
 from typing import Callable
 
 from . import __version__
-from .errors import SpikedrivenError
+from .errors import SpikedrivenError, user_message
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -81,6 +81,8 @@ def _add_eval(sub) -> None:
     p.add_argument("--e-mac", type=float, default=4.6, metavar="PJ", help="energy of one MAC in pJ (default 4.6)")
     p.add_argument("--e-ac", type=float, default=0.9, metavar="PJ", help="energy of one AC in pJ (default 0.9)")
     p.add_argument("--use-ema", action="store_true", help="evaluate the checkpoint's EMA weights")
+    p.add_argument("--large-valid", action="store_true",
+                   help="evaluate at 288 px (the original's flag for ImageNet; the same as --eval-img-size 288)")
     p.add_argument("--no-resume-opt", action="store_true", help="accepted for the study's command line; evaluation never loads an optimizer")
     _common(p)
     add_config_flags(p, exclude=("output",))
@@ -94,11 +96,14 @@ def _run_eval(args, argv_hint: str) -> int:
 
     if args.e_mac <= 0 or args.e_ac <= 0:
         raise ConfigError("--e-mac and --e-ac must be positive energies in pJ")
+    overrides = overrides_from_args(args)
+    if args.large_valid:
+        overrides.setdefault("eval_img_size", 288)
     checkpoint, note = pick_checkpoint(args.checkpoint)
     if note:  # a run folder was given: say which of its checkpoints
         print(f"evaluating {checkpoint}{note}")
     result, files = evaluate_checkpoint(
-        checkpoint, args.config, overrides_from_args(args), override=args.override, split=args.split,
+        checkpoint, args.config, overrides, override=args.override, split=args.split,
         output=args.eval_output, e_mac=args.e_mac * 1e-12, e_ac=args.e_ac * 1e-12, use_ema=args.use_ema,
     )
     print_report(result, files)
@@ -279,7 +284,7 @@ def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
         if "--debug" in argv:
             traceback.print_exc()
         logging.getLogger("spikedriven").debug("error", exc_info=True)
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {user_message(e)}", file=sys.stderr)
         return 2
     except _run_stopped() as e:
         print(str(e), file=sys.stderr)

@@ -19,3 +19,13 @@ class DataError(SpikedrivenError):
 
 class CheckpointError(SpikedrivenError):
     """A checkpoint that cannot be read or does not fit the model."""
+
+
+def user_message(error: BaseException) -> str:
+    """The sentence of an error meant for the user. One raised in a data-loader worker reaches the
+    main process with the worker's traceback in its message; the sentence is its last line."""
+    text = str(error)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if ": " in last else last
+    return text

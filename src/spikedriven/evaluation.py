@@ -88,10 +88,11 @@ def resolve_eval_config(
     return cfg, conflicts
 
 
-def default_output(checkpoint: Path, overridden: Optional[list[dict]] = None) -> Path:
+def default_output(checkpoint: Path, overridden: Optional[list[dict]] = None, eval_size: Optional[int] = None) -> Path:
     """``eval_<checkpoint name>`` beside it; an evaluation with overridden settings gets a folder
-    named by them (``eval_last-override-spike_mode-lif``), so it never replaces the real one."""
-    name = f"eval_{checkpoint.name.split('.')[0]}"
+    named by them (``eval_last-override-spike_mode-lif``), so it never replaces the real one, and
+    so does one at another image size (``eval_best-288px``)."""
+    name = f"eval_{checkpoint.name.split('.')[0]}" + (f"-{eval_size}px" if eval_size else "")
     for c in overridden or []:
         value = c["evaluated_with"]
         value = " ".join(f"{v:g}" for v in value) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) else str(value)
@@ -156,7 +157,8 @@ def evaluate_checkpoint(
     result["checkpoint_epoch"] = finished_epoch(ckpt)
     if ckpt.get("step"):
         result["checkpoint_step"] = int(ckpt["step"])  # saved inside the epoch after checkpoint_epoch
-    folder = Path(output) if output else default_output(checkpoint, overridden)
+    other_size = cfg.eval_img_size if cfg.eval_img_size not in (None, cfg.img_size) else None
+    folder = Path(output) if output else default_output(checkpoint, overridden, other_size)
     try:
         files = write_evaluation(folder, result, config=cfg.to_dict(), checkpoint=checkpoint)
     except OSError as e:

@@ -41,7 +41,7 @@ from .config import CUDA_GRAPH_MODES, Config, save_config
 from .data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .engine import FP16_NEEDS_CUDA, EpochState, StopRequested, TETLoss, evaluate, train_one_epoch
-from .errors import ConfigError
+from .errors import ConfigError, DataError, user_message
 from .models import build_model
 from .monitor import SpikeRecorder, neuron_layers
 from .neurons import fused_available
@@ -345,6 +345,10 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     )
                 except StopRequested:
                     raise stopped(epoch, epoch_state) from None
+                except DataError as e:  # a sample that cannot be read: save the epoch so far, say which file
+                    stopped(epoch, epoch_state)
+                    raise DataError(f"{user_message(e)}; the run saved where it stopped (epoch {epoch}, step "
+                                    f"{epoch_state.step}): fix the file, then resume with: {resume_hint(run_dir / 'last.pth.tar')}") from None
                 finally:
                     progress.close()
                 train_seconds = time.perf_counter() - started
@@ -356,6 +360,10 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                                        channels_last=channels_last, recorder=recorder, stop_requested=stop)
                 except StopRequested:  # the epoch's training is saved whole; the resumed run evaluates it
                     raise stopped(epoch, epoch_state) from None
+                except DataError as e:
+                    stopped(epoch, epoch_state)
+                    raise DataError(f"{user_message(e)}; the run saved its epoch {epoch} before evaluating it: fix the "
+                                    f"file, then resume with: {resume_hint(run_dir / 'last.pth.tar')}") from None
                 rates, mean_rate = reduced_firing_rates(recorder, dist, device)
                 row = {
                     "epoch": epoch, "lr": lr, "train_loss": stats["train_loss"],

@@ -58,6 +58,9 @@ class Cifar10DVS(EventDatasetDef):
         root = Path(cfg.data_dir)
         if not root.is_dir():
             raise DataError(f"dataset not found: {root} does not exist; cifar10-dvs reads {self.layout} under --data-dir")
+        if not any((root / d).is_dir() for d in ("events_np", "extract", "download")):
+            found = ", ".join(sorted(e.name + "/" for e in root.iterdir())) or "nothing"
+            raise DataError(f"dataset not found: {root} holds {found}; cifar10-dvs reads {self.layout}")
         if not (root / "events_np").is_dir():
             make_events_np(root)
         events_files, labels, classes = folder_samples(root / "events_np")

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .events import convert_all, frames_by_number, load_events, load_frames, save_npz
+from .events import check_frames, convert_all, frames_by_number, load_events, load_frames, save_npz
 from .loaders import SeededDataset
 from .registry import DatasetDef
 
@@ -75,8 +75,11 @@ def cache_frames(events_files: Sequence[Path], events_root: Path, frames_root: P
     def convert(source: Path, target: Path) -> None:
         save_npz(target, frames=frames_by_number(load_events(source, height, width), frames, height, width))
 
+    cached = [t for t in targets if t.exists()]
     convert_all([(convert, (s, t)) for s, t in zip(events_files, targets) if not t.exists()],
                 f"frames ({frames} per sample)")
+    for target in cached:  # a file cached for other settings is found now, not in the middle of an epoch
+        check_frames(target, frames, height, width)
     return targets
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import struct
+import sys
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,6 +143,26 @@ def frames_by_number(events: dict, frames: int, height: int, width: int) -> np.n
     return counts.astype(np.float64).reshape(frames, 2, height, width)
 
 
+def stored_shape(path: Path, key: str) -> tuple:
+    """The shape of array ``key`` in an .npz, read from its header alone (nothing else is decompressed)."""
+    try:
+        with zipfile.ZipFile(path) as z, z.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, _ = read(f)
+        return tuple(shape)
+    except Exception as e:
+        raise DataError(f"frames file {path} cannot be read; delete it to convert the sample again "
+                        f"({type(e).__name__}: {e})") from None
+
+
+def check_frames(path: Path, frames: int, height: int, width: int) -> None:
+    shape = stored_shape(path, "frames")
+    if shape != (frames, 2, height, width):
+        raise DataError(f"frames file {path} holds frames {list(shape)}, not [{frames}, 2, {height}, {width}]: "
+                        "it was cached for other settings; delete it to convert the sample again")
+
+
 def load_frames(path: Path, frames: int, height: int, width: int) -> np.ndarray:
     """One cached sample of frames as float32, checked against the frames asked for."""
     try:
@@ -164,7 +185,8 @@ def convert_all(jobs: Sequence[tuple[Callable, tuple]], what: str) -> None:
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
         futures = [pool.submit(fn, *args) for fn, args in jobs]
-        for future in tqdm(futures, desc=what, unit="file", disable=len(futures) < 50, leave=False):
+        quiet = len(futures) < 50 or not sys.stderr.isatty()
+        for future in tqdm(futures, desc=what, unit="file", disable=quiet, leave=False):
             future.result()
 
 

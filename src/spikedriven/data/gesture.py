@@ -86,6 +86,9 @@ class DVS128Gesture(EventDatasetDef):
         root = Path(cfg.data_dir)
         if not root.is_dir():
             raise DataError(f"dataset not found: {root} does not exist; dvs128-gesture reads {self.layout} under --data-dir")
+        if not self.present(root):
+            found = ", ".join(sorted(e.name + "/" for e in root.iterdir())) or "nothing"
+            raise DataError(f"dataset not found: {root} holds {found}; dvs128-gesture reads {self.layout}")
         if not (root / "events_np").is_dir():
             make_events_np(root)
         train_tf, eval_tf = self.transforms(cfg)

@@ -59,10 +59,10 @@ class ImageNet(DatasetDef):
         if len(class_to_idx) != cfg.num_classes:
             raise DataError(f"{root / 'train'} holds {len(class_to_idx)} classes but num_classes is {cfg.num_classes}")
         val_folder = _split_folder(root, ("val", "validation"))
-        val_files, val_labels, val_classes = scan(val_folder, class_to_idx)
         unknown = sorted(set(e.name for e in os.scandir(val_folder) if e.is_dir()) - set(class_to_idx))
         if unknown:
             raise DataError(f"{val_folder} has class folders that train/ lacks: {', '.join(unknown[:5])}")
+        val_files, val_labels, _ = scan(val_folder, class_to_idx)
         train = FolderImageDataset(train_files, train_labels, build_transforms(cfg, True), cfg.seed)
         test = FolderImageDataset(val_files, val_labels, build_transforms(cfg, False, eval_size=cfg.eval_img_size))
         return train, test

@@ -145,7 +145,8 @@ def array_datasets(cfg: "Config", train: tuple[np.ndarray, np.ndarray], test: tu
     """Training and test sets of images held in memory, with timm's transforms (none at evaluation
     where it would return the images unchanged: then a batch is one array lookup)."""
     images, labels = train
-    size = square_size(images)
-    eval_tf = None if size is not None and eval_transform_is_identity(cfg, size) else build_transforms(cfg, False)
+    size, eval_size = square_size(images), cfg.eval_img_size or cfg.img_size
+    identity = size is not None and eval_size == cfg.img_size and eval_transform_is_identity(cfg, size)
+    eval_tf = None if identity else build_transforms(cfg, False, eval_size=eval_size)
     return (ArrayImageDataset(images, labels, build_transforms(cfg, True, image_size=size), cfg.seed),
             ArrayImageDataset(test[0], test[1], eval_tf))
