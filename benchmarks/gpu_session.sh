@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 PY="${PYTHON:-python3}"
 
 if [ -n "${QUICK:-}" ]; then
-  tp=(--quick) tp64=(--quick) tp256=(--quick) tp256s=(--quick)
+  tp=(--quick) tp64=(--quick) tp256=(--quick) tp256s=(--quick) tpcfg=(--quick)
   e2e=(--quick)
   limit() { shift; "$@"; }
 else
@@ -20,6 +20,7 @@ else
   tp64=(--batch-sizes 64 --steps 20 --warmup 5)
   tp256=(--batch-sizes 256 --steps 20 --warmup 5)
   tp256s=(--batch-sizes 256 --steps 10 --warmup 3)
+  tpcfg=(--batch-sizes 32 --steps 5 --warmup 2)
   e2e=(--batch 256 --amp bf16 --epochs 2)  # workers: auto, as a training run
   limit() { timeout "$@"; }
 fi
@@ -37,8 +38,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
 # most important first; the limits add up to under the device tool's 600 s per call
 part cuda_check 130 "$PY" benchmarks/cuda_check.py
 # eager: reference (per-step, full tensors) vs fast (fused, lean backward), fp32 and bf16
-part throughput_eager 100 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
-part end_to_end 150 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
+part throughput_eager 90 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
+part end_to_end 120 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
 # the training command's CUDA default: compile with CUDA graphs
 part compiled_fp32 75 "$PY" benchmarks/throughput.py "${tp64[@]}" --precisions fp32 --paths fast --compile \
   --compile-mode reduce-overhead --json "$OUT/compiled_fp32.json"
@@ -49,4 +50,7 @@ part throughput_full 35 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fa
   --json "$OUT/throughput_full.json"
 part throughput_min 35 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory min \
   --json "$OUT/throughput_min.json"
+# the DVS (T = 10, 16) and ImageNet 8-384 models at their own configs' batch sizes
+part configs 40 "$PY" benchmarks/throughput.py "${tpcfg[@]}" --precisions bf16 --config conf/cifar10-dvs/2_256_200E_t10_TET.yml \
+  conf/gesture/2_256_200E_t16.yml conf/imagenet/8_384_300E_t4.yml --json "$OUT/configs.json"
 echo "results in $OUT"

@@ -38,6 +38,7 @@ import platform
 import resource
 import sys
 import time
+from pathlib import Path
 
 import timm
 import torch
@@ -77,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "study's augmentation and mixup, then an evaluation over 10,000, at batch 256 (bf16 if among "
                         "--precisions), the training command's defaults")
     p.add_argument("--workers", default="auto", help="loader workers of --end-to-end: a number, or auto (as a training run chooses)")
+    p.add_argument("--config", metavar="YAML", nargs="+",
+                   help="measure the models of these configs (DVS, ImageNet ...) instead of the CIFAR 2-256 default")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -320,12 +323,44 @@ def run_end_to_end(args: argparse.Namespace, device: torch.device) -> dict:
     return result
 
 
+def measure_configs(args: argparse.Namespace, device: torch.device) -> int:
+    """The fast path's training and evaluation speed for the model of each config (its T, size, pooling,
+    DVS attention), on a 4-D input the model repeats over T (the compute of a frames input)."""
+    from spikedriven.config import load_config
+
+    rows = []
+    for path in args.config:
+        kwargs = load_config(path, {"amp": "none"}).model_kwargs()
+        kwargs["tet"] = False  # the same network; the timing loop's loss takes the mean over steps
+        if args.quick:
+            kwargs.update(QUICK_MODEL, num_classes=10)
+        fast = timm.create_model("sdt", **kwargs).to(device)
+        if device.type == "cuda":
+            fast = fast.to(memory_format=torch.channels_last)
+        use_fused_neurons(fast, True)
+        runner = torch.compile(fast, mode=args.compile_mode, dynamic=False) if args.compile else fast
+        for precision in args.precisions:
+            for batch in args.batch_sizes:
+                r = measure(fast, runner, True, precision, batch, args, device)
+                r["config"] = Path(path).name
+                rows.append(r)
+                print(f"{Path(path).name} T={kwargs['T']} {kwargs['img_size']}px {precision} batch {batch}: "
+                      f"{_fmt(r['train_images_per_s'], '.1f')} train img/s, {_fmt(r['eval_images_per_s'], '.1f')} eval img/s, "
+                      f"peak {_fmt(r['train_peak_mem_mib'], '.0f')} MiB", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"environment": environment(device), "results": rows}, f, indent=2)
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda asked for, but CUDA is not available")
     torch.manual_seed(args.seed)
+    if args.config:
+        return measure_configs(args, device)
     model_kwargs = dict(num_classes=10, **(QUICK_MODEL if args.quick else {}))
     env = environment(device)
     print(" ".join(f"{k}={v}" for k, v in env.items() if v is not None))

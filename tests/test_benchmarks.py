@@ -34,3 +34,15 @@ def test_throughput_quick_run_reports_both_paths_and_the_end_to_end_epoch(tmp_pa
     assert e2e["amp"] == "bf16" and e2e["compile"] == "off"  # CPU: compile auto is off
     assert e2e["train_images_per_s"] > 0 and e2e["eval_images_per_s"] > 0
     assert "end to end: 256 training images" in done.stdout
+
+
+def test_throughput_measures_the_models_of_other_configs(tmp_path):
+    """What the GPU session measures for the DVS (T = 10, 16) and ImageNet 8-384 configs, at toy sizes."""
+    out = tmp_path / "configs.json"
+    configs = [str(ROOT / c) for c in ("conf/cifar10-dvs/2_256_200E_t10_TET.yml", "conf/imagenet/8_384_300E_t4.yml")]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/throughput.py"), "--quick", "--precisions", "fp32",
+                           "--config", *configs, "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["results"]
+    assert [r["config"] for r in rows] == ["2_256_200E_t10_TET.yml", "8_384_300E_t4.yml"]
+    assert all(r["train_images_per_s"] > 0 for r in rows)
