@@ -44,8 +44,8 @@ class Config:
     num_classes: int = _f(10, "number of classes")
     img_size: int = _f(32, "input image size (square)")
     in_channels: int = _f(3, "input channels")
-    mean: list = _f([0.4914, 0.4822, 0.4465], "normalisation mean per channel")
-    std: list = _f([0.2470, 0.2435, 0.2616], "normalisation std per channel")
+    mean: Optional[list] = _f(None, "normalisation mean per channel (none: the dataset's own, e.g. CIFAR-10's)")
+    std: Optional[list] = _f(None, "normalisation std per channel (none: the dataset's own)")
     crop_pct: float = _f(1.0, "centre-crop fraction at evaluation")
     scale: list = _f([1.0, 1.0], "random-resized-crop scale range ([1, 1]: no random crop)")
     ratio: list = _f([1.0, 1.0], "random-resized-crop aspect-ratio range")
@@ -192,6 +192,14 @@ class Config:
             if not cond:
                 raise ConfigError(msg)
 
+        from .data import dataset_def  # here: the data package reads this module
+
+        definition = dataset_def(self.dataset)
+        if self.mean is None:  # resolved now, so that config.yaml and checkpoints record the values used
+            self.mean = list(definition.mean)
+        if self.std is None:
+            self.std = list(definition.std)
+
         for f in dataclasses.fields(self):
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
@@ -231,9 +239,6 @@ class Config:
         need(self.log_interval >= 1, f"log_interval must be >= 1, got {self.log_interval}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        from .data import dataset_def  # here: the data package reads this module
-
-        dataset_def(self.dataset)
         self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
         self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
         return self

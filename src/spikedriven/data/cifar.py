@@ -148,6 +148,7 @@ class _Cifar(DatasetDef):
 class Cifar10(_Cifar):
     name, title, num_classes = "torch/cifar10", "CIFAR-10", 10
     aliases = ("cifar10",)
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
     layout = "cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta)"
 
 
@@ -155,4 +156,5 @@ class Cifar10(_Cifar):
 class Cifar100(_Cifar):
     name, title, num_classes = "torch/cifar100", "CIFAR-100", 100
     aliases = ("cifar100",)
+    mean, std = (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761)
     layout = "cifar-100-python/ (train, test, meta)"

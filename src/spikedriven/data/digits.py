@@ -34,6 +34,7 @@ def read_digits(img_size: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
 class Digits(DatasetDef):
     name, title, num_classes, in_channels = "sklearn/digits", "scikit-learn digits (8x8)", 10, 3
     layout = "nothing: scikit-learn ships it"
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
     def check_config(self, cfg) -> None:
         if cfg.num_classes != 10 or cfg.in_channels != 3:

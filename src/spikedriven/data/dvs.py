@@ -89,6 +89,7 @@ class EventDatasetDef(DatasetDef):
     frames = True
     in_channels = 2
     sensor: ClassVar[tuple[int, int]] = (128, 128)
+    mean, std = (0.0, 0.0), (1.0, 1.0)  # event counts are used as they are
 
     def check_config(self, cfg: "Config") -> None:
         super().check_config(cfg)

@@ -30,6 +30,8 @@ class DatasetDef:
     in_channels: ClassVar[int]
     frames: ClassVar[bool] = False  # samples are [T, C, H, W] event frames (the input then brings its own T)
     layout: ClassVar[str] = ""  # where it lies under --data-dir, for messages and `spikedriven info`
+    mean: ClassVar[tuple[float, ...]] = ()  # its normalisation, the config's default
+    std: ClassVar[tuple[float, ...]] = ()
 
     def check_config(self, cfg: "Config") -> None:
         if cfg.num_classes != self.num_classes:
