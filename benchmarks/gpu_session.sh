@@ -22,6 +22,7 @@ else
   tp256s=(--batch-sizes 256 --steps 10 --warmup 3)
   tpcfg=(--batch-sizes 32 --steps 5 --warmup 2)
   e2e=(--batch 256 --amp bf16 --epochs 2)  # workers: auto, as a training run
+  inf=(--batch-sizes 1 64 256 --neurons lif if if_soft lif_soft plif)
   limit() { timeout "$@"; }
 fi
 
@@ -36,19 +37,21 @@ part() {  # part NAME SECONDS COMMAND...: run, keep the log, go on whatever happ
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 # most important first; the limits add up to under the device tool's 600 s per call
-part cuda_check 130 "$PY" benchmarks/cuda_check.py
+part cuda_check 120 "$PY" benchmarks/cuda_check.py
+# inference speed per neuron, fused kernels and per-step loop (the study's speed claim)
+part inference 40 "$PY" benchmarks/inference_speed.py "${inf[@]}" --json "$OUT/inference.json"
 # eager: reference (per-step, full tensors) vs fast (fused, lean backward), fp32 and bf16
-part throughput_eager 90 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
-part end_to_end 120 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
+part throughput_eager 85 "$PY" benchmarks/throughput.py "${tp[@]}" --json "$OUT/throughput_eager.json"
+part end_to_end 110 "$PY" benchmarks/end_to_end.py "${e2e[@]}" --json "$OUT/end_to_end.json"
 # the training command's CUDA default: compile with CUDA graphs
-part compiled_fp32 75 "$PY" benchmarks/throughput.py "${tp64[@]}" --precisions fp32 --paths fast --compile \
+part compiled_fp32 70 "$PY" benchmarks/throughput.py "${tp64[@]}" --precisions fp32 --paths fast --compile \
   --compile-mode reduce-overhead --json "$OUT/compiled_fp32.json"
-part compiled_bf16 70 "$PY" benchmarks/throughput.py "${tp256[@]}" --precisions bf16 --paths fast --compile \
+part compiled_bf16 65 "$PY" benchmarks/throughput.py "${tp256[@]}" --precisions bf16 --paths fast --compile \
   --compile-mode reduce-overhead --json "$OUT/compiled_bf16.json"
 # what the backward-memory modes cost in time and save in peak memory (default: lean)
-part throughput_full 35 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory full \
+part throughput_full 32 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory full \
   --json "$OUT/throughput_full.json"
-part throughput_min 35 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory min \
+part throughput_min 32 "$PY" benchmarks/throughput.py "${tp256s[@]}" --paths fast --backward-memory min \
   --json "$OUT/throughput_min.json"
 # the DVS (T = 10, 16) and ImageNet 8-384 models at their own configs' batch sizes
 part configs 40 "$PY" benchmarks/throughput.py "${tpcfg[@]}" --precisions bf16 --config conf/cifar10-dvs/2_256_200E_t10_TET.yml \

@@ -62,10 +62,22 @@ def test_interrupted_study_resumes_and_tabulates(study, capsys):
         metrics = [json.loads((folder / "runs" / n / "eval_last" / "metrics.json").read_text()) for n in names]
         assert float(row["mean_firing_rate"]) == pytest.approx(statistics.fmean(m["mean_firing_rate"] for m in metrics))
         assert float(row["energy_uj_per_image"]) == pytest.approx(statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in metrics))
+        assert float(row["last10_top1_mean"]) == pytest.approx(statistics.fmean(
+            statistics.fmean(float(r["eval_top1"]) for r in s) for s in summaries))  # 2 epochs: both
+        if row["mode"] == "lif":
+            assert row["verdict"] == "baseline" and row["vs_baseline"] == ""
+        else:  # against LIF u_th 1 on the same seeds 42 and 43: paired
+            lif = [float(read_summary(folder / "runs" / f"lif-uth1-seed{s}")[-1]["eval_top1"]) for s in (42, 43)]
+            assert float(row["vs_baseline"]) == pytest.approx(statistics.fmean(final) - statistics.fmean(lif))
+            spread = len({round(a - b, 6) for a, b in zip(final, lif)}) > 1
+            assert row["test"] == "paired t-test, 2 seeds"
+            if not spread:
+                assert row["verdict"] in ("identical", "no spread between seeds: no interval")
     md = (folder / "results.md").read_text()
     assert "IF, soft reset" in md and "±" in md and "picked on test set" in md
-    for name in ("curves.png", "firing.png"):
+    for name in ("curves.png", "firing.png", "tradeoff.png"):
         assert (folder / name).read_bytes()[:8] == PNG
+    assert "\\toprule" in (folder / "results.tex").read_text()
     study_yaml = (folder / "study.yaml").read_text()
     assert "epochs: 2" in study_yaml and "val_batch_size: 360" in study_yaml
 

@@ -198,7 +198,7 @@ def test_a_study_notices_that_its_config_file_changed(tmp_path, capsys):
     assert main(args) == 0
     conf.write_text(conf.read_text().replace("time_steps: 2", "time_steps: 3").replace("lr: 3.0e-3", "lr: 1.0e-3"))
     code, out, err = run_cli([*args, "--dry-run"], capsys)
-    assert code == 0 and "stale   if-uth1-seed42 (time_steps 2 -> 3, lr 0.003 -> 0.001)" in out, out
+    assert code == 0 and re.search(r"^stale +if-uth1-seed42 \(time_steps 2 -> 3, lr 0\.003 -> 0\.001\)", out, re.M), out
     code, out, err = run_cli(args, capsys)
     assert code == 2 and "if-uth1-seed42 (time_steps 2 -> 3, lr 0.003 -> 0.001)" in err and "--rerun-stale" in err, err
     code, out, err = run_cli([*args, "--rerun-stale"], capsys)

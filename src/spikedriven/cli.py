@@ -78,8 +78,15 @@ def _add_eval(sub) -> None:
     p.add_argument("--eval-output", dest="eval_output", metavar="DIR",
                    help="report folder (default: eval_<name> next to the checkpoint; with --override, "
                         "eval_<name>-override-<setting>-<value>)")
-    p.add_argument("--e-mac", type=float, default=4.6, metavar="PJ", help="energy of one MAC in pJ (default 4.6)")
-    p.add_argument("--e-ac", type=float, default=0.9, metavar="PJ", help="energy of one AC in pJ (default 0.9)")
+    _energy_flags(p)
+    p.add_argument("--speed", action="store_true",
+                   help="also time inference (images/s and latency at batch 1 and the evaluation batch), with the "
+                        "fused neuron kernels and with the per-step loop; writes speed.csv")
+    p.add_argument("--speed-repeats", type=int, default=10, metavar="N",
+                   help="timed forwards per measurement, after 3 warm-up ones; the median is reported (default 10)")
+    p.add_argument("--membrane", action="store_true",
+                   help="also record every neuron layer's membrane potential per time step (runs the per-step "
+                        "loop); writes membrane.csv, membrane_hist.csv and membrane.png")
     p.add_argument("--use-ema", action="store_true", help="evaluate the checkpoint's EMA weights")
     p.add_argument("--large-valid", action="store_true",
                    help="evaluate at 288 px (the original's flag for ImageNet; the same as --eval-img-size 288)")
@@ -89,13 +96,50 @@ def _add_eval(sub) -> None:
     p.set_defaults(func=_run_eval)
 
 
+def _energy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--energy", default="sdt", metavar="MODELS",
+                   help="comma-separated energy models: sdt (the SDT paper's convention, default), neuron (+ neuron "
+                        "steps, attention masks and sums, residuals), lemaire (+ memory traffic and addressing)")
+    p.add_argument("--energy-constants", nargs="+", default=[], metavar="KEY=PJ",
+                   help="energy constants in pJ over the defaults, e.g. e_read=2.5 e_mul=0.2 (every constant a model "
+                        "uses is printed with its result)")
+    p.add_argument("--e-mac", type=float, metavar="PJ", help="energy of one MAC in pJ (default 4.6; e_mac=PJ)")
+    p.add_argument("--e-ac", type=float, metavar="PJ", help="energy of one AC in pJ (default 0.9; e_ac=PJ)")
+
+
+def energy_choice(args) -> tuple[list[str], dict]:
+    """``--energy`` and its constants (``--energy-constants``, ``--e-mac``, ``--e-ac``), checked."""
+    from .analysis import resolve_energy_models
+    from .config import parse_key_values
+    from .errors import ConfigError
+
+    names = [n.strip() for n in args.energy.split(",") if n.strip()]
+    constants = parse_key_values(args.energy_constants, "--energy-constants")
+    for key, value in constants.items():
+        if isinstance(value, str):  # YAML reads 1e-3 as text
+            with contextlib.suppress(ValueError):
+                constants[key] = float(value)
+    for flag, key in (("e_mac", "e_mac"), ("e_ac", "e_ac")):
+        value = getattr(args, flag)
+        if value is None:
+            continue
+        if key in constants and constants[key] != value:
+            raise ConfigError(f"--{flag.replace('_', '-')} {value:g} and --energy-constants {key}={constants[key]} "
+                              "disagree; give one of them")
+        constants[key] = value
+    models = dict.fromkeys(["sdt", *names])
+    resolve_energy_models(list(models), constants)  # every name and constant checked before anything runs
+    return names, constants
+
+
 def _run_eval(args, argv_hint: str) -> int:
     from .config import overrides_from_args
     from .errors import ConfigError
     from .evaluation import evaluate_checkpoint, pick_checkpoint, print_report
 
-    if args.e_mac <= 0 or args.e_ac <= 0:
-        raise ConfigError("--e-mac and --e-ac must be positive energies in pJ")
+    energy, constants = energy_choice(args)
+    if args.speed_repeats < 1:
+        raise ConfigError(f"--speed-repeats must be >= 1, got {args.speed_repeats}")
     overrides = overrides_from_args(args)
     if args.large_valid:
         overrides.setdefault("eval_img_size", 288)
@@ -104,7 +148,8 @@ def _run_eval(args, argv_hint: str) -> int:
         print(f"evaluating {checkpoint}{note}")
     result, files = evaluate_checkpoint(
         checkpoint, args.config, overrides, override=args.override, split=args.split,
-        output=args.eval_output, e_mac=args.e_mac * 1e-12, e_ac=args.e_ac * 1e-12, use_ema=args.use_ema,
+        output=args.eval_output, energy=energy, energy_constants=constants, use_ema=args.use_ema,
+        speed=args.speed, speed_repeats=args.speed_repeats, membrane=args.membrane,
     )
     print_report(result, files)
     return 0
@@ -113,7 +158,8 @@ def _run_eval(args, argv_hint: str) -> int:
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="put several evaluated runs side by side (table and plot)")
     p.add_argument("inputs", nargs="+", metavar="RUN_OR_METRICS",
-                   help="metrics.json files, evaluation folders, or run folders holding eval_*/metrics.json")
+                   help="metrics.json files, evaluation folders, or run folders (ours, or the original code's with "
+                        "summary.csv and args.yaml): their evaluations and training curves")
     p.add_argument("--output", default="output/compare", help="folder for compare.png (default output/compare)")
     _common(p)
     p.set_defaults(func=_run_compare)
@@ -122,9 +168,10 @@ def _add_compare(sub) -> None:
 def _run_compare(args, argv_hint: str) -> int:
     from .reports import compare
 
-    table, _ = compare(args.inputs, out_dir=args.output)
+    table, rows = compare(args.inputs, out_dir=args.output)
     print(table)
-    print(f"plot: {args.output}/compare.png")
+    if rows:
+        print(f"plot: {args.output}/compare.png")
     return 0
 
 
@@ -152,6 +199,15 @@ def _add_study(sub) -> None:
                                      "run one job per device (group) in parallel")
     p.add_argument("--nproc-per-run", type=int, default=1, help="GPUs per run, launched with torchrun (needs --devices)")
     p.add_argument("--emit-commands", action="store_true", help="print one shell command per run (for Slurm) and exit")
+    p.add_argument("--baseline", metavar="MODE[:U_TH]",
+                   help="the setting every other is compared with: difference of mean final top-1, its 95 %% "
+                        "confidence interval and p-value (default lif:1)")
+    _energy_flags(p)
+    p.add_argument("--speed", action="store_true",
+                   help="time each run's inference (fused path and per-step loop); adds speed columns")
+    p.add_argument("--with-runs", nargs="+", default=[], metavar="RUN_DIR",
+                   help="run folders of the original code (summary.csv + args.yaml) or of ours, tabulated beside "
+                        "the study's runs: best epoch, final, mean of the last 10 epochs")
     _common(p)
     add_config_flags(p, exclude=("spike_mode", "v_threshold", "output"))
     p.set_defaults(func=_run_study)
@@ -160,7 +216,7 @@ def _add_study(sub) -> None:
 def _run_study(args, argv_hint: str) -> int:
     from .config import overrides_from_args
     from .errors import ConfigError
-    from .study import check_devices, parse_list, parse_sets, run_study
+    from .study import EvalPlan, check_devices, parse_list, parse_sets, run_study
 
     overrides = {**parse_sets(args.set), **overrides_from_args(args)}
     for key in ("spike_mode", "v_threshold", "output"):
@@ -172,10 +228,13 @@ def _run_study(args, argv_hint: str) -> int:
     devices = parse_list(args.devices, str, "--devices") if args.devices else None
     if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
         check_devices(devices)
+    energy, constants = energy_choice(args)
+    evaluation = EvalPlan(tuple(energy), tuple(sorted(constants.items())), args.speed)
     run_study(
         args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
-        rerun_stale=args.rerun_stale, command_line=args.command_line,
+        rerun_stale=args.rerun_stale, command_line=args.command_line, evaluation=evaluation, baseline=args.baseline,
+        with_runs=args.with_runs,
     )
     return 0
 

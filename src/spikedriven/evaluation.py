@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from . import checkpoint as ckpt_io
-from .analysis import E_AC, E_MAC, analyze
+from .analysis import analyze, resolve_energy_models
+from .analysis.membrane import MembraneRecorder, format_membrane, write_membrane
+from .analysis.speed import format_speed, measure_speed
 from .config import Config, coerce, from_mapping, load_config, recorded_config
 from .data import build_datasets, build_eval_loader, build_test_dataset
 from .distributed import resolve_device
@@ -131,11 +133,24 @@ def evaluate_checkpoint(
     override: bool = False,
     split: str = "test",
     output: Optional[str | Path] = None,
-    e_mac: float = E_MAC,
-    e_ac: float = E_AC,
+    energy: Sequence[str] = ("sdt",),
+    energy_constants: Optional[Mapping[str, float]] = None,
     use_ema: bool = False,
+    speed: bool = False,
+    speed_repeats: int = 10,
+    membrane: bool = False,
 ) -> tuple[dict, dict[str, Path]]:
-    """Analyse ``checkpoint`` on the test set (or the held-out ``val`` split); write the report folder."""
+    """Analyse ``checkpoint`` on the test set (or the held-out ``val`` split); write the report folder.
+
+    ``energy``: the energy models to price the counted operations with (``sdt`` is always
+    computed as well: it gives the per-layer rows every report shows); ``energy_constants``:
+    their constants in pJ over the defaults. ``speed``: also time inference, fused path and
+    per-step loop, at batch 1 and the evaluation batch. ``membrane``: also record the membrane
+    potential of every neuron layer (in the per-step loop, which exposes it).
+    """
+    models = resolve_energy_models(list(dict.fromkeys(["sdt", *energy])), energy_constants)  # before anything is read: a typo fails at once
+    sdt_constants = resolve_energy_models(["sdt"], {k: v for k, v in (energy_constants or {}).items()
+                                                    if k in ("e_mac", "e_ac")})[0][1]
     checkpoint = Path(checkpoint)
     ckpt = ckpt_io.read_checkpoint(checkpoint)
     cfg, overridden = resolve_eval_config(ckpt, config_path, overrides or {}, override)
@@ -150,7 +165,16 @@ def evaluate_checkpoint(
     model = build_model(cfg)
     ckpt_io.load_into(model, ckpt, checkpoint, use_ema=use_ema, check_settings=not overridden)
     model.to(device)
-    result = analyze(model, loader, device, amp_dtype=AMP_DTYPES[cfg.amp], e_mac=e_mac, e_ac=e_ac)
+    recorder = MembraneRecorder(model) if membrane else None
+    result = analyze(model, loader, device, amp_dtype=AMP_DTYPES[cfg.amp], e_mac=sdt_constants["e_mac"] * 1e-12,
+                     e_ac=sdt_constants["e_ac"] * 1e-12, energy_models=models,
+                     recorders=[recorder] if recorder else ())
+    if recorder is not None:
+        result["membrane"] = {"layers": recorder.summary(), "skipped": dict(recorder.skipped)}
+    if speed:
+        example = next(iter(loader))[0]
+        result["speed"] = measure_speed(model, example, device, AMP_DTYPES[cfg.amp],
+                                        batch_sizes=(1, cfg.val_batch_size), repeats=speed_repeats)
     result["split"] = split
     result["overridden_settings"] = overridden
     result["checkpoint_format"] = "original" if ckpt_io.is_original_format(ckpt) else "spikedriven"
@@ -161,6 +185,8 @@ def evaluate_checkpoint(
     folder = Path(output) if output else default_output(checkpoint, overridden, other_size)
     try:
         files = write_evaluation(folder, result, config=cfg.to_dict(), checkpoint=checkpoint)
+        if recorder is not None:
+            files.update({f"membrane_{k}": v for k, v in write_membrane(folder, recorder).items()})
     except OSError as e:
         raise ConfigError(f"cannot write the evaluation to {folder} ({e.strerror or e})") from None
     return result, files
@@ -168,6 +194,10 @@ def evaluate_checkpoint(
 
 def print_report(result: dict, files: Mapping[str, Path]) -> None:
     print(format_summary(result))
+    if "membrane" in result:
+        print(format_membrane(result["membrane"]["layers"], result["membrane"]["skipped"]))
+    if "speed" in result:
+        print(format_speed(result["speed"]))
     if result.get("overridden_settings"):
         print("settings overridden against the checkpoint: " + _listed(result["overridden_settings"]))
     folder = next(iter(files.values())).parent

@@ -89,6 +89,31 @@ def write_energy_csv(path: PathLike, result: Mapping[str, Any]) -> Path:
     return path
 
 
+def write_energy_model_csv(path: PathLike, estimate: Mapping[str, Any]) -> Path:
+    """One energy model's estimate per image: one row per component (a layer's operations, a neuron
+    layer's steps, a kind of structure operation, a memory traffic), then the total."""
+    path = Path(path)
+    total = estimate["total_j"]
+    with atomic_write(path, newline="") as f:
+        out = csv.writer(f)
+        out.writerow(["component", "kind", "count", "energy_pj", "share"])
+        for part in estimate["components"]:
+            share = part["energy_j"] / total if total else 0.0
+            out.writerow([part["name"], part["kind"], f"{part['count']:.1f}", f"{part['energy_j'] * 1e12:.3f}",
+                          f"{share:.6f}"])
+        out.writerow(["total", "", "", f"{total * 1e12:.3f}", "1.000000" if total else "0.000000"])
+    return path
+
+
+def write_speed_csv(path: PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
+    path = Path(path)
+    with atomic_write(path, newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def _bar_figure(n_bars: int) -> Figure:
     # widen with the number of layers so rotated names stay legible
     return Figure(figsize=(max(6.0, 0.45 * n_bars + 2.0), 4.8), layout="constrained")
@@ -158,6 +183,10 @@ def write_evaluation(folder: PathLike, result: Mapping[str, Any], config: Option
         "firing_rates_png": plot_firing_rates(folder / "firing_rates.png", result),
         "energy_png": plot_energy(folder / "energy.png", result),
     }
+    for name, estimate in (result.get("energy") or {}).items():
+        files[f"energy_{name}_csv"] = write_energy_model_csv(folder / f"energy_{name}.csv", estimate)
+    if result.get("speed"):
+        files["speed_csv"] = write_speed_csv(folder / "speed.csv", result["speed"])
     if result.get("learned_neuron_settings"):
         files["learned_png"] = plot_learned_settings(folder / "learned_settings.png", result)
     return files
@@ -191,6 +220,14 @@ def format_summary(result: Mapping[str, Any]) -> str:
         f"SNN/ANN {'-' if ratio is None else f'{ratio:.4f}'}",
         f"convention: {result['convention']}",
     ]
+    for name, estimate in (result.get("energy") or {}).items():
+        if name == "sdt":  # the lines above
+            continue
+        parts = sorted(estimate["by_kind_j"].items(), key=lambda kv: -kv[1])
+        lines.append(f"energy/image {name} {_si(estimate['total_j'], 'J')}: "
+                     + ", ".join(f"{kind} {_si(j, 'J')}" for kind, j in parts if j))
+        lines.append(f"convention ({name}): {estimate['convention']}")
+        lines += [f"note ({name}): {note}" for note in estimate.get("notes", [])]
     for key in dict.fromkeys(k for values in (result.get("learned_neuron_settings") or {}).values() for k in values):
         values = [v[key] for v in result["learned_neuron_settings"].values() if key in v]
         lines.append(f"learned {key} over {len(values)} layers: min {min(values):.4g}  mean {sum(values) / len(values):.4g}  "
@@ -256,8 +293,19 @@ def _compare_row(label: str, path: Path, metrics: Mapping) -> dict:
         mean_firing_rate=metrics["mean_firing_rate"],
         sops=totals["sops"],
         energy_j=totals["energy_snn_j"],
+        energy_models={name: e["total_j"] for name, e in (metrics.get("energy") or {}).items()},
+        speed=_speed_at_eval_batch(metrics.get("speed") or []),
         overridden=list(metrics.get("overridden_settings") or []),
     )
+
+
+def _speed_at_eval_batch(rows: Sequence[Mapping]) -> dict:
+    """Images/s per path at the largest batch measured (the evaluation batch)."""
+    measured = [r for r in rows if r.get("available")]
+    if not measured:
+        return {}
+    batch = max(r["batch"] for r in measured)
+    return {r["path"]: r["images_per_s"] for r in measured if r["batch"] == batch} | {"batch": batch}
 
 
 def _overrides_text(overridden: Sequence) -> str:
@@ -266,13 +314,27 @@ def _overrides_text(overridden: Sequence) -> str:
                      for o in overridden)
 
 
+def shared_energy_models(rows: Sequence[Mapping]) -> list[str]:
+    """The energy models beyond ``sdt`` that every evaluation was priced with, in order."""
+    names = [n for n in (rows[0].get("energy_models") or {}) if n != "sdt"] if rows else []
+    return [n for n in names if all(n in (r.get("energy_models") or {}) for r in rows)]
+
+
 def _format_compare(rows: Sequence[Mapping]) -> str:
-    header = ["run", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ"]
+    models = shared_energy_models(rows)
+    paths = [p for p in ("fused", "loop") if any(p in r["speed"] for r in rows)]
+    header = ["run", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ (sdt)",
+              *(f"{m} uJ" for m in models), *(f"{p} img/s" for p in paths)]
+
+    def speed(r, path):
+        return f"{r['speed'][path]:.1f}" if path in r["speed"] else "-"
+
     body = [
         [
             r["label"], str(r["mode"] or "-") + ("*" if r["overridden"] else ""),
             "-" if r["u_th"] is None else f"{r['u_th']:g}", f"{r['top1']:.2f}",
             _rate(r["mean_firing_rate"]), f"{r['sops'] / 1e6:.2f}", f"{r['energy_j'] * 1e6:.2f}",
+            *(f"{r['energy_models'][m] * 1e6:.2f}" for m in models), *(speed(r, p) for p in paths),
         ]
         for r in rows
     ]
@@ -283,6 +345,10 @@ def _format_compare(rows: Sequence[Mapping]) -> str:
 
     notes = [f"* evaluated with settings overridden against its checkpoint: {_overrides_text(r['overridden'])} ({r['label']})"
              for r in rows if r["overridden"]]
+    batches = {r["speed"]["batch"] for r in rows if r["speed"]}
+    if batches:
+        notes.append(f"img/s: inference at batch {', '.join(map(str, sorted(batches)))} (median; speed.csv of each "
+                     "evaluation holds batch 1, latencies, device and dtype)")
     return "\n".join([fmt(header), *map(fmt, body), *notes])
 
 
@@ -332,14 +398,33 @@ def plot_compare(path: PathLike, rows: Sequence[Mapping]) -> Path:
 
 
 def compare(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> tuple[str, list[dict]]:
-    """One table over evaluations; each input is a metrics file or a folder holding one
-    (directly or in an immediate subfolder). With ``out_dir``, also writes ``compare.png`` there."""
+    """One table over evaluations, and one over training runs; each input is a metrics file, a folder
+    holding one (directly or in an immediate subfolder), or a run folder (ours, or the original code's:
+    summary.csv beside config.yaml or args.yaml), whose curve gives best, final and last-10 figures.
+    With ``out_dir``, also writes ``compare.png`` there (when there are evaluations)."""
+    from .analysis.runs import read_run, runs_table
+
+    def looks_like_run(path: Path) -> bool:  # read_run then says what a damaged one lacks
+        return path.is_dir() and any((path / n).is_file() for n in ("summary.csv", "config.yaml", "args.yaml"))
+
     if not inputs:
-        raise SpikedrivenError("compare needs at least one evaluation folder or metrics.json")
-    found = [path for given in inputs for path in find_metrics(given)]
-    labels = short_labels([path.parent for path in found])
+        raise SpikedrivenError("compare needs at least one evaluation folder, metrics.json or run folder")
+    found, runs = [], []
+    for given in inputs:
+        if looks_like_run(Path(given)):
+            runs.append(read_run(given))
+            found += sorted(p for p in Path(given).glob(f"*/{METRICS_FILE}") if p.is_file())  # evaluated, or not
+        else:
+            found += find_metrics(given)
+    labels = short_labels([path.parent for path in found]) if found else []
     rows = [_compare_row(label, path, load_metrics(path)) for label, path in zip(labels, found)]
-    if out_dir is not None:
+    if out_dir is not None and rows:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         plot_compare(Path(out_dir) / "compare.png", rows)
-    return _format_compare(rows), rows
+    if runs:
+        labels = short_labels([run.folder for run in runs])
+        for run, label in zip(runs, labels):
+            run.label = label
+    parts = ([_format_compare(rows)] if rows else []) + (
+        ["training runs (from summary.csv, the same figures for every source):\n" + runs_table(runs)] if runs else [])
+    return "\n\n".join(parts), rows

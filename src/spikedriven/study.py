@@ -32,6 +32,8 @@ import yaml
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from .analysis.runs import RunCurve, read_run, runs_markdown
+from .analysis.statistics import Comparison, compare_to_baseline, last_mean, latex_table, mean_std
 from .atomic import atomic_write, write_text_atomic
 from .config import Config, coerce, load_config, parse_key_values, recorded_config, requested_values
 from .data import cpu_ids
@@ -84,6 +86,53 @@ class PlannedRun:
     @property
     def setting(self) -> tuple[str, float]:
         return self.mode, self.v_threshold
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What each run's evaluation measures beyond accuracy: the energy models (with their constants,
+    in pJ) and whether inference is timed."""
+
+    energy: tuple[str, ...] = ("sdt",)
+    energy_constants: tuple[tuple[str, float], ...] = ()
+    speed: bool = False
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(["sdt", *self.energy]))
+
+    def eval_flags(self) -> list[str]:
+        flags = ["--energy", ",".join(self.models)]
+        if self.energy_constants:
+            flags += ["--energy-constants", *(f"{k}={v!r}" for k, v in self.energy_constants)]
+        return flags + (["--speed"] if self.speed else [])
+
+    def kwargs(self) -> dict:
+        return dict(energy=self.models, energy_constants=dict(self.energy_constants), speed=self.speed)
+
+    def satisfied_by(self, metrics: dict) -> bool:
+        """Whether an evaluation already measured everything this plan asks for, with these constants."""
+        from .analysis import resolve_energy_models
+
+        energy = metrics.get("energy") or {}
+        for model, constants in resolve_energy_models(self.models, dict(self.energy_constants)):
+            if model.name not in energy or energy[model.name].get("constants_pj") != constants:
+                return False
+        return not self.speed or bool(metrics.get("speed"))
+
+
+def parse_baseline(text: Optional[str]) -> tuple[str, Optional[float], bool]:
+    """``--baseline MODE[:U_TH]`` as (mode, threshold, given); default LIF at u_th 1."""
+    if text is None:
+        return "lif", 1.0, False
+    mode, _, threshold = text.partition(":")
+    neuron_class(mode.strip())  # an unknown name fails here, with the list of neurons
+    if not threshold:
+        return mode.strip(), (1.0 if _takes_threshold(mode.strip()) else None), True
+    try:
+        return mode.strip(), float(threshold), True
+    except ValueError:
+        raise ConfigError(f"--baseline takes MODE or MODE:U_TH such as if_soft:1.0, got {text!r}") from None
 
 
 def parse_list(text: str, kind, what: str) -> list:
@@ -158,9 +207,11 @@ def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
 
 class Study:
     def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path,
-                 command_line: Optional[str] = None):
+                 command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(),
+                 baseline: tuple[str, Optional[float]] = ("lif", 1.0), other_runs: Sequence[RunCurve] = ()):
         self.config_path, self.overrides, self.runs, self.folder = config_path, overrides, runs, folder
         self.command_line = command_line  # the study's own command: what resumes it
+        self.evaluation, self.baseline, self.other_runs = evaluation, baseline, list(other_runs)
         self.configs = {run: self.run_config(run) for run in runs}  # validates every run before any starts
 
     def run_values(self, run: PlannedRun) -> dict:
@@ -195,15 +246,19 @@ class Study:
         changes = setting_changes(recorded, self.configs[run], ignore=RUNTIME_SETTINGS)
         return ", ".join(f"{k} {show(old)} -> {show(new)}" for k, (old, new) in changes.items())
 
+    def is_trained(self, run: PlannedRun) -> bool:
+        return (self.run_dir(run) / "results.json").is_file()
+
     def is_done(self, run: PlannedRun) -> bool:
-        """Trained to the end and evaluated with the run's own settings."""
+        """Trained to the end and evaluated with the run's own settings, measuring all the study asks for."""
         metrics = self.eval_dir(run) / "metrics.json"
-        if not ((self.run_dir(run) / "results.json").is_file() and metrics.is_file()):
+        if not (self.is_trained(run) and metrics.is_file()):
             return False
         try:
-            return not json.loads(metrics.read_text()).get("overridden_settings")
+            data = json.loads(metrics.read_text())
         except (OSError, ValueError):
             return False
+        return not data.get("overridden_settings") and self.evaluation.satisfied_by(data)
 
     # ---------------------------------------------------------------- record
     def record(self) -> None:
@@ -226,12 +281,15 @@ class Study:
         return args + ["--resume", "auto"]
 
     def eval_args(self, run: PlannedRun) -> list[str]:
-        return ["eval", "--checkpoint", str(self.run_dir(run) / "last.pth.tar"), "--eval-output", str(self.eval_dir(run))]
+        return ["eval", "--checkpoint", str(self.run_dir(run) / "last.pth.tar"), "--eval-output", str(self.eval_dir(run)),
+                *self.evaluation.eval_flags()]
 
-    def shell_command(self, run: PlannedRun, nproc: int = 1) -> str:
+    def shell_command(self, run: PlannedRun, nproc: int = 1, train: bool = True) -> str:
+        evaluate = shlex.join(['spikedriven', *self.eval_args(run)])
+        if not train:  # trained already: only its evaluation is missing or measured less than asked
+            return evaluate
         launcher = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "spikedriven"] if nproc > 1 else ["spikedriven"]
-        train = shlex.join(launcher + self.train_args(run))
-        return f"{train} && {shlex.join(['spikedriven', *self.eval_args(run)])}"
+        return f"{shlex.join(launcher + self.train_args(run))} && {evaluate}"
 
     # -------------------------------------------------------------- execution
     def run_inline(self, run: PlannedRun) -> None:
@@ -239,12 +297,13 @@ class Study:
         from .resume import plan_resume, resolve_config
         from .training import train
 
-        cfg = self.configs[run]
-        plan = plan_resume("auto", False, cfg.output)
-        requested, sources = requested_values(self.config_path, self.run_values(run))
-        cfg = resolve_config(cfg, requested, plan, sources)
-        train(cfg, plan, resume_command=self.command_line)
-        evaluate_checkpoint(self.run_dir(run) / "last.pth.tar", output=self.eval_dir(run))
+        if not self.is_trained(run):
+            cfg = self.configs[run]
+            plan = plan_resume("auto", False, cfg.output)
+            requested, sources = requested_values(self.config_path, self.run_values(run))
+            cfg = resolve_config(cfg, requested, plan, sources)
+            train(cfg, plan, resume_command=self.command_line)
+        evaluate_checkpoint(self.run_dir(run) / "last.pth.tar", output=self.eval_dir(run), **self.evaluation.kwargs())
 
     def run_parallel(self, pending: list[PlannedRun], devices: list[str], nproc: int) -> None:
         """One run per group of ``nproc`` devices at a time, each a subprocess."""
@@ -266,7 +325,8 @@ class Study:
                     log_path.parent.mkdir(parents=True, exist_ok=True)
                     handle = open(log_path, "a")
                     set_cpus = None if cpu_shares is None else functools.partial(os.sched_setaffinity, 0, cpu_shares[slot])
-                    proc = subprocess.Popen(["bash", "-c", self.shell_command(run, nproc)], env=env, stdout=handle,
+                    command = self.shell_command(run, nproc, train=not self.is_trained(run))
+                    proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=handle,
                                             stderr=subprocess.STDOUT, preexec_fn=set_cpus)
                     active[slot] = (run, proc, handle)
                     cpus = f", {len(cpu_shares[slot])} CPUs" if cpu_shares else ""
@@ -294,28 +354,42 @@ class Study:
 
     # ---------------------------------------------------------------- results
     def collect(self) -> list[dict]:
-        """One row per (mode, threshold) over the seeds that finished."""
-        rows = []
-        settings = list(dict.fromkeys(r.setting for r in self.runs))
+        """One row per (mode, threshold) over the seeds that finished, with the comparison to the baseline."""
+        rows, finals = [], {}
         dataset = next(iter(self.configs.values())).dataset
-        for mode, thr in settings:
-            done = [r for r in self.runs if r.setting == (mode, thr) and self.is_done(r)]
-            if not done:
-                continue
+        for (mode, thr), done in self._done_by_setting().items():
             res = [json.loads((self.run_dir(r) / "results.json").read_text()) for r in done]
             met = [json.loads((self.eval_dir(r) / "metrics.json").read_text()) for r in done]
             final = [x.get("final_test_top1", x["final_top1"]) for x in res]
             best = [x.get("best_test_top1", x["best_top1"]) for x in res]
-            rows.append({
-                "mode": mode, "v_threshold": thr, "seeds": len(done),
-                "final_top1_mean": statistics.fmean(final), "final_top1_std": _std(final),
-                "best_top1_mean": statistics.fmean(best), "best_top1_std": _std(best),
+            last = [last_mean(_summary_top1(self.run_dir(r)), LAST_EPOCHS) for r in done]
+            finals[(mode, thr)] = (final, [r.seed for r in done])
+            row = {
+                "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
+                **_mean_std_columns("final_top1", final), **_mean_std_columns("best_top1", best),
+                **_mean_std_columns("last10_top1", [value for value, _ in last]),
+                "last10_epochs": min(n for _, n in last),
                 "best_picked_on": res[0]["eval_set"],
                 "mean_firing_rate": statistics.fmean(m["mean_firing_rate"] for m in met),
                 "sops_per_image": statistics.fmean(m["totals"]["sops"] for m in met),
                 "energy_uj_per_image": statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in met),
-                "published_best_top1": PUBLISHED_BEST_TOP1.get(dataset, {}).get((mode, thr)),
-            })
+            }
+            for model in self.evaluation.models:
+                row.update(_mean_std_columns(f"energy_{model}_uj", [m["energy"][model]["total_j"] * 1e6 for m in met]))
+            if self.evaluation.speed:
+                row.update(_speed_columns(met))
+            row["published_best_top1"] = PUBLISHED_BEST_TOP1.get(dataset, {}).get((mode, thr))
+            rows.append(row)
+        baseline = finals.get(self.baseline)
+        for row in rows:
+            if baseline is None:
+                comparison = None
+            elif (row["mode"], row["v_threshold"]) == self.baseline:
+                comparison = "baseline"
+            else:
+                values, seeds = finals[(row["mode"], row["v_threshold"])]
+                comparison = compare_to_baseline(values, baseline[0], seeds, baseline[1])
+            row.update(_comparison_columns(comparison))
         return rows
 
     def write_results(self) -> list[dict]:
@@ -328,10 +402,16 @@ class Study:
             writer.writerows(rows)
         # the header describes the runs as they were trained (the stale check made them agree with the plan)
         described = self.recorded_config(next(r for r in self.runs if self.is_done(r)))
-        write_text_atomic(self.folder / "results.md", format_markdown(rows, described))
+        first = next(iter(self._done_by_setting().values()))[0]
+        conventions = json.loads((self.eval_dir(first) / "metrics.json").read_text())["energy"]
+        conventions = {m: conventions[m]["convention"] for m in self.evaluation.models}
+        write_text_atomic(self.folder / "results.md", format_markdown(rows, described, self.baseline, conventions,
+                                                                      self.other_runs))
+        write_text_atomic(self.folder / "results.tex", format_latex(rows, described, self.baseline))
         self.curves_figure().savefig(self.folder / "curves.png", dpi=120)
         self.firing_figure().savefig(self.folder / "firing.png", dpi=120)
-        names = ("results.md", "results.csv", "curves.png", "firing.png")
+        tradeoff_figure(rows, self.evaluation.models).savefig(self.folder / "tradeoff.png", dpi=120)
+        names = ("results.md", "results.tex", "results.csv", "curves.png", "firing.png", "tradeoff.png")
         log.info("results: %s", ", ".join(str(self.folder / n) for n in names))
         return rows
 
@@ -384,8 +464,44 @@ class Study:
         return fig
 
 
-def _std(values: list[float]) -> Optional[float]:
-    return statistics.stdev(values) if len(values) > 1 else None
+LAST_EPOCHS = 10  # the mean of the last epochs' top-1, a steadier figure than the final epoch alone
+
+
+def _last(n: int) -> str:
+    return "last epoch" if n == 1 else f"last {n} epochs"
+
+
+def _mean_std_columns(name: str, values: list[float]) -> dict:
+    mean, std = mean_std(values)
+    return {f"{name}_mean": mean, f"{name}_std": std}
+
+
+def _speed_columns(metrics: list[dict]) -> dict:
+    """Per path, images/s at the evaluation batch and latency at batch 1, mean over seeds (None where a path
+    did not run: the fused kernels need CUDA)."""
+    out = {}
+    rows = [r for m in metrics for r in m["speed"]]
+    batch = max(r["batch"] for r in rows)
+    out["speed_batch"] = batch
+    for path in ("fused", "loop"):
+        per_s = [r["images_per_s"] for r in rows if r["path"] == path and r["batch"] == batch and r["available"]]
+        latency = [r["latency_ms"] for r in rows if r["path"] == path and r["batch"] == 1 and r["available"]]
+        out[f"{path}_images_per_s"] = statistics.fmean(per_s) if per_s else None
+        out[f"{path}_latency_ms_batch1"] = statistics.fmean(latency) if latency else None
+    out["speed_device"] = rows[0]["device"]
+    return out
+
+
+def _comparison_columns(comparison) -> dict:
+    """The comparison with the baseline as flat columns; ``comparison``: a ``Comparison``, "baseline", or None
+    (the baseline is not in the study)."""
+    if not isinstance(comparison, Comparison):
+        verdict = "baseline" if comparison == "baseline" else "no baseline in the study"
+        return {"vs_baseline": None, "vs_baseline_low": None, "vs_baseline_high": None, "p_value": None,
+                "test": None, "verdict": verdict}
+    return {"vs_baseline": comparison.difference, "vs_baseline_low": comparison.low,
+            "vs_baseline_high": comparison.high, "p_value": comparison.p_value, "test": comparison.test,
+            "verdict": comparison.verdict}
 
 
 def _summary_top1(run_dir: Path) -> list[float]:
@@ -393,33 +509,124 @@ def _summary_top1(run_dir: Path) -> list[float]:
         return [float(r["eval_top1"]) for r in csv.DictReader(f)]
 
 
-def _pm(mean: float, std: Optional[float]) -> str:
-    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
+def _pm(mean: float, std: Optional[float], digits: int = 2) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
 
 
-def format_markdown(rows: list[dict], cfg: Config) -> str:
-    picked = rows[0]["best_picked_on"]
-    best_col = "best-epoch top-1 (picked on test set)" if picked == "test" else "test top-1 of the epoch best on the held-out split"
+def _threshold(value: Optional[float]) -> str:
+    return "-" if value is None else format(value, "g")
+
+
+def _interval(row: dict) -> str:
+    if row["vs_baseline"] is None:
+        return "-"
+    if row["vs_baseline_low"] is None or row["vs_baseline_low"] == row["vs_baseline_high"]:
+        return f"{row['vs_baseline']:+.2f}"
+    return f"{row['vs_baseline']:+.2f} [{row['vs_baseline_low']:+.2f}, {row['vs_baseline_high']:+.2f}]"
+
+
+def _p(row: dict) -> str:
+    p = row["p_value"]
+    return "-" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _best_column(rows: list[dict]) -> str:
+    return ("best-epoch top-1 (picked on test set)" if rows[0]["best_picked_on"] == "test"
+            else "test top-1 of the epoch best on the held-out split")
+
+
+def _baseline_text(baseline: tuple[str, Optional[float]]) -> str:
+    return setting_label(*baseline)
+
+
+def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0),
+                    conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = ()) -> str:
+    conventions = conventions or {}
+    models = list(conventions) or ["sdt"]
+    last_n = min(r["last10_epochs"] for r in rows)
+    eval_set = "test set" if rows[0]["best_picked_on"] == "test" else "held-out split"
     lines = [
         f"# Neuron-model study: {cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
         "",
-        "Top-1 in %, mean ± sample std over seeds. Final = last epoch. Energy per image "
-        "(E_MAC 4.6 pJ x T x first-layer MACs + E_AC 0.9 pJ x SOPs), from the final model on the test set.",
+        "## Accuracy",
         "",
-        f"| neuron | u_th | seeds | final top-1 | {best_col} | mean firing rate | SOPs / image (M) | energy / image (uJ) | publication, best epoch |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {_last(last_n)} = the mean of the "
+        f"{_last(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
+        f"top-1 to the baseline, {_baseline_text(baseline)}, with its 95 % confidence interval and p-value (a paired "
+        "t-test on per-seed differences when both ran the same seeds, else Welch's t-test); \"within noise\" when "
+        "the interval contains 0.",
+        "",
+        f"| neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {_last(last_n)} | Δ final [95 % CI] "
+        "| p | test | verdict | publication, best epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
         lines.append(
-            f"| {neuron_title(r['mode'])} | {'-' if r['v_threshold'] is None else format(r['v_threshold'], 'g')} | {r['seeds']} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
-            f"| {_pm(r['best_top1_mean'], r['best_top1_std'])} | {r['mean_firing_rate']:.4f} | {r['sops_per_image'] / 1e6:.2f} "
-            f"| {r['energy_uj_per_image']:.3f} | {pub} |"
+            f"| {neuron_title(r['mode'])} | {_threshold(r['v_threshold'])} | {r['seeds']} "
+            f"| {_pm(r['final_top1_mean'], r['final_top1_std'])} | {_pm(r['best_top1_mean'], r['best_top1_std'])} "
+            f"| {_pm(r['last10_top1_mean'], r['last10_top1_std'])} | {_interval(r)} | {_p(r)} | {r['test'] or '-'} "
+            f"| {r['verdict']} | {pub} |"
         )
+    speed = "fused_images_per_s" in rows[0]
+    header = ["neuron", "u_th", "mean firing rate", "SOPs / image (M)", *(f"energy {m} (uJ)" for m in models)]
+    if speed:
+        header += [f"fused images/s (batch {rows[0]['speed_batch']})", f"loop images/s (batch {rows[0]['speed_batch']})",
+                   "fused latency, batch 1 (ms)", "loop latency, batch 1 (ms)"]
+    lines += ["", "## Cost per image", "",
+              "Energy per image from the final model on the test set, mean ± std over seeds, by each energy model "
+              "(conventions below)." + (f" Inference speed on {rows[0]['speed_device']}: median of timed forwards, "
+                                        "mean over seeds; '-' where a path did not run." if speed else ""),
+              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [neuron_title(r["mode"]), _threshold(r["v_threshold"]), f"{r['mean_firing_rate']:.4f}",
+                 f"{r['sops_per_image'] / 1e6:.2f}",
+                 *(_pm(r[f"energy_{m}_uj_mean"], r[f"energy_{m}_uj_std"], 3) for m in models)]
+        if speed:
+            cells += ["-" if r[k] is None else f"{r[k]:.1f}" if "per_s" in k else f"{r[k]:.2f}"
+                      for k in ("fused_images_per_s", "loop_images_per_s", "fused_latency_ms_batch1",
+                                "loop_latency_ms_batch1")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if conventions:
+        lines += ["", "Energy conventions:", ""] + [f"- `{m}`: {text}" for m, text in conventions.items()]
+    if other_runs:
+        lines += ["", "## Runs of the original code and others", "",
+                  f"Read from their summary.csv: best and final epoch, mean of the {_last(LAST_EPOCHS)}, computed as "
+                  "for the runs above.", "", runs_markdown(other_runs).rstrip()]
     lines += ["", "The publication column holds the paper's best-epoch figures (best of 310 test-set evaluations, "
               "one run each); it is for reference, not computed here. Firing rates count spike events per neuron and "
               "step (a multi-level spike k / D is k events)."]
     return "\n".join(lines) + "\n"
+
+
+def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0)) -> str:
+    """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
+    last_n = min(r["last10_epochs"] for r in rows)
+    headers = ["Neuron", "u_th", "Seeds", "Final top-1", "Best top-1", f"Mean of {_last(last_n)}",
+               "Diff. final [95% CI]", "p"]
+    body = [[neuron_title(r["mode"]), r["v_threshold"], r["seeds"],
+             (r["final_top1_mean"], r["final_top1_std"]), (r["best_top1_mean"], r["best_top1_std"]),
+             (r["last10_top1_mean"], r["last10_top1_std"]),
+             None if r["vs_baseline"] is None else _interval(r), None if r["p_value"] is None else _p(r)] for r in rows]
+    caption = (f"{cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}: top-1 (%), mean and std over seeds; "
+               f"difference of mean final top-1 against {_baseline_text(baseline)}")
+    return latex_table(headers, body, bold_best=(3, 4, 5), caption=caption)
+
+
+def tradeoff_figure(rows: list[dict], models: Sequence[str]) -> Figure:
+    """Final top-1 against energy per image, one panel per energy model; bars: std over seeds."""
+    fig = Figure(figsize=(4.5 * len(models) + 1.0, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        for r in rows:
+            ax.errorbar(r[f"energy_{model}_uj_mean"], r["final_top1_mean"], xerr=r[f"energy_{model}_uj_std"],
+                        yerr=r["final_top1_std"], fmt="o", capsize=3, label=setting_label(r["mode"], r["v_threshold"]))
+        ax.set_xlabel(f"energy per image, {model} (uJ)")
+        ax.set_ylabel("final top-1 (%)")
+        ax.set_title(f"energy model: {model}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Accuracy against energy (points: mean over seeds; bars: std over seeds)")
+    return fig
 
 
 def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:
@@ -431,10 +638,13 @@ def run_study(
     config_path: Optional[str], overrides: dict, modes: list[str], thresholds: Optional[str] = None,
     lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
-    command_line: Optional[str] = None, out=None,
+    command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
+    with_runs: Sequence[str] = (), out=None,
 ) -> Optional[list[dict]]:
     """The study of ``modes`` (registered neuron names); ``thresholds`` / ``lif_thresholds``: comma-separated
-    thresholds of the non-leaky and the leaky modes (None: the defaults)."""
+    thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
+    evaluation measures; ``baseline``: ``MODE[:U_TH]`` every setting is compared with (default lif:1);
+    ``with_runs``: run folders (the original code's, or ours) tabulated beside the study's."""
     out = out or sys.stdout
     base = load_config(config_path, overrides)  # also imports the plugins, whose neurons --modes may name
     overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}  # recorded typed
@@ -446,14 +656,20 @@ def run_study(
         raise ConfigError("--nproc-per-run needs --devices")
     thr, lif_thr = split_thresholds(modes, thresholds, lif_thresholds)
     runs = plan_runs(modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)])
+    base_mode, base_threshold, given = parse_baseline(baseline)
+    if given and (base_mode, base_threshold) not in {r.setting for r in runs}:
+        raise ConfigError(f"--baseline {baseline} is not a setting of this study; its settings are "
+                          + ", ".join(f"{m}:{t:g}" if t is not None else m for m, t in dict.fromkeys(r.setting for r in runs)))
+    other_runs = [read_run(folder) for folder in with_runs]  # a malformed folder fails before any training
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
-    study = Study(config_path, overrides, runs, folder, command_line)
+    study = Study(config_path, overrides, runs, folder, command_line, evaluation, (base_mode, base_threshold), other_runs)
     stale = {run: reasons for run in runs if (reasons := study.stale_reasons(run))}
     if dry_run:
         for run in runs:
-            status = "stale" if run in stale else "done" if study.is_done(run) else "pending"
+            status = ("stale" if run in stale else "done" if study.is_done(run)
+                      else "to evaluate" if study.is_trained(run) else "pending")
             why = f" ({stale[run]})" if run in stale else ""
-            print(f"{status:<7} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
+            print(f"{status:<11} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
         if stale:
             print(f"{len(stale)} stale run(s): the study refuses them unless given --rerun-stale", file=out)
         return None
@@ -469,7 +685,7 @@ def run_study(
         log.info("rerunning %s: %s (the old run is kept in %s)", run.name, reasons, moved)
     if emit_commands:
         for run in runs:
-            print(study.shell_command(run, nproc_per_run), file=out)
+            print(study.shell_command(run, nproc_per_run, train=not study.is_trained(run)), file=out)
         return None
     study.record()
     pending = [r for r in runs if not study.is_done(r)]

@@ -76,6 +76,10 @@ class SpikingPatchSplit(nn.Module):
         feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3))
         return norm_then(self.rpe_neuron(feat), self.rpe_bn, pre=(self.rpe_conv,)) + feat
 
+    def inference_ops(self, inputs, output: torch.Tensor) -> dict:
+        """Operations outside the layers and neurons, for energy models: the position code's residual."""
+        return {"add": output.numel()}
+
 
 class SpikeDrivenSelfAttention(nn.Module):
     """SDSA: ``q * SN(sum_tokens(k * v))`` with binary q, k, v; no softmax, no scale.
@@ -125,6 +129,14 @@ class SpikeDrivenSelfAttention(nn.Module):
             y = self._pool_heads(y)
         return norm_then(y.reshape(t, b, c, h, w), self.proj_bn, pre=(self.proj_conv,)) + x
 
+    def inference_ops(self, inputs, output: torch.Tensor) -> dict:
+        """Operations outside the layers and neurons, for energy models: the masks k * v and q * kv
+        (an AND of binary spikes, a small integer product of multi-level ones), the sum over the N
+        tokens (N - 1 adds per channel) and the residual."""
+        t, b, c, h, w = inputs[0].shape
+        elements = t * b * c * h * w
+        return {"and" if self.levels == 1 else "mul": 2 * elements, "add": t * b * c * (h * w - 1) + elements}
+
     def _pool_heads(self, z: torch.Tensor) -> torch.Tensor:
         """The 3x3 max-pool over (head channels, tokens) of ``[T, B, heads, dim/heads, N]``."""
         return self.head_pool(z.reshape(-1, 1, *z.shape[-2:])).reshape(z.shape)
@@ -148,6 +160,10 @@ class SpikingMLP(nn.Module):
         else:
             s = self.fc2_neuron(s, pre=(self.fc1_conv,), norm=self.fc1_bn)
         return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,)) + identity
+
+    def inference_ops(self, inputs, output: torch.Tensor) -> dict:
+        """Operations outside the layers and neurons, for energy models: the residual additions."""
+        return {"add": output.numel() * (2 if self.hidden_residual else 1)}
 
 
 class Block(nn.Module):

@@ -42,6 +42,9 @@ class SpikingNeuron(nn.Module):
     leaky: ClassVar[bool] = False  # the potential decays between inputs (the study's LIF side)
 
     use_fused = True  # False keeps the per-step loop on CUDA too (benchmarks, checks)
+    # probe(t, h, spike, v) after every step, set per instance by a recorder (analysis.membrane);
+    # while set the loop runs, since the fused kernels never materialise H
+    _membrane_probe = None
 
     # -------------------------------------------------------------- settings
     @classmethod
@@ -129,7 +132,7 @@ class SpikingNeuron(nn.Module):
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes for input current ``[T, ...]``: the fused kernels where they run, else the loop."""
-        form = self.fused_form() if self.use_fused else None
+        form = self.fused_form() if self.use_fused and self._membrane_probe is None else None
         if form is not None and fused_available(x):
             return fused_multi_step(x, form, **self.fused_gradient())
         return self.loop(x)
@@ -142,11 +145,14 @@ class SpikingNeuron(nn.Module):
         """The reference: charge, fire and reset at every step, in plain PyTorch."""
         v = torch.full_like(x[0], self.initial_potential())
         detach = getattr(self, "detach_reset", True)
+        probe = self._membrane_probe
         spikes = []
         for t in range(x.shape[0]):
             h = self.charge(v, x[t])
             spike = self.fire(h)
             v = self.reset(h, spike.detach() if detach else spike)
+            if probe is not None:
+                probe(t, h, spike, v)
             spikes.append(spike)
         return torch.stack(spikes)
 

@@ -1,0 +1,160 @@
+"""One pass over an evaluation set: accuracy, firing rates, operations and energy per image.
+
+The counts come from the model itself (``operations``); each energy model asked
+for (``energy``) prices them, and the SDT paper's convention (``sdt``) is
+always computed too, as the per-layer rows and totals every report shows.
+"""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DataError
+from ..monitor import SpikeRecorder, neuron_layers
+from .energy import ENERGY_MODELS, EnergyModel, estimate, resolve_energy_models
+from .operations import LayerOps, OperationCounter, counts_per_image
+
+E_MAC = 4.6e-12  # joules per multiply-accumulate (45 nm)
+E_AC = 0.9e-12  # joules per accumulate (45 nm)
+
+__all__ = ["E_AC", "E_MAC", "analyze", "convention", "energy_summary", "learned_settings"]
+
+
+def convention(e_mac: float = E_MAC, e_ac: float = E_AC) -> str:
+    """The SDT paper's convention, in words (energies in joules)."""
+    return ENERGY_MODELS["sdt"].convention({"e_mac": e_mac * 1e12, "e_ac": e_ac * 1e12})
+
+
+def energy_summary(layers: Iterable[LayerOps], e_mac: float = E_MAC, e_ac: float = E_AC) -> tuple[list[dict], dict]:
+    """Per-layer rows and totals (operations and joules per image) from counted layers."""
+    rows, totals = [], dict(dense_macs_per_step=0, mac_ops=0.0, sops=0.0, energy_snn_j=0.0)
+    for layer in layers:
+        ops = layer.ops_per_image()
+        energy = (e_ac if layer.spike_input else e_mac) * ops
+        rows.append(
+            dict(
+                name=layer.name,
+                type=layer.module_type,
+                kind=layer.kind,
+                time_steps=layer.time_steps,
+                macs_per_step=layer.macs_per_step,
+                input_firing_rate=layer.input_rate() if layer.spike_input else None,
+                input_firing_rate_per_step=layer.input_rate_per_step() if layer.spike_input else None,
+                sops=ops,
+                energy_j=energy,
+            )
+        )
+        totals["dense_macs_per_step"] += layer.macs_per_step
+        totals["sops" if layer.spike_input else "mac_ops"] += ops
+        totals["energy_snn_j"] += energy
+    totals["energy_ann_j"] = e_mac * totals["dense_macs_per_step"]
+    ann = totals["energy_ann_j"]
+    totals["snn_to_ann_energy_ratio"] = totals["energy_snn_j"] / ann if ann else None
+    return rows, totals
+
+
+def _neuron_rates(recorder: SpikeRecorder) -> tuple[dict, Optional[float]]:
+    """Per layer ``{"per_step": [...], "mean": x}`` and the rate over all neurons and steps."""
+    rates = {
+        name: {"per_step": r.tolist(), "mean": float(r.mean())} for name, r in recorder.firing_rates().items()
+    }
+    counts = recorder.spike_counts
+    spikes = sum(float(c.sum()) for c in counts.values())
+    slots = sum(recorder.element_counts[n] * c.numel() for n, c in counts.items())
+    return rates, (spikes / slots if slots else None)
+
+
+def _time_steps(counter: OperationCounter, recorder: SpikeRecorder) -> Optional[int]:
+    steps = {layer.time_steps for layer in counter.layers()} | {c.numel() for c in recorder.spike_counts.values()}
+    if len(steps) > 1:
+        raise ValueError(f"layers ran over different numbers of time steps {sorted(steps)}; cannot attribute operations")
+    return steps.pop() if steps else None
+
+
+def _spec_dict(model: nn.Module, attr: str) -> Optional[dict]:
+    spec = getattr(model, attr, None)
+    return spec.to_dict() if spec is not None else None
+
+
+def learned_settings(model: nn.Module) -> dict:
+    """Per neuron layer, the current values of its learnable settings (PLIF's tau, a learned threshold)."""
+    return {name: values for name, m in neuron_layers(model).items() if (values := m.learned())}
+
+
+@torch.no_grad()
+def analyze(
+    model: nn.Module,
+    loader: Iterable,
+    device: Union[str, torch.device],
+    amp_dtype: Optional[torch.dtype] = None,
+    e_mac: float = E_MAC,
+    e_ac: float = E_AC,
+    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    energy_models: Optional[Sequence[tuple[EnergyModel, dict]]] = None,
+    recorders: Sequence = (),
+) -> dict:
+    """Evaluate ``model`` (already on ``device``) over ``loader`` batches ``(images, labels, ...)``.
+
+    Everything is weighted by samples. Returns plain Python values (JSON-ready):
+    accuracy in percent, mean loss (``loss_fn`` returns a batch mean; default
+    cross-entropy), neuron firing rates, per-layer operations, and energy per
+    image under each of ``energy_models`` (``resolve_energy_models``; default
+    ``sdt`` with ``e_mac`` / ``e_ac``). Per-step logits ``[T, B, K]`` (TET
+    models) are averaged over T. ``recorders``: further context managers over
+    the model (a ``MembraneRecorder``), active during the same pass.
+    """
+    device = torch.device(device)
+    loss_fn = loss_fn or F.cross_entropy
+    sdt_constants = {"e_mac": e_mac * 1e12, "e_ac": e_ac * 1e12}
+    if energy_models is None:
+        energy_models = resolve_energy_models(["sdt"], sdt_constants)
+    was_training = model.training
+    model.eval()
+    samples, correct1, correct5, loss_sum, num_classes = 0, 0, 0, 0.0, 0
+    try:
+        with ExitStack() as stack:
+            recorder = stack.enter_context(SpikeRecorder(model))
+            counter = stack.enter_context(OperationCounter(model))
+            for extra in recorders:
+                stack.enter_context(extra)
+            for batch in loader:
+                images, labels = batch[0].to(device), batch[1].to(device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    logits = model(images)
+                logits = (logits.mean(0) if logits.dim() == 3 else logits).float()
+                n, num_classes = labels.shape[0], logits.shape[-1]
+                top = logits.topk(min(5, num_classes), dim=1).indices == labels[:, None]
+                correct1 += int(top[:, 0].sum())
+                correct5 += int(top.any(dim=1).sum())
+                loss_sum += float(loss_fn(logits, labels)) * n
+                samples += n
+    finally:
+        model.train(was_training)
+    if not samples:
+        raise DataError("the evaluation loader yielded no samples")
+    rates, mean_rate = _neuron_rates(recorder)
+    layers, totals = energy_summary(counter.layers(), e_mac, e_ac)
+    return dict(
+        samples=samples,
+        time_steps=_time_steps(counter, recorder),
+        num_classes=num_classes,
+        top1=100.0 * correct1 / samples,
+        top5=100.0 * correct5 / samples,
+        top5_k=min(5, num_classes),
+        loss=loss_sum / samples,
+        mean_firing_rate=mean_rate,
+        neuron=_spec_dict(model, "neuron_spec"),
+        attn_neuron=_spec_dict(model, "attn_neuron_spec"),
+        learned_neuron_settings=learned_settings(model),
+        firing_rates=rates,
+        layers=layers,
+        totals=totals,
+        energy_constants=dict(e_mac_j=e_mac, e_ac_j=e_ac),
+        convention=convention(e_mac, e_ac),
+        energy=estimate(counts_per_image(counter, recorder), energy_models),
+    )
