@@ -150,3 +150,21 @@ def test_bad_baseline_and_with_runs_stop_before_training(tmp_path, monkeypatch, 
     assert "missing" in capsys.readouterr().err
     assert main([*base, "--energy", "sdt,watts"]) == 2
     assert "unknown energy model watts" in capsys.readouterr().err
+
+
+def test_report_only_tabulates_what_exists_and_lists_what_is_missing(study, monkeypatch, capsys):
+    folder, args = study
+
+    def no_training(*a, **k):
+        raise AssertionError("--report-only trained a run")
+
+    monkeypatch.setattr(training, "train", no_training)
+    grown = [a if a != "1" or prev != "--seeds" else "2" for prev, a in zip(["", *STUDY], STUDY)]
+    assert main([*grown, "--study-dir", str(folder), "--energy", "neuron", "--report-only"]) == 0
+    out = capsys.readouterr().out
+    assert "missing  lif-uth1-seed43 (not trained)" in out and "missing  if_soft-uth1-seed43 (not trained)" in out
+    assert "2 of 4 runs tabulated; nothing was trained (--report-only)" in out
+    assert "| LIF, hard reset | 1 | 1 |" in (folder / "results.md").read_text()
+    assert not (folder / "runs" / "lif-uth1-seed43").exists()
+    code = main([*STUDY, "--study-dir", str(folder), "--report-only", "--dry-run"])
+    assert code == 2 and "give one" in capsys.readouterr().err

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -36,6 +37,13 @@ def _add_train(sub) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="train a new run into an --output folder that holds one: the old run is moved aside "
                         "(renamed to <folder>.replaced-<time>), never deleted")
+    original = p.add_argument_group("the original train.py's flags")
+    original.add_argument("--experiment", metavar="NAME",
+                          help="name the run folder NAME under --output (default output/train), as timm's train.py does")
+    original.add_argument("--log-wandb", nargs="?", const="true", metavar="BOOL",
+                          help="log to Weights & Biases: not implemented yet (TensorBoard logs are in the run folder)")
+    original.add_argument("--local-rank", "--local_rank", dest="local_rank", metavar="N",
+                          help="set by torch.distributed.launch; the rank is read from the environment it also sets")
     _common(p)
     add_config_flags(p)
     p.set_defaults(func=_run_train)
@@ -48,6 +56,12 @@ def _run_train(args, argv_hint: str) -> int:
     from .training import train
 
     overrides = overrides_from_args(args)
+    if args.experiment:
+        overrides["experiment"] = args.experiment
+    if args.log_wandb is not None:
+        overrides["log_wandb"] = args.log_wandb
+    if args.local_rank is not None:  # torch.distributed.launch gives it as a flag and sets LOCAL_RANK too
+        os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     cfg = load_config(args.config, overrides)
     plan = plan_resume(args.resume, args.no_resume_opt, cfg.output)
     if args.overwrite and plan.full:
@@ -75,7 +89,7 @@ def _add_eval(sub) -> None:
                    help="allow flags that contradict the checkpoint's neuron/model settings")
     p.add_argument("--split", choices=("test", "val"), default="test",
                    help="evaluate on the test set or on the run's held-out validation split")
-    p.add_argument("--eval-output", dest="eval_output", metavar="DIR",
+    p.add_argument("--eval-output", "--output", dest="eval_output", metavar="DIR",
                    help="report folder (default: eval_<name> next to the checkpoint; with --override, "
                         "eval_<name>-override-<setting>-<value>)")
     _energy_flags(p)
@@ -199,6 +213,8 @@ def _add_study(sub) -> None:
                                      "run one job per device (group) in parallel")
     p.add_argument("--nproc-per-run", type=int, default=1, help="GPUs per run, launched with torchrun (needs --devices)")
     p.add_argument("--emit-commands", action="store_true", help="print one shell command per run (for Slurm) and exit")
+    p.add_argument("--report-only", action="store_true",
+                   help="train and evaluate nothing: write the tables from the finished runs and list the missing ones")
     p.add_argument("--baseline", metavar="MODE[:U_TH]",
                    help="the setting every other is compared with: difference of mean final top-1, its 95 %% "
                         "confidence interval and p-value (default lif:1)")
@@ -228,19 +244,45 @@ def _run_study(args, argv_hint: str) -> int:
     devices = parse_list(args.devices, str, "--devices") if args.devices else None
     if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
         check_devices(devices)
+    if args.report_only and (args.dry_run or args.emit_commands):
+        raise ConfigError("--report-only writes the tables; --dry-run and --emit-commands only list the runs: give one")
     energy, constants = energy_choice(args)
     evaluation = EvalPlan(tuple(energy), tuple(sorted(constants.items())), args.speed)
     run_study(
         args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
         rerun_stale=args.rerun_stale, command_line=args.command_line, evaluation=evaluation, baseline=args.baseline,
-        with_runs=args.with_runs,
+        with_runs=args.with_runs, report_only=args.report_only,
     )
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """No silent prefix matching (``--epoch 2`` is not ``--epochs``), and help that shows the defaults."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
+def unknown_flags_message(parser: argparse.ArgumentParser, unknown: list) -> str:
+    """``unrecognized arguments`` with the closest flag of this subcommand for each unknown one."""
+    import difflib
+
+    flags = [o for action in parser._actions for o in action.option_strings if o.startswith("--")]
+    parts = []
+    for word in unknown:
+        text = f"'{word}'"
+        if word.startswith("-"):
+            guess = difflib.get_close_matches(word.split("=")[0], flags, n=1, cutoff=0.6)
+            if guess:
+                text += f" (did you mean {guess[0]}?)"
+        parts.append(text)
+    return "unrecognized arguments: " + ", ".join(parts)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="spikedriven", description="Train, evaluate and study Spike-driven Transformers with LIF / IF neurons."
     )
     parser.add_argument("--version", action="version", version=f"spikedriven {__version__}")
@@ -269,7 +311,53 @@ def _run_neurons(args, argv_hint: str) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study, _add_neurons]
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write a run's model as shareable weights: model.safetensors, timm config.json, README.md",
+                       description="Export a run's model (a run folder: its final model; or a checkpoint file) into a "
+                                   "folder timm loads: model.safetensors, a Hub-style config.json and a model card.")
+    p.add_argument("run", metavar="RUN", help="run folder (its last.pth.tar, else best.pth.tar) or checkpoint file")
+    p.add_argument("--output", required=True, metavar="DIR", help="folder to write the export into")
+    p.add_argument("--overwrite", action="store_true", help="replace another export already in --output")
+    _common(p)
+    p.set_defaults(func=_run_export)
+
+
+def _run_export(args, argv_hint: str) -> int:
+    from .export import export_run, load_lines
+
+    written = export_run(args.run, args.output, overwrite=args.overwrite)
+    print(f"exported {args.run} to {args.output}: " + ", ".join(p.name for p in written))
+    print("load it with timm:")
+    print("\n".join("    " + line for line in load_lines(args.output)))
+    return 0
+
+
+def _add_info(sub) -> None:
+    from .config import add_config_flags
+
+    p = sub.add_parser("info", help="what this machine and install can do: versions, devices, fused kernels, "
+                                    "datasets, the model of a config",
+                       description="Report package versions, CUDA / MPS / CPU cores, whether the fused neuron "
+                                   "kernels can run, which datasets lie under --data-dir, and the parameters and "
+                                   "dense MACs of the model a config describes (the default config without -c).")
+    p.add_argument("-c", "--config", help="YAML config whose model (and data_dir) to report")
+    p.add_argument("--checksums", action="store_true",
+                   help="also compare CIFAR files with the official MD5 sums (reads every file, takes seconds)")
+    _common(p)
+    add_config_flags(p)  # --data-dir among them: the same folder a run with these flags would read
+    p.set_defaults(func=_run_info)
+
+
+def _run_info(args, argv_hint: str) -> int:
+    from .config import load_config, overrides_from_args
+    from .info import info_report
+
+    cfg = load_config(args.config, overrides_from_args(args))
+    print(info_report(cfg, args.config, checksums=args.checksums))
+    return 0
+
+
+SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study, _add_neurons, _add_export, _add_info]
 
 
 def _plugins_in(argv: list) -> list:
@@ -335,7 +423,10 @@ def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
 
         load_plugins(_plugins_in(argv))
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # the subcommand's usage, not the top level's, and a suggestion
+            sub = _subparser(parser, args.command)
+            sub.error(unknown_flags_message(sub, unknown))
         args.command_line = shlex.join(["spikedriven", *argv])  # the whole command, for messages that repeat it
         hint = f"{prog_hint} {args.command}" if prog_hint == "spikedriven" else prog_hint
         return args.func(args, hint)
@@ -356,6 +447,11 @@ def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
             message += f"; continue it with `{shlex.join(['spikedriven', *argv])}`"
         print(message, file=sys.stderr)
         return 130
+
+
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
 
 
 def _run_stopped():

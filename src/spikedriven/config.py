@@ -8,7 +8,6 @@ starts, with one sentence naming the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ import yaml
 
 from .atomic import write_text_atomic
 from .errors import ConfigError
+from .original_keys import inert_line, read_vocabulary
 from .neurons import NEURONS, NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
 from .spike_ops import MEMORY_MODES
 
@@ -102,8 +102,9 @@ class Config:
     opt: str = _f("adamw", "timm optimizer name")
     lr: float = _f(3e-4, "peak learning rate")
     weight_decay: float = _f(0.06, "weight decay (not applied to biases and norm weights)")
-    opt_betas: list = _f([0.9, 0.999], "Adam betas")
-    opt_eps: float = _f(1e-8, "optimizer epsilon")
+    opt_betas: Optional[list] = _f([0.9, 0.999], "Adam betas (none: the optimizer's own)")
+    opt_eps: Optional[float] = _f(1e-8, "optimizer epsilon (none: the optimizer's own, e.g. LAMB's 1e-6 in the "
+                                  "original's configs that say opt_eps: None)")
     clip_grad: Optional[float] = _f(None, "clip the gradient norm to this value (none: off)")
     sched: str = _f("cosine", "timm scheduler name")
     epochs: int = _f(300, "epochs of the schedule (cooldown comes on top)")
@@ -224,7 +225,9 @@ class Config:
         need(all(s > 0 for s in self.std), "every std value must be > 0")
         need(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, f"scale must be [low, high] within (0, 1], got {self.scale}")
         need(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], f"ratio must be [low, high] with 0 < low <= high, got {self.ratio}")
-        need(len(self.opt_betas) == 2 and all(0 <= b < 1 for b in self.opt_betas), f"opt_betas must be two numbers in [0, 1), got {self.opt_betas}")
+        need(self.opt_betas is None or (len(self.opt_betas) == 2 and all(0 <= b < 1 for b in self.opt_betas)),
+             f"opt_betas must be two numbers in [0, 1) or none, got {self.opt_betas}")
+        need(self.opt_eps is None or self.opt_eps > 0, f"opt_eps must be > 0 or none, got {self.opt_eps}")
         for name in ("hflip", "mixup_prob", "mixup_switch_prob", "smoothing"):
             need(0 <= getattr(self, name) <= 1, f"{name} must lie in [0, 1], got {getattr(self, name)}")
         for name in ("mixup", "cutmix", "color_jitter", "weight_decay", "warmup_lr", "min_lr"):
@@ -361,25 +364,42 @@ def _settings_mapping(value: Any, where: str) -> dict:
     return dict(value)
 
 
-def closest_key(key: str) -> Optional[str]:
-    guess = difflib.get_close_matches(key.replace("-", "_"), FIELDS, n=1, cutoff=0.6)
-    return guess[0] if guess else None
-
-
-def unknown_key_error(key: str, source: str) -> ConfigError:
-    guess = closest_key(str(key))
-    hint = f"; did you mean '{guess}'?" if guess else "; run with --help to list the valid keys"
-    return ConfigError(f"unknown config key '{key}' in {source}{hint}")
-
-
 def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] = None) -> Config:
-    """A validated Config from ``base`` (defaults if None) updated with ``values``."""
+    """A validated Config from ``base`` (defaults if None) updated with ``values``, which may use the
+    original code's vocabulary (``TET``, ``model-ema: false``, ``drop_path``; see original_keys).
+
+    Every problem of ``values`` (unknown keys, refused keys, wrong types) is reported in one message, so
+    that a file is fixed in one round; keys that change nothing get one warning line per source."""
+    reading = read_vocabulary(values, FIELDS)
     data = (base or Config()).to_dict()
-    for key, value in values.items():
-        if key not in FIELDS:
-            raise unknown_key_error(key, source)
-        data[key] = coerce(key, value, source)
+    problems = list(reading.problems)
+    experiment = reading.values.pop("_experiment", None)
+    for key, value in reading.values.items():
+        try:
+            data[key] = coerce(key, value, source)
+        except ConfigError as e:
+            problems.append(str(e))
+    if len(problems) == 1:
+        raise ConfigError(problems[0] if "(from " in problems[0] else f"{source}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{source} has {len(problems)} problems: " + "; ".join(problems))
+    if experiment:  # timm's --experiment: the run folder's name under --output
+        data["output"] = str(Path(data["output"] or "output/train") / experiment)
+    if reading.inert:
+        _warn_once(source, reading.inert)
     return Config(**data).validate()
+
+
+_WARNED: set = set()
+
+
+def _warn_once(source: str, inert: Mapping[str, str]) -> None:
+    import logging
+
+    key = (source, tuple(inert))
+    if key not in _WARNED:  # a study reads its file once per run: say it once
+        _WARNED.add(key)
+        logging.getLogger("spikedriven").warning(inert_line(source, inert))
 
 
 def recorded_config(values: Mapping[str, Any], source: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
@@ -440,16 +460,39 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# The config's sections, by the first field of each, for --help's groups.
+SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spike_mode": "neuron",
+            "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
+# Short and original spellings of flags: timm's -b / -j, the study's --TET.
+FLAG_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "tet": ["--TET"]}
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if default is None:
+        return "auto" if f.metadata.get("auto") else "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, list):
+        return " ".join(str(v) for v in default) or "none"
+    return str(default) if default != {} else "none"
+
+
 def add_config_flags(parser, exclude: tuple = ()) -> None:
-    """One flag per config field; every flag defaults to "not given" so the YAML wins."""
+    """One flag per config field, grouped by the config's sections, each with its default in --help;
+    every flag defaults to "not given" so that the YAML wins. A boolean is a bare flag (``--download``),
+    ``--no-download`` turns it off, and ``--download false`` still reads."""
     import argparse
 
-    group = parser.add_argument_group("config overrides (each also a YAML key)")
+    group = None
     for name, f in FIELDS.items():
+        if name in SECTIONS:
+            group = parser.add_argument_group(f"{SECTIONS[name]} (each flag also a YAML key)")
         if name in exclude:
             continue
         base, _ = _base_type(name)
-        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=f.metadata.get("help", "").replace("%", "%%"))
+        text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
+        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=text.replace("%", "%%"))
         if base in (list, dict) or typing.get_origin(base) is list:
             kwargs["nargs"] = "+"
         if base is bool:  # a bare --download means true; --download false still reads
@@ -457,10 +500,10 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
         metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X", dict: "KEY=VALUE"}.get(base, "NAME" if kwargs.get("nargs") else "STR")
         if f.metadata.get("auto"):
             metavar += "|auto"
-        names = [flag_name(name)]
-        if name == "tet":
-            names.append("--TET")  # the study's spelling
-        group.add_argument(*names, metavar=metavar, **kwargs)
+        group.add_argument(flag_name(name), *FLAG_ALIASES.get(name, []), metavar=metavar, **kwargs)
+        if base is bool:
+            group.add_argument("--no-" + name.replace("_", "-"), dest=f"cfg_{name}", action="store_const",
+                               const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     _add_neuron_flags(parser)
 
 

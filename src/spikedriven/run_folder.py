@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .atomic import atomic_write
 from .config import Config
+from .run_lock import RunLock
 from .errors import ConfigError
 
 log = logging.getLogger("spikedriven")
@@ -84,7 +85,8 @@ def move_aside(path: Path) -> Path:
     return target
 
 
-def prepare_run_dir(path: Path) -> Path:
+def prepare_run_dir(path: Path) -> RunLock:
+    """Create the run folder and take its lock (held until released or the process ends); returns the lock."""
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".write-test"
@@ -92,9 +94,10 @@ def prepare_run_dir(path: Path) -> Path:
         probe.unlink()
     except OSError as e:
         raise ConfigError(f"output folder {path} is not writable ({e.strerror or e})") from None
+    lock = RunLock(path).acquire()  # before the clean-up below: another run's temporary files are its own
     for stale in path.glob(".*.tmp"):  # a checkpoint write cut short by a crash
         stale.unlink()
-    return path
+    return lock
 
 
 class ConsoleHandler(logging.Handler):

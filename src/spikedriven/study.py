@@ -639,12 +639,13 @@ def run_study(
     lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
     command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
-    with_runs: Sequence[str] = (), out=None,
+    with_runs: Sequence[str] = (), report_only: bool = False, out=None,
 ) -> Optional[list[dict]]:
     """The study of ``modes`` (registered neuron names); ``thresholds`` / ``lif_thresholds``: comma-separated
     thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
     evaluation measures; ``baseline``: ``MODE[:U_TH]`` every setting is compared with (default lif:1);
-    ``with_runs``: run folders (the original code's, or ours) tabulated beside the study's."""
+    ``with_runs``: run folders (the original code's, or ours) tabulated beside the study's; ``report_only``:
+    train and evaluate nothing, tabulate the finished runs and list the missing ones."""
     out = out or sys.stdout
     base = load_config(config_path, overrides)  # also imports the plugins, whose neurons --modes may name
     overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}  # recorded typed
@@ -673,6 +674,8 @@ def run_study(
         if stale:
             print(f"{len(stale)} stale run(s): the study refuses them unless given --rerun-stale", file=out)
         return None
+    if report_only:
+        return _report_only(study, runs, stale, out)
     if stale and not rerun_stale:
         listed = "; ".join(f"{run.name} ({reasons})" for run, reasons in stale.items())
         raise ConfigError(
@@ -698,4 +701,22 @@ def run_study(
             study.run_inline(run)
     rows = study.write_results()
     print((folder / "results.md").read_text(), file=out)
+    return rows
+
+
+def _report_only(study: Study, runs: list, stale: dict, out) -> list[dict]:
+    """The tables of what exists (a stale run is left out, as it would not be mixed in), and what is missing."""
+    missing = []
+    for run in runs:
+        if run in stale:
+            missing.append((run, f"stale: {stale[run]}"))
+        elif not study.is_done(run):
+            missing.append((run, "to evaluate" if study.is_trained(run)
+                            else "interrupted" if study.run_dir(run).is_dir() else "not trained"))
+    study.runs = [r for r in runs if r not in stale]
+    rows = study.write_results()
+    print((study.folder / "results.md").read_text(), file=out)
+    for run, why in missing:
+        print(f"missing  {run.name} ({why})  ->  {study.run_dir(run)}", file=out)
+    print(f"{len(runs) - len(missing)} of {len(runs)} runs tabulated; nothing was trained (--report-only)", file=out)
     return rows

@@ -154,9 +154,12 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
     ``<command_hint> --resume <checkpoint>``.
     """
     dist, device = init_distributed(cfg.device)
+    held: list = []
     try:
-        return _train(cfg, plan, dist, device, command_hint, overwrite, resume_command)
+        return _train(cfg, plan, dist, device, command_hint, overwrite, resume_command, held)
     finally:
+        for lock in held:
+            lock.release()
         shutdown(dist)
 
 
@@ -216,7 +219,7 @@ class EpochProgress:
 
 
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str,
-           overwrite: bool, resume_command: Optional[str]) -> Path:
+           overwrite: bool, resume_command: Optional[str], held: list) -> Path:
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError(FP16_NEEDS_CUDA)
     run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
@@ -257,7 +260,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     moved_to = None
     if dist.is_main:
         moved_to = move_aside(run_dir) if replacing else None
-        prepare_run_dir(run_dir)
+        held.append(prepare_run_dir(run_dir))  # the folder's lock, released by train() when the run ends
     barrier(dist)
     setup_logging(run_dir, dist.is_main)
     if moved_to is not None:
@@ -409,8 +412,10 @@ def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module):
     ``lr(t) = min_lr + (lr - min_lr)(1 + cos(pi t / epochs)) / 2`` for ``warmup <= t < epochs``.
     """
     try:
+        # None: the optimizer's own default, as timm's train.py leaves it (LAMB's eps is 1e-6, not AdamW's 1e-8)
+        given = dict(betas=None if cfg.opt_betas is None else tuple(cfg.opt_betas), eps=cfg.opt_eps)
         optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        betas=tuple(cfg.opt_betas), eps=cfg.opt_eps)
+                                        **{k: v for k, v in given.items() if v is not None})
     except (ValueError, AssertionError) as e:
         raise ConfigError(f"optimizer {cfg.opt!r} cannot be built: {e}") from None
     try:

@@ -344,9 +344,42 @@ def _cfg(**kwargs):
 default_cfgs = generate_default_cfgs({"sdt.untrained": _cfg()})
 
 
+_WEIGHT_SOURCES = ("file", "state_dict", "url", "hf_hub_id")
+
+
+def _weights_overlay(kwargs: Mapping[str, Any]) -> dict:
+    """The pretrained_cfg overlay for ``pretrained=True``: weights must be named, as none are published.
+
+    A bare ``file=`` (an export's model.safetensors) says nothing of the classes and channels it was
+    trained for; timm would compare the default cfg's 10 classes and 3 channels against the model and
+    silently drop a head that does not match. The model asked for is what the file holds, so the cfg
+    takes its sizes from it, and a file that does not fit fails the strict load instead.
+    """
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    given = kwargs.get("pretrained_cfg")
+    given = given.to_dict() if hasattr(given, "to_dict") else given if isinstance(given, Mapping) else {}
+    named = {**given, **overlay}
+    if not any(named.get(key) for key in _WEIGHT_SOURCES):
+        raise ConfigError(
+            "no pretrained sdt weights are published; pass pretrained_cfg_overlay=dict(file=...) with an "
+            "exported model.safetensors, create 'local-dir:FOLDER' from a `spikedriven export` folder, or load a checkpoint"
+        )
+    if named.get("source") != "local-dir":  # an exported config.json states its own sizes
+        if "num_classes" in kwargs:
+            overlay.setdefault("num_classes", kwargs["num_classes"])
+        if "in_chans" in kwargs or "img_size" in kwargs:
+            size = kwargs.get("img_size", 32)
+            overlay.setdefault("input_size", (kwargs.get("in_chans", 3), size, size))
+    return overlay
+
+
 @register_model
 def sdt(pretrained: bool = False, **kwargs) -> SpikeDrivenTransformer:
-    """The study's SDT; defaults are the CIFAR 2-256 configuration with T = 4."""
+    """The study's SDT; defaults are the CIFAR 2-256 configuration with T = 4.
+
+    ``pretrained=True`` loads the weights named by ``pretrained_cfg_overlay=dict(file=...)`` (an exported
+    model.safetensors) or by an exported folder given as ``timm.create_model("local-dir:FOLDER")``.
+    """
     if pretrained:
-        raise ConfigError("no pretrained SDT weights are published through timm; load a checkpoint instead")
+        kwargs["pretrained_cfg_overlay"] = _weights_overlay(kwargs)
     return build_model_with_cfg(SpikeDrivenTransformer, "sdt", pretrained, **kwargs)

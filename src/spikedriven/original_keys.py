@@ -1,0 +1,239 @@
+"""The config vocabulary of the original SDT code and of the study's code, read into ours.
+
+Their YAML files use timm ``train.py``'s keys, some in two spellings (``model-ema`` /
+``model_ema``), many of them plumbing or settings that change nothing at the values the files
+give. So that every one of those files runs as it is, each key that is not a field of ours is:
+
+* a spelling of one of ours (``TET``, ``channels-last``, ``mlp-ratio``): read as that field;
+* inert: it changes nothing at the value given (``drop_path``, which the original builds but
+  never applies; ``model_ema: false``; ``reprob: 0``): listed once in a warning line;
+* refused: it would change the run and we do not implement it (``model_ema: true``,
+  ``rpe_mode: dilated``): named in the error, with what to do instead.
+
+The facts come from the original's configs and code (SPEC section 11).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional
+
+# The original's spellings of our fields that hyphen-to-underscore does not give.
+SPELLINGS = {"TET": "tet", "TET_means": "tet_means", "TET_lamb": "tet_lamb"}
+
+FALSE_WORDS = {False, None, 0, "", "false", "False", "no", "none", "None", "0"}
+
+
+def _is_in(value, words) -> bool:
+    try:
+        return value in words
+    except TypeError:  # a list or mapping where a scalar belongs: not one of the accepted values
+        return False
+
+
+def _off(value, values) -> bool:
+    return _is_in(value, FALSE_WORDS) or (isinstance(value, float) and value == 0.0)
+
+
+def _any(value, values) -> bool:
+    return True
+
+
+def _at(*accepted) -> Callable:
+    def test(value, values) -> bool:
+        return _is_in(value, accepted) or (isinstance(value, str) and value.strip() in accepted)
+    return test
+
+
+def _when_off(other: str) -> Callable:
+    """Inert while the key ``other`` (in the original's vocabulary, normalised) is off."""
+    def test(value, values) -> bool:
+        return _off(values.get(other), values)
+    return test
+
+
+def _unless(field: str, *uses) -> Callable:
+    """Inert unless our field ``field`` takes one of ``uses`` (a schedule key under another schedule)."""
+    def test(value, values) -> bool:
+        return str(values.get(field, "")).lower() not in uses
+    return test
+
+
+@dataclass(frozen=True)
+class Foreign:
+    """A key of the original's vocabulary that is not ours: when it changes nothing, and why."""
+    inert: Callable[[Any, Mapping], bool]
+    why: str  # why it changes nothing at such values
+    refusal: str = ""  # what to say when it would change the run
+
+    def refused(self, key: str, value: Any) -> str:
+        what = self.refusal or "is not implemented"
+        return f"{key}: {value!r} {what}"
+
+
+_PLUMBING = "run plumbing that spikedriven does its own way"
+_EMA_OFF = "without effect while model_ema is off"
+
+FOREIGN: dict[str, Foreign] = {
+    # --- model
+    "drop_path": Foreign(_any, "built by the original model but never applied in its forward"),
+    "drop": Foreign(_any, "unused by the original model"),
+    "drop_connect": Foreign(_any, "unused by the original model"),
+    "drop_block": Foreign(_any, "unused by the original model"),
+    "patch_size": Foreign(_any, "unused: the SPS pools instead of cutting patches"),
+    "use_conv_as_linear": Foreign(_at(True, "true", "True"), "the original's only implementation",
+                                  "is not implemented (only convolutions as linear layers, use_conv_as_linear: true)"),
+    "rpe_mode": Foreign(_at("conv"), "the SDT's convolutional position encoding, the only one implemented",
+                        "is not implemented (only the SDT's rpe_mode: conv)"),
+    "linear_prob": Foreign(_off, "off", "is not implemented (linear probing)"),
+    "init_alif": Foreign(_off, "off", "is not implemented"),
+    "model_ema": Foreign(_off, "off", "is not implemented (an EMA of the weights); drop the key or set it false"),
+    "model_ema_decay": Foreign(_when_off("model_ema"), _EMA_OFF),
+    "model_ema_force_cpu": Foreign(_when_off("model_ema"), _EMA_OFF),
+    "bn_eps": Foreign(_at(None), "batch norm's own default"),
+    "bn_momentum": Foreign(_at(None), "batch norm's own default"),
+    "bn_tf": Foreign(_off, "off"),
+    "gp": Foreign(_at(None), "the model's own pooling"),
+    "input_size": Foreign(_at(None), "in_channels and img_size give it", "is not read; give in_channels and img_size"),
+    "split_bn": Foreign(_off, "off", "is not implemented (split batch norm for augmentation splits)"),
+    "sync_bn": Foreign(_off, "off", "is not implemented (synchronised batch norm)"),
+    "dist_bn": Foreign(_at("", None), "off",
+                       "is not implemented (batch-norm statistics shared between processes after each epoch)"),
+    # --- data and augmentation
+    "train_interpolation": Foreign(lambda v, values: v == values.get("interpolation", "bicubic"),
+                                   "the same as interpolation, which spikedriven uses for training and evaluation",
+                                   "differs from interpolation, and spikedriven uses one interpolation for both"),
+    "no_aug": Foreign(_off, "off", "is not implemented (training without augmentation: set aa none, mixup 0, "
+                                   "hflip 0)"),
+    "vflip": Foreign(_off, "off", "is not implemented (vertical flips)"),
+    "reprob": Foreign(_off, "random erasing off", "is not implemented (random erasing)"),
+    "remode": Foreign(_when_off("reprob"), "without effect while reprob is 0"),
+    "recount": Foreign(_when_off("reprob"), "without effect while reprob is 0"),
+    "resplit": Foreign(_when_off("reprob"), "without effect while reprob is 0"),
+    "aug_splits": Foreign(_off, "off", "is not implemented (augmentation splits)"),
+    "jsd": Foreign(_off, "off", "is not implemented (the Jensen-Shannon consistency loss)"),
+    "cutmix_minmax": Foreign(_at(None), "off", "is not implemented (cutmix box bounds)"),
+    "epoch_repeats": Foreign(_off, "off", "is not implemented (repeating each epoch)"),
+    "dvs_aug": Foreign(_off, "off", "is not implemented (the original's DVS cutout)"),
+    "dvs_trival_aug": Foreign(_off, "off", "is not implemented (the original's DVS trivial augment)"),
+    "train_split_path": Foreign(_at(None, ""), "off", "is not implemented"),
+    "train_split": Foreign(_at("train"), "the training folder", "is not read; the training images are under train/"),
+    "val_split": Foreign(_at("validation", "val", "test"), "the evaluation folder",
+                         "is not read; the evaluation images are under val/"),
+    # --- optimisation and schedule
+    "clip_mode": Foreign(_at("norm"), "clip_grad clips the gradient norm", "is not implemented (only clip_mode: norm)"),
+    "momentum": Foreign(lambda v, values: v == 0.9 or _unless("opt", "sgd", "nesterov", "momentum", "rmsprop",
+                                                              "rmsproptf", "lars", "nlars")(v, values),
+                        "timm's default, or the optimizer takes none", "is not implemented (an SGD momentum)"),
+    "lr_noise": Foreign(_at(None), "off", "is not implemented (learning-rate noise)"),
+    "lr_noise_pct": Foreign(_when_off("lr_noise"), "without effect while lr_noise is off"),
+    "lr_noise_std": Foreign(_when_off("lr_noise"), "without effect while lr_noise is off"),
+    "lr_cycle_limit": Foreign(_at(1), "one cycle, timm's default", "is not implemented (cosine restarts)"),
+    "lr_cycle_mul": Foreign(_at(1, 1.0), "one cycle, timm's default", "is not implemented (cosine restarts)"),
+    "decay_epochs": Foreign(_unless("sched", "step", "multistep"), "used by step schedules only",
+                            "is not implemented (step schedules' decay)"),
+    "decay_rate": Foreign(_unless("sched", "step", "multistep", "plateau"), "used by step schedules only",
+                          "is not implemented (step schedules' decay)"),
+    "patience_epochs": Foreign(_unless("sched", "plateau"), "used by the plateau schedule only",
+                               "is not implemented (the plateau schedule)"),
+    # --- run plumbing
+    "pretrained": Foreign(_off, "off", "is not implemented (no weights are downloaded); start from a checkpoint "
+                                       "with --resume CKPT --no-resume-opt"),
+    "initial_checkpoint": Foreign(_at("", None), "none",
+                                  "is not read from a config file; start from it with --resume CKPT --no-resume-opt"),
+    "resume": Foreign(_at("", None), "none", "is not read from a config file; give --resume on the command line"),
+    "no_resume_opt": Foreign(_off, "off", "is not read from a config file; give --no-resume-opt on the command line"),
+    "start_epoch": Foreign(_at(None), "none", "is not implemented; a resumed run continues where it stopped"),
+    "torchscript": Foreign(_off, "off", "is not implemented; compile: true uses torch.compile"),
+    "tta": Foreign(_off, "off", "is not implemented (test-time augmentation)"),
+    "save_images": Foreign(_off, "off", "is not implemented"),
+    "native_amp": Foreign(_off, "off", "is not read; give amp: fp16"),
+    "apex_amp": Foreign(_off, "off", "is not implemented (NVIDIA apex); give amp: fp16 or bf16"),
+    "eval_metric": Foreign(_at("top1"), "top-1 picks the best checkpoint, as in spikedriven",
+                           "is not implemented (the best checkpoint is picked by top-1)"),
+    "local_rank": Foreign(_any, "set by the launcher; spikedriven reads torchrun's environment"),
+    "pin_mem": Foreign(_any, _PLUMBING + " (pinned memory on CUDA)"),
+    "no_prefetcher": Foreign(_any, _PLUMBING),
+    "use_multi_epochs_loader": Foreign(_any, _PLUMBING + " (persistent workers)"),
+    "recovery_interval": Foreign(_any, "spikedriven saves a resumable checkpoint every epoch and on a stop signal"),
+    "checkpoint_hist": Foreign(_any, "spikedriven keeps last.pth.tar and best.pth.tar"),
+    "log_wandb": Foreign(_off, "off", "is not implemented yet (Weights & Biases); TensorBoard logs are in the run "
+                                      "folder"),
+}
+
+# Keys that change our fields rather than being ignored.
+#   amp: the original's true / false (timm's native amp, float16).
+AMP_WORDS = {True: "fp16", False: "none", "true": "fp16", "false": "none", "True": "fp16", "False": "none"}
+
+
+def normalised(key: str) -> str:
+    key = str(key)
+    if key in SPELLINGS:
+        return SPELLINGS[key]
+    return key.replace("-", "_")
+
+
+@dataclass
+class Reading:
+    """A mapping read from the original's vocabulary: our keys, the inert keys, and the problems."""
+    values: dict
+    inert: dict  # key as written -> why it changes nothing
+    problems: list
+
+
+def read_vocabulary(values: Mapping[str, Any], fields, experiment_base: Optional[str] = None) -> Reading:
+    """Split ``values`` (keys as a file or the original's flags write them) into our fields, inert keys and
+    problems (unknown keys with a suggestion, refused keys with what to do instead)."""
+    ours, inert, problems = {}, {}, []
+    normal = {normalised(k): v for k, v in values.items()}
+    for key, value in values.items():
+        name = normalised(key)
+        if "-" in str(key) and name in values:
+            # timm's train.py sets a file's keys as argparse defaults, so a hyphenated key (model-ema,
+            # bce-loss) reached no argument there: with both spellings given, the original used the other
+            inert[key] = f"the original read {name} ({values[name]!r}) and never a hyphenated key"
+            continue
+        if name in fields:
+            if name == "amp" and (isinstance(value, bool) or _is_in(value, AMP_WORDS)):
+                value = AMP_WORDS[value]
+            if name in ours and ours[name] != value:
+                problems.append(f"{name} is given twice with different values ({ours[name]!r} and {value!r})")
+            ours[name] = value
+        elif name == "experiment":
+            if value not in ("", None):
+                ours["_experiment"] = str(value)
+            else:
+                inert[key] = "none"
+        elif name in FOREIGN:
+            entry = FOREIGN[name]
+            if entry.inert(value, {**normal, **ours}):
+                inert[key] = entry.why
+            else:
+                problems.append(entry.refused(key, value))
+        else:
+            problems.append(f"unknown config key '{key}'{suggestion(key, fields)}")
+    if inert and str(ours.get("opt", "")).lower() == "lamb" and "opt_eps" not in ours:
+        # the original left opt_eps unset, which is LAMB's own 1e-6, not spikedriven's default 1e-8
+        ours["opt_eps"] = None
+        inert["opt_eps"] = "not given: LAMB's own 1e-6, as in the original"
+    return Reading(ours, inert, problems)
+
+
+def suggestion(key: str, fields) -> str:
+    """A "did you mean" for an unknown key, only when one is close: a typo of a field, or of the
+    original's vocabulary."""
+    name = normalised(key).lower()
+    candidates = {f: f for f in fields}
+    candidates.update({k.lower(): k for k in FOREIGN})
+    candidates.update({k.lower(): v for k, v in SPELLINGS.items()})
+    guess = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)
+    if guess:
+        return f" (did you mean '{candidates[guess[0]]}'?)"
+    return " (--help lists the valid keys)"
+
+
+def inert_line(source: str, inert: Mapping[str, str]) -> str:
+    """The warning for keys that change nothing: one line, every key with why."""
+    items = "; ".join(f"{k} ({why})" for k, why in inert.items())
+    return f"{source}: {len(inert)} key(s) of the original's vocabulary change nothing here and are ignored: {items}"

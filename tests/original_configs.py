@@ -1,0 +1,1230 @@
+"""The config files of the original SDT code and of the study's code, as they were published
+(their keys and values are facts; comments and blank lines dropped). Read by test_original_configs."""
+
+ORIGINAL_CONFIGS = {
+    "sdt-original-conf/cifar10-dvs/2_256_200E_t10_TET.yml": """\
+data_dir: ./data/cifar10-dvs
+dataset: cifar10-dvs
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 64
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [0.2, 1.0]
+color_jitter: 0.
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: True
+pooling_stat: "0011"
+in_channels: 2
+time_steps: 10
+layer: 2
+dim: 256
+mlp_ratio: 4
+hflip: 0.5
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: True
+channels-last: False
+batch_size: 32
+val_batch_size: 32
+lr: 7.5e-3
+min_lr: 3e-4
+sched: cosine
+weight_decay: 1e-4
+epochs: 200
+cooldown_epochs: 10
+warmup_epochs: 10
+warmup_lr: 1e-3
+opt: adamw
+smoothing: 0.1
+workers: 8
+TET: True
+TET_means: 1.0
+TET_lamb: 0.001
+""",
+    "sdt-original-conf/cifar10/2_256_300E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar10
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 32
+mean:
+    - 0.4914
+    - 0.4822
+    - 0.4465
+std:
+    - 0.2470
+    - 0.2435
+    - 0.2616
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 256
+mlp_ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 64
+val_batch_size: 64
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "sdt-original-conf/cifar10/2_512_300E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar10
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 32
+mean:
+    - 0.4914
+    - 0.4822
+    - 0.4465
+std:
+    - 0.2470
+    - 0.2435
+    - 0.2616
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 512
+mlp_ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 64
+val_batch_size: 64
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "sdt-original-conf/cifar10/2_512_300E_t4_TET.yml": """\
+data_dir: ./data/
+dataset: torch/cifar10
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 32
+mean:
+    - 0.4914
+    - 0.4822
+    - 0.4465
+std:
+    - 0.2470
+    - 0.2435
+    - 0.2616
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]  # cifar10dvs: 0.2-1.0
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 512
+mlp_ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 64
+val_batch_size: 64
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+TET: True
+TET_means: 1.0
+TET_lamb: 0.001
+""",
+    "sdt-original-conf/cifar100/2_256_300E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar100
+pretrained: False
+num_classes: 100
+num_heads: 8
+img_size: 32
+mean:
+    - 0.5071
+    - 0.4867
+    - 0.4408
+std:
+    - 0.2675
+    - 0.2565
+    - 0.2761
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 256
+mlp_ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels_last: False
+batch_size: 64
+val_batch_size: 64
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "sdt-original-conf/cifar100/2_512_300E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar100
+pretrained: False
+num_classes: 100
+num_heads: 8
+img_size: 32
+mean:
+    - 0.5071
+    - 0.4867
+    - 0.4408
+std:
+    - 0.2675
+    - 0.2565
+    - 0.2761
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 512
+mlp-ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 64
+val_batch_size: 64
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "sdt-original-conf/gesture/2_256_200E_t10.yml": """\
+data_dir: ./data/DVSGesturedataset/
+dataset: gesture
+pretrained: False
+num_classes: 11
+num_heads: 8
+img_size: 128
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+color_jitter: 0.
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0111"
+in_channels: 2
+time_steps: 10
+layer: 2
+dim: 256
+mlp-ratio: 4
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: True
+channels-last: False
+batch_size: 16
+val_batch_size: 16
+lr: 2e-3
+min_lr: 1e-5
+sched: cosine
+weight_decay: 1e-4
+epochs: 200
+cooldown_epochs: 10
+warmup_epochs: 10
+warmup_lr: 1e-5
+opt: lamb
+smoothing: 0.1
+workers: 8
+""",
+    "sdt-original-conf/gesture/2_256_200E_t16.yml": """\
+data_dir: ./data/DVSGesturedataset/
+dataset: gesture
+pretrained: False
+num_classes: 11
+num_heads: 8
+img_size: 128
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+color_jitter: 0.
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0111"
+in_channels: 2
+time_steps: 16
+layer: 2
+dim: 256
+mlp-ratio: 4
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: True
+channels-last: False
+batch_size: 16
+val_batch_size: 16
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 200
+cooldown_epochs: 10
+warmup_epochs: 10
+warmup_lr: 1e-6
+opt: lamb
+smoothing: 0.1
+workers: 8
+""",
+    "sdt-original-conf/imagenet/10_384_300E_t4.yml": """\
+aa: rand-m7-mstd0.5-inc1
+amp: true
+apex_amp: false
+aug_splits: 0
+batch_size: 36
+bn_eps: null
+bn_momentum: null
+bn_tf: false
+channels-last: false
+channels_last: false
+checkpoint_hist: 10
+clip_grad: null
+clip_mode: norm
+color_jitter: 0.4
+cooldown_epochs: 10
+crop_pct: 0.95
+cutmix: 1.0
+cutmix_minmax: null
+data_dir: /data/imagenet1k
+dataset: imagenet
+decay_epochs: 30
+decay_rate: 0.1
+dim: 512
+dist_bn: ''
+drop: 0.0
+drop_block: null
+drop_connect: null
+drop_path: 0.2
+dvs_aug: false
+dvs_trival_aug: false
+epoch_repeats: 0.0
+epochs: 300
+eval_metric: top1
+experiment: ''
+gp: null
+hflip: 0.5
+img_size: 224
+in_channels: 3
+init_alif: false
+initial_checkpoint: ''
+input_size: null
+interpolation: bicubic
+jsd: false
+layer: 10
+linear_prob: false
+local_rank: 0
+log_interval: 100
+log_wandb: false
+lr: 0.001
+lr_cycle_limit: 1
+lr_cycle_mul: 1.0
+lr_noise: null
+lr_noise_pct: 0.67
+lr_noise_std: 1.0
+mean:
+- 0.485
+- 0.456
+- 0.406
+min_lr: 2.0e-05
+mixup: 0.2
+mixup_mode: batch
+mixup_off_epoch: 0
+mixup_prob: 0.75
+mixup_switch_prob: 0.5
+mlp-ratio: 4
+mlp_ratio: 4
+model: sdt
+model-ema: false
+model-ema-decay: 0.9998
+model_ema: false
+model_ema_decay: 0.9998
+model_ema_force_cpu: false
+momentum: 0.9
+native_amp: false
+no_aug: false
+no_prefetcher: false
+no_resume_opt: false
+num_classes: 1000
+num_heads: 8
+opt: lamb
+opt_betas: null
+opt_eps: null
+output: ''
+patch_size: null
+patience_epochs: 10
+pin_mem: false
+pooling_stat: '1111'
+pretrained: false
+ratio:
+- 0.75
+- 1.3333333333333333
+recount: 1
+recovery_interval: 0
+remode: const
+reprob: 0.0
+resplit: false
+resume: ''
+save_images: false
+scale:
+- 0.2
+- 1.0
+sched: cosine
+seed: 42
+smoothing: 0.1
+spike_mode: lif
+split_bn: false
+start_epoch: null
+std:
+- 0.229
+- 0.224
+- 0.225
+sync_bn: false
+time_steps: 4
+torchscript: false
+train_interpolation: bicubic
+train_split: train
+train_split_path: null
+tta: 0
+use_conv_as_linear: true
+use_multi_epochs_loader: false
+val_batch_size: 36
+val_split: validation
+vflip: 0.0
+warmup_epochs: 20
+warmup_lr: 1.0e-05
+weight_decay: 0.01
+workers: 8
+""",
+    "sdt-original-conf/imagenet/6_512_300E_t4.yml": """\
+aa: rand-m7-mstd0.5-inc1
+amp: true
+apex_amp: false
+aug_repeats: 3
+aug_splits: 0
+batch_size: 48
+bce_loss: false
+bce_target_thresh: null
+bn_eps: null
+bn_momentum: null
+bn_tf: false
+channels_last: false
+checkpoint_hist: 10
+clip_grad: null
+clip_mode: norm
+color_jitter: 0.4
+cooldown_epochs: 10
+crop_pct: 0.95
+cutmix: 1.0
+cutmix_minmax: null
+data_dir: /data/imagenet1k
+dataset: imagenet
+decay_epochs: 30
+decay_rate: 0.1
+dim: 512
+dist_bn: ''
+drop: 0.0
+drop_block: null
+drop_connect: null
+drop_path: 0.2
+dvs_aug: false
+dvs_trival_aug: false
+epoch_repeats: 0.0
+epochs: 300
+eval_metric: top1
+experiment: ''
+gp: null
+hflip: 0.5
+img_size: 224
+in_channels: 3
+initial_checkpoint: ''
+input_size: null
+interpolation: bicubic
+jsd: false
+layer: 6
+local_rank: 0
+log_interval: 100
+log_wandb: false
+lr: 0.001
+lr_cycle_limit: 1
+lr_cycle_mul: 1.0
+lr_noise: null
+lr_noise_pct: 0.67
+lr_noise_std: 1.0
+mean:
+- 0.485
+- 0.456
+- 0.406
+min_lr: 2.0e-05
+mixup: 0.2
+mixup_mode: batch
+mixup_off_epoch: 0
+mixup_prob: 0.6
+mixup_switch_prob: 0.5
+mlp-ratio: 4
+mlp_ratio: 4
+model: sdt
+model_ema: false
+model_ema_decay: 0.9998
+model_ema_force_cpu: false
+momentum: 0.9
+native_amp: false
+no_aug: false
+no_prefetcher: false
+no_resume_opt: false
+num_classes: 1000
+num_heads: 8
+opt: lamb
+opt_betas: null
+opt_eps: null
+output: ''
+patch_size: null
+patience_epochs: 10
+pin_mem: false
+pooling_stat: '1111'
+pretrained: false
+ratio:
+- 0.75
+- 1.3333333333333333
+recount: 1
+recovery_interval: 0
+remode: const
+reprob: 0.0
+resplit: false
+resume: ''
+save_images: false
+scale:
+- 0.08
+- 1.0
+sched: cosine
+seed: 42
+smoothing: 0.1
+spike_mode: lif
+split_bn: false
+start_epoch: null
+std:
+- 0.229
+- 0.224
+- 0.225
+sync_bn: false
+time_steps: 4
+torchscript: false
+train_interpolation: bicubic
+train_split: train
+tta: 0
+use_conv_as_linear: true
+use_multi_epochs_loader: false
+val_batch_size: 48
+val_split: validation
+vflip: 0.0
+warmup_epochs: 20
+warmup_lr: 1.0e-05
+weight_decay: 0.01
+workers: 8
+""",
+    "sdt-original-conf/imagenet/8_384_300E_t4.yml": """\
+aa: rand-m5-mstd0.5-inc1
+amp: true
+apex_amp: false
+aug_repeats: 3
+aug_splits: 0
+batch_size: 48
+bce_loss: false
+bce_target_thresh: null
+bn_eps: null
+bn_momentum: null
+bn_tf: false
+channels_last: false
+checkpoint_hist: 10
+clip_grad: null
+clip_mode: norm
+color_jitter: 0.4
+cooldown_epochs: 10
+crop_pct: 0.95
+cutmix: 1.0
+cutmix_minmax: null
+data_dir: /data/imagenet1k
+dataset: imagenet
+decay_epochs: 30
+decay_rate: 0.1
+dim: 384
+dist_bn: ''
+drop: 0.0
+drop_block: null
+drop_connect: null
+drop_path: 0.2
+dvs_aug: false
+dvs_trival_aug: false
+epoch_repeats: 0.0
+epochs: 300
+eval_metric: top1
+experiment: ''
+gp: null
+hflip: 0.5
+img_size: 224
+in_channels: 3
+initial_checkpoint: ''
+input_size: null
+interpolation: bicubic
+jsd: false
+layer: 8
+local_rank: 0
+log_interval: 100
+log_wandb: false
+lr: 0.0015
+lr_cycle_limit: 1
+lr_cycle_mul: 1.0
+lr_noise: null
+lr_noise_pct: 0.67
+lr_noise_std: 1.0
+mean:
+- 0.485
+- 0.456
+- 0.406
+min_lr: 1.5e-05
+mixup: 0.2
+mixup_mode: batch
+mixup_off_epoch: 0
+mixup_prob: 0.6
+mixup_switch_prob: 0.5
+mlp-ratio: 4
+mlp_ratio: 4
+model: sdt
+model_ema: false
+model_ema_decay: 0.9998
+model_ema_force_cpu: false
+momentum: 0.9
+native_amp: false
+no_aug: false
+no_prefetcher: false
+no_resume_opt: false
+num_classes: 1000
+num_heads: 8
+opt: lamb
+opt_betas: null
+opt_eps: null
+output: ''
+patch_size: null
+patience_epochs: 10
+pin_mem: false
+pooling_stat: '1111'
+pretrained: false
+ratio:
+- 0.75
+- 1.3333333333333333
+recount: 1
+recovery_interval: 0
+remode: const
+reprob: 0.0
+resplit: false
+resume: ''
+save_images: false
+scale:
+- 0.2
+- 1.0
+sched: cosine
+seed: 42
+smoothing: 0.1
+spike_mode: lif
+split_bn: false
+start_epoch: null
+std:
+- 0.229
+- 0.224
+- 0.225
+sync_bn: false
+time_steps: 4
+torchscript: false
+train_interpolation: bicubic
+train_split: train
+tta: 0
+use_conv_as_linear: true
+use_multi_epochs_loader: false
+val_batch_size: 48
+val_split: validation
+vflip: 0.0
+warmup_epochs: 20
+warmup_lr: 1.0e-05
+weight_decay: 0.01
+workers: 8
+""",
+    "sdt-original-conf/imagenet/8_512_300E_t4.yml": """\
+aa: rand-m5-mstd0.5-inc1
+amp: true
+apex_amp: false
+aug_repeats: 3
+aug_splits: 0
+batch_size: 48
+bce_loss: false
+bce_target_thresh: null
+bn_eps: null
+bn_momentum: null
+bn_tf: false
+channels_last: false
+checkpoint_hist: 10
+clip_grad: null
+clip_mode: norm
+color_jitter: 0.4
+cooldown_epochs: 10
+crop_pct: 0.95
+cutmix: 1.0
+cutmix_minmax: null
+data_dir: /data/imagenet1k
+dataset: imagenet
+decay_epochs: 30
+decay_rate: 0.1
+dim: 512
+dist_bn: ''
+drop: 0.0
+drop_block: null
+drop_connect: null
+drop_path: 0.2
+dvs_aug: false
+dvs_trival_aug: false
+epoch_repeats: 0.0
+epochs: 300
+eval_metric: top1
+experiment: ''
+gp: null
+hflip: 0.5
+img_size: 224
+in_channels: 3
+initial_checkpoint: ''
+input_size: null
+interpolation: bicubic
+jsd: false
+layer: 8
+local_rank: 0
+log_interval: 100
+log_wandb: false
+lr: 0.0015
+lr_cycle_limit: 1
+lr_cycle_mul: 1.0
+lr_noise: null
+lr_noise_pct: 0.67
+lr_noise_std: 1.0
+mean:
+- 0.485
+- 0.456
+- 0.406
+min_lr: 1.5e-05
+mixup: 0.2
+mixup_mode: batch
+mixup_off_epoch: 0
+mixup_prob: 0.6
+mixup_switch_prob: 0.5
+mlp-ratio: 4
+mlp_ratio: 4
+model: sdt
+model_ema: false
+model_ema_decay: 0.9998
+model_ema_force_cpu: false
+momentum: 0.9
+native_amp: false
+no_aug: false
+no_prefetcher: false
+no_resume_opt: false
+num_classes: 1000
+num_heads: 8
+opt: lamb
+opt_betas: null
+opt_eps: null
+output: ''
+patch_size: null
+patience_epochs: 10
+pin_mem: false
+pooling_stat: '1111'
+pretrained: false
+ratio:
+- 0.75
+- 1.3333333333333333
+recount: 1
+recovery_interval: 0
+remode: const
+reprob: 0.0
+resplit: false
+resume: ''
+save_images: false
+scale:
+- 0.2
+- 1.0
+sched: cosine
+seed: 42
+smoothing: 0.1
+spike_mode: lif
+split_bn: false
+start_epoch: null
+std:
+- 0.229
+- 0.224
+- 0.225
+sync_bn: false
+time_steps: 4
+torchscript: false
+train_interpolation: bicubic
+train_split: train
+tta: 0
+use_conv_as_linear: true
+use_multi_epochs_loader: false
+val_batch_size: 48
+val_split: validation
+vflip: 0.0
+warmup_epochs: 20
+warmup_lr: 1.0e-05
+weight_decay: 0.01
+workers: 8
+""",
+    "sdt-original-conf/imagenet/8_768_300E_t4.yml": """\
+aa: rand-m7-mstd0.5-inc1
+amp: true
+apex_amp: false
+aug_repeats: 3
+aug_splits: 0
+batch_size: 36
+bce-loss: true
+bce-target-thresh: 0.2
+bce_loss: false
+bce_target_thresh: null
+bn_eps: null
+bn_momentum: null
+bn_tf: false
+channels-last: false
+channels_last: false
+checkpoint_hist: 10
+clip_grad: null
+clip_mode: norm
+color_jitter: 0.4
+cooldown_epochs: 10
+crop_pct: 0.95
+cutmix: 1.0
+cutmix_minmax: null
+data_dir: /data/imagenet1k
+dataset: imagenet
+decay_epochs: 30
+decay_rate: 0.1
+dim: 768
+dist_bn: ''
+drop: 0.0
+drop_block: null
+drop_connect: null
+drop_path: 0.2
+dvs_aug: false
+dvs_trival_aug: false
+epoch_repeats: 0.0
+epochs: 300
+eval_metric: top1
+experiment: ''
+gp: null
+hflip: 0.5
+img_size: 224
+in_channels: 3
+initial_checkpoint: ''
+input_size: null
+interpolation: bicubic
+jsd: false
+layer: 8
+local_rank: 0
+log_interval: 100
+log_wandb: false
+lr: 0.001
+lr_cycle_limit: 1
+lr_cycle_mul: 1.0
+lr_noise: null
+lr_noise_pct: 0.67
+lr_noise_std: 1.0
+mean:
+- 0.485
+- 0.456
+- 0.406
+min_lr: 2.0e-05
+mixup: 0.2
+mixup_mode: batch
+mixup_off_epoch: 0
+mixup_prob: 1.0
+mixup_switch_prob: 0.5
+mlp-ratio: 4
+mlp_ratio: 4
+model: sdt
+model-ema: false
+model-ema-decay: 0.9998
+model_ema: false
+model_ema_decay: 0.9998
+model_ema_force_cpu: false
+momentum: 0.9
+native_amp: false
+no_aug: false
+no_prefetcher: false
+no_resume_opt: false
+num_classes: 1000
+num_heads: 8
+opt: lamb
+opt_betas: null
+opt_eps: null
+output: ''
+patch_size: null
+patience_epochs: 10
+pin_mem: false
+pooling_stat: '1111'
+pretrained: false
+ratio:
+- 0.75
+- 1.3333333333333333
+recount: 1
+recovery_interval: 0
+remode: const
+reprob: 0.0
+resplit: false
+resume: ''
+save_images: false
+scale:
+- 0.08
+- 1.0
+sched: cosine
+seed: 42
+smoothing: 0.1
+spike_mode: lif
+split_bn: false
+start_epoch: null
+std:
+- 0.229
+- 0.224
+- 0.225
+sync_bn: false
+time_steps: 4
+torchscript: false
+train_interpolation: bicubic
+train_split: train
+tta: 0
+use_conv_as_linear: true
+use_multi_epochs_loader: false
+val_batch_size: 36
+val_split: validation
+vflip: 0.0
+warmup_epochs: 20
+warmup_lr: 1.0e-05
+weight_decay: 0.01
+workers: 8
+""",
+    "study-code-conf/cifar10-dvs/2_256_200E_t10_TET.yml": None,  # the same as sdt-original-conf/cifar10-dvs/2_256_200E_t10_TET.yml
+    "study-code-conf/cifar10/2_256_200E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar10
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 32
+mean:
+    - 0.4914
+    - 0.4822
+    - 0.4465
+std:
+    - 0.2470
+    - 0.2435
+    - 0.2616
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 10
+layer: 2
+dim: 256
+mlp_ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 32
+val_batch_size: 32
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 200
+warmup_epochs: 13
+cooldown_epochs: 7
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "study-code-conf/cifar10/2_256_300E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar10
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 32
+mean:
+    - 0.4914
+    - 0.4822
+    - 0.4465
+std:
+    - 0.2470
+    - 0.2435
+    - 0.2616
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 256
+mlp_ratio: 4
+spike_mode: if_soft
+rpe_mode: conv
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 64
+val_batch_size: 64
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "study-code-conf/cifar10/2_512_300E_t4.yml": """\
+data_dir: ./data/
+dataset: torch/cifar10
+pretrained: False
+num_classes: 10
+num_heads: 8
+img_size: 32
+mean:
+    - 0.4914
+    - 0.4822
+    - 0.4465
+std:
+    - 0.2470
+    - 0.2435
+    - 0.2616
+crop_pct: 1.0
+scale:
+    - 1.0
+    - 1.0
+ratio: [1.0, 1.0]
+interpolation: bicubic
+train_interpolation: bicubic
+use_conv_as_linear: true
+pooling_stat: "0011"
+time_steps: 4
+layer: 2
+dim: 512
+mlp_ratio: 4
+aa: rand-m9-n1-mstd0.4-inc1
+color_jitter: 0.5
+mixup: 0.5
+mixup_off_epoch: 200
+mixup_prob: 1.0
+mixup_mode: batch
+mixup_switch_prob: 0.5
+cutmix: 0.0
+model-ema: False
+model-ema-decay: 0.9998
+seed: 42
+amp: False
+channels-last: False
+batch_size: 32
+val_batch_size: 32
+lr: 3e-4
+min_lr: 1e-5
+sched: cosine
+weight_decay: 6e-2
+epochs: 300
+cooldown_epochs: 10
+warmup_epochs: 20
+warmup_lr: 1e-6
+opt: adamw
+smoothing: 0.1
+workers: 8
+""",
+    "study-code-conf/cifar10/2_512_300E_t4_TET.yml": None,  # the same as sdt-original-conf/cifar10/2_512_300E_t4_TET.yml
+    "study-code-conf/cifar100/2_256_300E_t4.yml": None,  # the same as sdt-original-conf/cifar100/2_256_300E_t4.yml
+    "study-code-conf/cifar100/2_512_300E_t4.yml": None,  # the same as sdt-original-conf/cifar100/2_512_300E_t4.yml
+    "study-code-conf/gesture/2_256_200E_t10.yml": None,  # the same as sdt-original-conf/gesture/2_256_200E_t10.yml
+    "study-code-conf/gesture/2_256_200E_t16.yml": None,  # the same as sdt-original-conf/gesture/2_256_200E_t16.yml
+    "study-code-conf/imagenet/10_384_300E_t4.yml": None,  # the same as sdt-original-conf/imagenet/10_384_300E_t4.yml
+    "study-code-conf/imagenet/6_512_300E_t4.yml": None,  # the same as sdt-original-conf/imagenet/6_512_300E_t4.yml
+    "study-code-conf/imagenet/8_384_300E_t4.yml": None,  # the same as sdt-original-conf/imagenet/8_384_300E_t4.yml
+    "study-code-conf/imagenet/8_512_300E_t4.yml": None,  # the same as sdt-original-conf/imagenet/8_512_300E_t4.yml
+    "study-code-conf/imagenet/8_768_300E_t4.yml": None,  # the same as sdt-original-conf/imagenet/8_768_300E_t4.yml
+}
+
+# files that name the same text
+for _name, _text in list(ORIGINAL_CONFIGS.items()):
+    if _text is None:
+        ORIGINAL_CONFIGS[_name] = next(t for n, t in ORIGINAL_CONFIGS.items() if t is not None and n.split("/", 1)[1] == _name.split("/", 1)[1])
