@@ -103,9 +103,10 @@ def hub_config(cfg: Config) -> dict:
             "model_args": model_args, "pretrained_cfg": pretrained_cfg}
 
 
-def load_lines(folder: PathLike) -> list[str]:
-    """The Python lines that load an export with timm, for the card and the command line."""
-    folder = str(Path(folder).resolve())
+def load_lines(folder: PathLike, resolve: bool = True) -> list[str]:
+    """The Python lines that load an export with timm, for the card and the command line; the card names
+    the folder as a placeholder, since it travels with the files to wherever they are shared."""
+    folder = str(Path(folder).resolve()) if resolve else str(folder)
     return [
         "import json, pathlib, timm, spikedriven  # importing spikedriven registers 'sdt' with timm",
         f"cfg = json.loads(pathlib.Path({str(Path(folder) / CONFIG_NAME)!r}).read_text())",
@@ -181,5 +182,5 @@ def model_card(cfg: Config, ckpt: Mapping, checkpoint: Path, output: Path) -> st
                 out.write(f"- {label} top-1: {value:.2f}% (epoch {results.get(f'{key}_epoch')})\n")
         if checkpoint.name == "best.pth.tar":
             out.write("\nThese weights are the run's best epoch, not its final one.\n")
-    out.write("\n## Loading with timm\n\n```python\n" + "\n".join(load_lines(output)) + "\n```\n")
+    out.write("\n## Loading with timm\n\n```python\n" + "# MODEL_DIR: the folder holding this card\n" + "\n".join(load_lines("MODEL_DIR", resolve=False)) + "\n```\n")
     return out.getvalue()
