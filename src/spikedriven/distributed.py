@@ -36,8 +36,25 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+def slurm_environment(env=os.environ) -> dict:
+    """torchrun's variables for the tasks of ``srun -n N spikedriven train`` (N > 1), from Slurm's own.
+
+    Without them each of the N tasks would train alone into the same folder. Slurm names the rank of
+    a task (SLURM_PROCID), their number (SLURM_NTASKS) and the rank on its node (SLURM_LOCALID); where
+    the rendezvous is (MASTER_ADDR, MASTER_PORT) must be given, as torchrun's users give it."""
+    tasks = int(env.get("SLURM_NTASKS", "1") or 1)
+    if "WORLD_SIZE" in env or tasks <= 1 or "SLURM_PROCID" not in env:
+        return {}
+    if not (env.get("MASTER_ADDR") and env.get("MASTER_PORT")):
+        raise ConfigError(f"srun started {tasks} tasks of one run, but MASTER_ADDR and MASTER_PORT are not set; "
+                          "export them (the first node's host name and a free port) to train one run over the tasks, "
+                          "or start one task per node that runs torchrun")
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(tasks), "LOCAL_RANK": env.get("SLURM_LOCALID", "0")}
+
+
 def init_distributed(device_name: str) -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    """Join the process group when started by torchrun (WORLD_SIZE > 1) or as one of several srun tasks."""
+    os.environ.update(slurm_environment())
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo(), resolve_device(device_name)

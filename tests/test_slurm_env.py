@@ -1,0 +1,52 @@
+"""srun -n N: the tasks become one run's processes, or are refused; never N copies in one folder."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from spikedriven.distributed import slurm_environment
+from spikedriven.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "conf/digits/demo.yml")
+
+
+def test_slurm_tasks_map_to_torchrun_variables():
+    env = {"SLURM_NTASKS": "4", "SLURM_PROCID": "3", "SLURM_LOCALID": "1", "MASTER_ADDR": "n1", "MASTER_PORT": "29500"}
+    assert slurm_environment(env) == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}
+    assert slurm_environment({"SLURM_NTASKS": "1", "SLURM_PROCID": "0"}) == {}  # one task: a plain run
+    assert slurm_environment({**env, "WORLD_SIZE": "2"}) == {}  # torchrun inside the task decides
+
+
+def test_slurm_tasks_without_a_rendezvous_are_refused():
+    with pytest.raises(ConfigError, match="srun started 2 tasks of one run, but MASTER_ADDR and MASTER_PORT"):
+        slurm_environment({"SLURM_NTASKS": "2", "SLURM_PROCID": "0"})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_srun_tasks_train_one_run_together(tmp_path):
+    port, run = str(_free_port()), tmp_path / "run"
+    args = [sys.executable, "-m", "spikedriven", "train", "-c", DEMO, "--epochs", "1", "--warmup-epochs", "0",
+            "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu",
+            "--output", str(run)]
+    base = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    procs = [subprocess.Popen(args, env={**base, "SLURM_NTASKS": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID":
+                                         str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port,
+                                         "OMP_NUM_THREADS": "1"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for rank in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert (run / "results.json").is_file()
+    # one run over two processes: each takes half of the 44 steps a single process makes per epoch
+    steps = {int(n) for n in re.findall(r"step \d+/(\d+)", outs[0][1] + outs[0][0])}
+    assert steps == {22}, outs[0]
