@@ -2,6 +2,7 @@
 
 import os
 import re
+import shlex
 import socket
 import subprocess
 import sys
@@ -50,3 +51,48 @@ def test_two_srun_tasks_train_one_run_together(tmp_path):
     # one run over two processes: each takes half of the 44 steps a single process makes per epoch
     steps = {int(n) for n in re.findall(r"step \d+/(\d+)", outs[0][1] + outs[0][0])}
     assert steps == {22}, outs[0]
+
+
+STUDY = ["study", "-c", DEMO, "--modes", "if", "--thresholds", "1.0", "--seeds", "2", "--epochs", "1",
+         "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2"]
+
+
+def test_emit_sbatch_prints_one_array_task_per_run_and_the_report_job(tmp_path, capsys):
+    from spikedriven.cli import main
+
+    folder = tmp_path / "s"
+    assert main([*STUDY, "--study-dir", str(folder), "--emit-sbatch", "--partition", "gpu", "--max-parallel", "1",
+                 "--time", "04:00:00"]) == 0
+    script = capsys.readouterr().out
+    assert script.startswith("#!/bin/bash\n")
+    for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-task=1",
+                 "#SBATCH --time=04:00:00", "#SBATCH --requeue", "#SBATCH --signal=B:TERM@120"):
+        assert line in script
+    assert script.count("--resume auto") == 2 and "if-uth1-seed42" in script and "if-uth1-seed43" in script
+    assert "--dependency=afterany:$jobid" in script and "--report-only" in script
+    (report,) = [line for line in script.splitlines() if "--wrap" in line]
+    for flag in ("--emit-sbatch", "--partition", "--max-parallel", "--time"):
+        assert flag not in report
+    # the array's task 0 is a real command: run it as Slurm would, then the report job
+    path = tmp_path / "study.sbatch"
+    path.write_text(script)
+    env = {**os.environ, "SLURM_ARRAY_TASK_ID": "0"}
+    env.pop("SLURM_NTASKS", None)
+    done = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert (folder / "runs" / "if-uth1-seed42" / "eval_last" / "metrics.json").is_file()
+    report_args = shlex.split(report.split("--wrap", 1)[1].strip().rstrip("\\").strip())
+    report_args = shlex.split(report_args[0])  # the quoted command
+    assert report_args[0] == "spikedriven" and main(report_args[1:]) == 0
+    assert "missing  if-uth1-seed43 (not trained)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--emit-sbatch", "--max-parallel", "0"], "--max-parallel must be >= 1"),
+    (["--max-parallel", "2"], "go with --emit-sbatch"),
+])
+def test_bad_slurm_options_are_one_sentence(tmp_path, capsys, args, words):
+    from spikedriven.cli import main
+
+    assert main([*STUDY, "--study-dir", str(tmp_path / "s"), *args]) == 2
+    assert words in capsys.readouterr().err

@@ -213,6 +213,13 @@ def _add_study(sub) -> None:
                                      "run one job per device (group) in parallel")
     p.add_argument("--nproc-per-run", type=int, default=1, help="GPUs per run, launched with torchrun (needs --devices)")
     p.add_argument("--emit-commands", action="store_true", help="print one shell command per run (for Slurm) and exit")
+    p.add_argument("--emit-sbatch", action="store_true",
+                   help="print a Slurm job-array script (one task per unfinished run, requeued on preemption) and "
+                        "the command that submits the tables' job after it, and exit")
+    p.add_argument("--partition", help="with --emit-sbatch: the Slurm partition")
+    p.add_argument("--gpus-per-run", type=int, default=1, metavar="N", help="with --emit-sbatch: GPUs per run (default 1)")
+    p.add_argument("--max-parallel", type=int, metavar="N", help="with --emit-sbatch: at most N runs at once")
+    p.add_argument("--time", metavar="D-HH:MM:SS", help="with --emit-sbatch: Slurm's time limit per run")
     p.add_argument("--report-only", action="store_true",
                    help="train and evaluate nothing: write the tables from the finished runs and list the missing ones")
     p.add_argument("--baseline", metavar="MODE[:U_TH]",
@@ -244,6 +251,13 @@ def _run_study(args, argv_hint: str) -> int:
     devices = parse_list(args.devices, str, "--devices") if args.devices else None
     if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
         check_devices(devices)
+    sbatch = None
+    if args.emit_sbatch:
+        from .slurm import SlurmOptions
+
+        sbatch = SlurmOptions(args.partition, args.gpus_per_run, args.max_parallel, args.time).check()
+    elif args.max_parallel is not None or args.partition or args.time:
+        raise ConfigError("--partition, --max-parallel and --time go with --emit-sbatch")
     if args.report_only and (args.dry_run or args.emit_commands):
         raise ConfigError("--report-only writes the tables; --dry-run and --emit-commands only list the runs: give one")
     energy, constants = energy_choice(args)
@@ -252,7 +266,7 @@ def _run_study(args, argv_hint: str) -> int:
         args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
         rerun_stale=args.rerun_stale, command_line=args.command_line, evaluation=evaluation, baseline=args.baseline,
-        with_runs=args.with_runs, report_only=args.report_only,
+        with_runs=args.with_runs, report_only=args.report_only, sbatch=sbatch,
     )
     return 0
 

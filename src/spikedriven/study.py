@@ -26,7 +26,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import yaml
 from matplotlib.figure import Figure
@@ -41,6 +41,9 @@ from .errors import ConfigError, SpikedrivenError
 from .neurons import neuron_class
 from .resume import RUNTIME_SETTINGS, setting_changes, show
 from .run_folder import ConsoleHandler, move_aside
+
+if TYPE_CHECKING:
+    from .slurm import SlurmOptions
 
 log = logging.getLogger("spikedriven.study")  # its own handler: run loggers write to each run's log.txt
 log.propagate = False
@@ -639,7 +642,7 @@ def run_study(
     lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
     command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
-    with_runs: Sequence[str] = (), report_only: bool = False, out=None,
+    with_runs: Sequence[str] = (), report_only: bool = False, sbatch: Optional[SlurmOptions] = None, out=None,
 ) -> Optional[list[dict]]:
     """The study of ``modes`` (registered neuron names); ``thresholds`` / ``lif_thresholds``: comma-separated
     thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
@@ -686,6 +689,15 @@ def run_study(
     for run, reasons in stale.items():
         moved = move_aside(study.run_dir(run))
         log.info("rerunning %s: %s (the old run is kept in %s)", run.name, reasons, moved)
+    if sbatch is not None:
+        from .slurm import report_command, sbatch_script
+
+        pending = [r for r in runs if not study.is_done(r)]
+        commands = [study.shell_command(r, nproc_per_run, train=not study.is_trained(r)) for r in pending]
+        report = report_command(command_line or "spikedriven study")
+        study.record()
+        print(sbatch_script(commands, report, folder, sbatch), file=out)
+        return None
     if emit_commands:
         for run in runs:
             print(study.shell_command(run, nproc_per_run, train=not study.is_trained(run)), file=out)
