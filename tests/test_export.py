@@ -1,5 +1,6 @@
 """`spikedriven export`: a run's model as model.safetensors + timm config.json + card, loaded back through timm."""
 
+import csv
 import json
 import logging
 import shutil
@@ -107,6 +108,20 @@ def test_card_says_when_results_are_missing(run, tmp_path):
     shutil.copy(run / "last.pth.tar", bare / "last.pth.tar")
     export_run(bare, tmp_path / "out")
     assert "Missing: the run folder holds neither results.json nor summary.csv" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_card_reads_summary_csv_when_the_run_has_no_results_json(run, tmp_path):
+    partial = tmp_path / "run"
+    partial.mkdir()
+    for name in ("last.pth.tar", "summary.csv", "config.yaml"):
+        shutil.copy(run / name, partial / name)
+    with open(partial / "summary.csv", newline="") as f:
+        top1 = [float(r["eval_top1"]) for r in csv.DictReader(f)]
+    export_run(partial, tmp_path / "out")
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "From summary.csv (the run has no results.json" in card
+    assert f"final top-1: {top1[-1]:.2f}% (epoch {len(top1) - 1})" in card
+    assert f"best top-1: {max(top1):.2f}% (epoch {top1.index(max(top1))})" in card
 
 
 def test_an_other_export_is_kept_unless_overwrite(run, exported, tmp_path):

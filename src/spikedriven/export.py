@@ -9,18 +9,17 @@ an export that succeeds holds weights that fit the recorded settings.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import math
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional, Union
+from typing import Any, Mapping, Union
 
 from . import checkpoint as ckpt_io
 from .atomic import atomic_write
 from .config import Config, load_yaml, recorded_config
 from .errors import CheckpointError, ConfigError
+from .analysis.runs import is_run_folder, read_run
 from .evaluation import finished_epoch, pick_checkpoint
 from .models import build_model
 
@@ -127,27 +126,16 @@ def run_results(folder: Path) -> dict:
         if isinstance(data, dict) and "final_top1" in data:
             return {k: data.get(k) for k in ("final_top1", "final_epoch", "best_top1", "best_epoch", "eval_set")} | {
                 "source": "results.json"}
-    summary = folder / "summary.csv"
-    if summary.is_file():
+    if is_run_folder(folder):  # read as compare and the study read it
         try:
-            with open(summary, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if _number(r.get("eval_top1")) is not None]
-        except (OSError, csv.Error):
-            rows = []
-        if rows:
-            best = max(rows, key=lambda r: _number(r["eval_top1"]))
-            return {"final_top1": _number(rows[-1]["eval_top1"]), "final_epoch": int(rows[-1]["epoch"]),
-                    "best_top1": _number(best["eval_top1"]), "best_epoch": int(best["epoch"]),
-                    "eval_set": None, "source": "summary.csv (the run has no results.json: it may not have finished)"}
+            curve = read_run(folder)
+        except ConfigError:  # a damaged summary.csv: the card says the figures are missing
+            return {}
+        best_top1, best_epoch = curve.best
+        return {"final_top1": curve.final, "final_epoch": curve.epochs[-1], "best_top1": best_top1,
+                "best_epoch": best_epoch, "eval_set": None,
+                "source": "summary.csv (the run has no results.json: it may not have finished)"}
     return {}
-
-
-def _number(text: Optional[str]) -> Optional[float]:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def model_card(cfg: Config, ckpt: Mapping, checkpoint: Path, output: Path) -> str:
