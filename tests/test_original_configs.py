@@ -13,6 +13,7 @@ from spikedriven.config import load_config
 from spikedriven.errors import ConfigError
 from spikedriven.testing import write_fake_cifar
 
+from helpers import read_summary
 from original_configs import ORIGINAL_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -207,3 +208,20 @@ def test_firing_num_takes_the_original_output_flag(tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "ev" / "metrics.json").is_file()
+
+
+def test_resuming_reads_the_original_flags_and_files_in_our_vocabulary(tmp_path, capsys):
+    code, out, err = run_cli(["train", "-c", DEMO, *SMALL, "--output", str(tmp_path), "--experiment", "e1"], capsys)
+    assert code == 0, err
+    run = tmp_path / "e1"
+    code, out, err = run_cli(["train", "--resume", str(run), "--log-wandb", "false", "--epochs", "2",
+                              "--output", str(tmp_path), "--experiment", "e1"], capsys)
+    assert code == 0, err
+    assert [r["epoch"] for r in read_summary(run)] == ["0", "1"]
+    # the original's file, with its keys that change nothing, is compared setting by setting
+    original = _write(tmp_path, "sdt-original-conf/cifar10/2_256_300E_t4.yml")
+    code, out, err = run_cli(["train", "-c", str(original), "--resume", str(run)], capsys)
+    assert code == 2 and "Traceback" not in err
+    (error,) = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert "cannot continue" in error and "dataset='torch/cifar10'" in error
+    assert "pretrained" not in error and "model-ema" not in error

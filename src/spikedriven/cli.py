@@ -272,7 +272,7 @@ def _run_study(args, argv_hint: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    """No silent prefix matching (``--epoch 2`` is not ``--epochs``), and help that shows the defaults."""
+    """No silent prefix matching: ``--epoch 2`` is not ``--epochs`` (subcommands are built from this class too)."""
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)

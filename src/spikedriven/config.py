@@ -18,7 +18,7 @@ import yaml
 
 from .atomic import write_text_atomic
 from .errors import ConfigError
-from .original_keys import inert_line, read_vocabulary
+from .original_keys import inert_line, normalised, read_vocabulary
 from .neurons import NEURONS, NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
 from .spike_ops import MEMORY_MODES
 
@@ -373,7 +373,6 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
     reading = read_vocabulary(values, FIELDS)
     data = (base or Config()).to_dict()
     problems = list(reading.problems)
-    experiment = reading.values.pop("_experiment", None)
     for key, value in reading.values.items():
         try:
             data[key] = coerce(key, value, source)
@@ -383,11 +382,16 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
         raise ConfigError(problems[0] if "(from " in problems[0] else f"{source}: {problems[0]}")
     if problems:
         raise ConfigError(f"{source} has {len(problems)} problems: " + "; ".join(problems))
-    if experiment:  # timm's --experiment: the run folder's name under --output
-        data["output"] = str(Path(data["output"] or "output/train") / experiment)
+    if reading.experiment:
+        data["output"] = experiment_output(data["output"], reading.experiment)
     if reading.inert:
         _warn_once(source, reading.inert)
     return Config(**data).validate()
+
+
+def experiment_output(output: Optional[str], experiment: str) -> str:
+    """timm's ``--experiment NAME``: the run folder NAME under ``--output`` (default output/train)."""
+    return str(Path(output or "output/train") / experiment)
 
 
 _WARNED: set = set()
@@ -445,8 +449,15 @@ def requested_values(path: Optional[str | Path], overrides: Mapping[str, Any]) -
     """The values given explicitly (a config file, then flags over it) and, for those from
     the file, the file they came from; the defaults are not in them."""
     from_file = load_yaml(path) if path is not None else {}
-    sources = {key: str(path) for key in from_file if key not in overrides}
-    return {**from_file, **overrides}, sources
+    # in our vocabulary, as load_config read them: the original's spellings are our keys, and its keys
+    # that change nothing are not requests (load_config has refused the others already)
+    reading = read_vocabulary({**from_file, **overrides}, FIELDS)
+    requested = dict(reading.values)
+    if reading.experiment:
+        requested["output"] = experiment_output(requested.get("output"), reading.experiment)
+    in_file = {normalised(key) for key in from_file} - {normalised(key) for key in overrides}
+    sources = {key: str(path) for key in requested if key in in_file}
+    return requested, sources
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

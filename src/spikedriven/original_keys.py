@@ -180,12 +180,13 @@ class Reading:
     values: dict
     inert: dict  # key as written -> why it changes nothing
     problems: list
+    experiment: Optional[str] = None  # timm's --experiment: the run folder's name under output
 
 
-def read_vocabulary(values: Mapping[str, Any], fields, experiment_base: Optional[str] = None) -> Reading:
+def read_vocabulary(values: Mapping[str, Any], fields) -> Reading:
     """Split ``values`` (keys as a file or the original's flags write them) into our fields, inert keys and
     problems (unknown keys with a suggestion, refused keys with what to do instead)."""
-    ours, inert, problems = {}, {}, []
+    ours, inert, problems, experiment = {}, {}, [], None
     normal = {normalised(k): v for k, v in values.items()}
     for key, value in values.items():
         name = normalised(key)
@@ -202,7 +203,7 @@ def read_vocabulary(values: Mapping[str, Any], fields, experiment_base: Optional
             ours[name] = value
         elif name == "experiment":
             if value not in ("", None):
-                ours["_experiment"] = str(value)
+                experiment = str(value)
             else:
                 inert[key] = "none"
         elif name in FOREIGN:
@@ -217,7 +218,7 @@ def read_vocabulary(values: Mapping[str, Any], fields, experiment_base: Optional
         # the original left opt_eps unset, which is LAMB's own 1e-6, not spikedriven's default 1e-8
         ours["opt_eps"] = None
         inert["opt_eps"] = "not given: LAMB's own 1e-6, as in the original"
-    return Reading(ours, inert, problems)
+    return Reading(ours, inert, problems, experiment)
 
 
 def suggestion(key: str, fields) -> str:
