@@ -48,3 +48,47 @@ def stop_after_steps(monkeypatch, steps: int) -> dict:
     monkeypatch.setattr(engine, "classification_loss", counting)
     monkeypatch.setattr(training.StopFlag, "__call__", lambda self: calls["n"] >= steps)
     return calls
+
+
+def read_wandb_offline(run_dir: Path) -> list[dict]:
+    """The records of every offline W&B run under ``run_dir/wandb``, oldest first:
+    ``{"id", "config", "history": [{key: value}], "summary": {key: value}}``.
+
+    wandb (0.31) ships no Python reader for its ``.wandb`` files, so this reads their framing here:
+    a 7-byte file header, then 32 KiB blocks of records, each a 7-byte header (crc32, length, type)
+    and a piece of one protobuf ``Record`` (type 1: whole; 2, 3, 4: first, middle, last piece)."""
+    import json
+    import struct
+
+    from wandb.proto import wandb_internal_pb2
+
+    runs = []
+    for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
+        data, pos, piece, records = path.read_bytes(), 7, b"", []
+        while pos + 7 <= len(data):
+            if 32768 - pos % 32768 < 7:  # a block's tail too short for a header is padding
+                pos += 32768 - pos % 32768
+                continue
+            _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+            if length == 0 and kind == 0:
+                break
+            piece += data[pos + 7:pos + 7 + length]
+            pos += 7 + length
+            if kind in (1, 4):
+                record = wandb_internal_pb2.Record()
+                record.ParseFromString(piece)
+                records.append(record)
+                piece = b""
+        run = {"id": None, "config": {}, "history": [], "summary": {}}
+        for record in records:
+            kind = record.WhichOneof("record_type")
+            if kind == "run":
+                run["id"] = record.run.run_id
+                run["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+            elif kind == "history":
+                row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+                run["history"].append({k: v for k, v in row.items() if not k.startswith("_")})
+            elif kind == "summary":
+                run["summary"].update({i.key: json.loads(i.value_json) for i in record.summary.update if i.key})
+        runs.append(run)
+    return runs

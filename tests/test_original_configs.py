@@ -196,8 +196,6 @@ def test_the_original_train_flags(tmp_path, capsys):
     assert code == 0, err
     assert (tmp_path / "e1" / "results.json").is_file()
     assert load_config(tmp_path / "e1" / "config.yaml").batch_size == 32
-    code, out, err = run_cli(["train", "-c", DEMO, *SMALL, "--log-wandb"], capsys)
-    assert code == 2 and "log_wandb" in err and "not implemented" in err
 
 
 def test_firing_num_takes_the_original_output_flag(tmp_path):

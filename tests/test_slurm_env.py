@@ -89,7 +89,12 @@ def test_emit_sbatch_prints_one_array_task_per_run_and_the_report_job(tmp_path, 
 
 @pytest.mark.parametrize("args, words", [
     (["--emit-sbatch", "--max-parallel", "0"], "--max-parallel must be >= 1"),
-    (["--max-parallel", "2"], "go with --emit-sbatch"),
+    (["--max-parallel", "2"], "go with --launcher or --emit-sbatch"),
+    (["--emit-sbatch", "--time", "4 hours"], "--time '4 hours' is not a Slurm time"),
+    (["--emit-sbatch", "--cpus-per-run", "0"], "--cpus-per-run must be >= 1"),
+    (["--launcher", "slurm", "--partition", "gpu"], "--launcher slurm needs --time"),
+    (["--launcher", "local", "--emit-sbatch"], "give one of them"),
+    (["--launcher", "local", "--report-only"], "--report-only writes the tables of what exists"),
 ])
 def test_bad_slurm_options_are_one_sentence(tmp_path, capsys, args, words):
     from spikedriven.cli import main

@@ -40,8 +40,6 @@ def _add_train(sub) -> None:
     original = p.add_argument_group("the original train.py's flags")
     original.add_argument("--experiment", metavar="NAME",
                           help="name the run folder NAME under --output (default output/train), as timm's train.py does")
-    original.add_argument("--log-wandb", nargs="?", const="true", metavar="BOOL",
-                          help="log to Weights & Biases: not implemented yet (TensorBoard logs are in the run folder)")
     original.add_argument("--local-rank", "--local_rank", dest="local_rank", metavar="N",
                           help="set by torch.distributed.launch; the rank is read from the environment it also sets")
     _common(p)
@@ -58,8 +56,6 @@ def _run_train(args, argv_hint: str) -> int:
     overrides = overrides_from_args(args)
     if args.experiment:
         overrides["experiment"] = args.experiment
-    if args.log_wandb is not None:
-        overrides["log_wandb"] = args.log_wandb
     if args.local_rank is not None:  # torch.distributed.launch gives it as a flag and sets LOCAL_RANK too
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
     cfg = load_config(args.config, overrides)
@@ -157,6 +153,9 @@ def _run_eval(args, argv_hint: str) -> int:
     overrides = overrides_from_args(args)
     if args.large_valid:
         overrides.setdefault("eval_img_size", 288)
+    if str(overrides.get("log_wandb", "false")).lower() != "false":  # firing_num.py shares train.py's flags
+        logging.getLogger("spikedriven").warning("--log-wandb logs training runs; an evaluation's figures are in "
+                                                 "its report folder")
     checkpoint, note = pick_checkpoint(args.checkpoint)
     if note:  # a run folder was given: say which of its checkpoints
         print(f"evaluating {checkpoint}{note}")
@@ -213,13 +212,20 @@ def _add_study(sub) -> None:
                                      "run one job per device (group) in parallel")
     p.add_argument("--nproc-per-run", type=int, default=1, help="GPUs per run, launched with torchrun (needs --devices)")
     p.add_argument("--emit-commands", action="store_true", help="print one shell command per run (for Slurm) and exit")
-    p.add_argument("--emit-sbatch", action="store_true",
-                   help="print a Slurm job-array script (one task per unfinished run, requeued on preemption) and "
-                        "the command that submits the tables' job after it, and exit")
-    p.add_argument("--partition", help="with --emit-sbatch: the Slurm partition")
-    p.add_argument("--gpus-per-run", type=int, default=1, metavar="N", help="with --emit-sbatch: GPUs per run (default 1)")
-    p.add_argument("--max-parallel", type=int, metavar="N", help="with --emit-sbatch: at most N runs at once")
-    p.add_argument("--time", metavar="D-HH:MM:SS", help="with --emit-sbatch: Slurm's time limit per run")
+    slurm = p.add_argument_group("clusters: a Slurm job array, one task per run, and a job that writes the tables")
+    slurm.add_argument("--launcher", choices=("slurm", "local"),
+                       help="submit the study through submitit: slurm (sbatch on this cluster; returns once "
+                            "submitted) or local (the same jobs as processes here, waited for; to try it out)")
+    slurm.add_argument("--emit-sbatch", action="store_true",
+                       help="print the equivalent #SBATCH --array script (one task per unfinished run, requeued on "
+                            "preemption) and the command that submits the tables' job after it, and exit")
+    slurm.add_argument("--partition", help="the Slurm partition")
+    slurm.add_argument("--gpus-per-run", type=int, default=1, metavar="N", help="GPUs per run (default 1)")
+    slurm.add_argument("--cpus-per-run", type=int, metavar="N", help="CPU cores per run (default: the partition's)")
+    slurm.add_argument("--max-parallel", type=int, metavar="N", help="at most N runs at once")
+    slurm.add_argument("--time", metavar="D-HH:MM:SS",
+                       help="Slurm's time limit per job (needed with --launcher slurm); a run that reaches it is "
+                            "requeued and resumes")
     p.add_argument("--report-only", action="store_true",
                    help="train and evaluate nothing: write the tables from the finished runs and list the missing ones")
     p.add_argument("--baseline", metavar="MODE[:U_TH]",
@@ -251,22 +257,29 @@ def _run_study(args, argv_hint: str) -> int:
     devices = parse_list(args.devices, str, "--devices") if args.devices else None
     if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
         check_devices(devices)
-    sbatch = None
-    if args.emit_sbatch:
+    slurm = None
+    if args.emit_sbatch and args.launcher:
+        raise ConfigError("--emit-sbatch prints a job script and --launcher submits the jobs: give one of them")
+    if args.emit_sbatch or args.launcher:
         from .slurm import SlurmOptions
 
-        sbatch = SlurmOptions(args.partition, args.gpus_per_run, args.max_parallel, args.time).check()
-    elif args.max_parallel is not None or args.partition or args.time:
-        raise ConfigError("--partition, --max-parallel and --time go with --emit-sbatch")
-    if args.report_only and (args.dry_run or args.emit_commands):
-        raise ConfigError("--report-only writes the tables; --dry-run and --emit-commands only list the runs: give one")
+        slurm = SlurmOptions(args.launcher or "sbatch", args.partition, args.gpus_per_run, args.max_parallel,
+                             args.time, args.cpus_per_run).check()
+        if devices:
+            raise ConfigError("--devices runs the study on this machine's GPUs; with --launcher / --emit-sbatch "
+                              "Slurm gives each run its GPUs (--gpus-per-run)")
+    elif args.max_parallel is not None or args.partition or args.time or args.cpus_per_run is not None:
+        raise ConfigError("--partition, --max-parallel, --cpus-per-run and --time go with --launcher or --emit-sbatch")
+    if args.report_only and (args.dry_run or args.emit_commands or slurm):
+        raise ConfigError("--report-only writes the tables of what exists; --dry-run, --emit-commands, --emit-sbatch "
+                          "and --launcher plan or start runs: give one")
     energy, constants = energy_choice(args)
     evaluation = EvalPlan(tuple(energy), tuple(sorted(constants.items())), args.speed)
     run_study(
         args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
         rerun_stale=args.rerun_stale, command_line=args.command_line, evaluation=evaluation, baseline=args.baseline,
-        with_runs=args.with_runs, report_only=args.report_only, sbatch=sbatch,
+        with_runs=args.with_runs, report_only=args.report_only, slurm=slurm,
     )
     return 0
 
@@ -371,7 +384,25 @@ def _run_info(args, argv_hint: str) -> int:
     return 0
 
 
-SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study, _add_neurons, _add_export, _add_info]
+def _add_completion(sub) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh, tcsh or fish)",
+                       description="Print the completion script of spikedriven for a shell. Enable it with, e.g., "
+                                   "`eval \"$(spikedriven completion bash)\"` in ~/.bashrc, or for zsh write it "
+                                   "to a file named _spikedriven in a folder of your $fpath.")
+    p.add_argument("shell", choices=("bash", "zsh", "tcsh", "fish"), help="the shell")
+    _common(p)
+    p.set_defaults(func=_run_completion)
+
+
+def _run_completion(args, argv_hint: str) -> int:
+    from .completion import completion_script
+
+    print(completion_script(build_parser(), args.shell))
+    return 0
+
+
+SUBCOMMANDS: list[Callable] = [_add_train, _add_eval, _add_compare, _add_study, _add_neurons, _add_export, _add_info,
+                               _add_completion]
 
 
 def _plugins_in(argv: list) -> list:

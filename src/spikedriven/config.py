@@ -131,6 +131,8 @@ class Config:
     output: Optional[str] = _f(None, "run folder (default: output/train/<timestamp>-<dataset>-<mode>-uth<v>-seed<s>)")
     nonfinite: str = _f("stop", "on a non-finite loss: stop the run, or skip the step", choices=NONFINITE_POLICIES)
     log_interval: int = _f(50, "log every N steps")
+    log_wandb: bool = _f(False, "also log the epoch scalars to Weights & Biases (pip install 'spikedriven[wandb]'; "
+                         "project: $WANDB_PROJECT or spikedriven; WANDB_MODE=offline without internet)")
 
     # ------------------------------------------------------------ helpers
     @property

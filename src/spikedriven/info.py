@@ -18,11 +18,13 @@ from .errors import ConfigError
 __all__ = ["cifar_checksum_mismatches", "dataset_lines", "device_lines", "fused_line", "info_report",
            "model_lines", "version_lines"]
 
-# Distribution name -> module name, for the packages a run depends on; spikingjelly is optional and
-# only reads the original code's checkpoints, so it is listed only when there.
+# Distribution name -> module name, for the packages a run depends on.
 _PACKAGES = (("torch", "torch"), ("torchvision", "torchvision"), ("timm", "timm"), ("triton", "triton"),
              ("numpy", "numpy"))
-_OPTIONAL = (("spikingjelly", "spikingjelly"),)
+# The optional extras: (distribution, module, what needs it). spikingjelly only reads the original code's
+# checkpoints, so it is listed only when there; the others say what is missing without them.
+_OPTIONAL = (("spikingjelly", "spikingjelly", None), ("submitit", "submitit", "--launcher slurm / local"),
+             ("wandb", "wandb", "--log-wandb"))
 
 # torchvision's classes carry the official MD5 sums; reading them there keeps one source of truth.
 _TORCHVISION_CIFAR = {"torch/cifar10": "CIFAR10", "torch/cifar100": "CIFAR100"}
@@ -45,10 +47,10 @@ def version_lines() -> list[str]:
     lines = [f"spikedriven   {__version__}", f"python        {platform.python_version()}"]
     for dist, module in _PACKAGES:
         lines.append(f"{dist:<14}{_version(dist, module) or 'not installed'}")
-    for dist, module in _OPTIONAL:
+    for dist, module, needed_by in _OPTIONAL:
         found = _version(dist, module)
-        if found:
-            lines.append(f"{dist:<14}{found}")
+        if found or needed_by:
+            lines.append(f"{dist:<14}{found or f'not installed (needed for {needed_by})'}")
     return lines
 
 

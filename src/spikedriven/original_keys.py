@@ -158,8 +158,6 @@ FOREIGN: dict[str, Foreign] = {
     "use_multi_epochs_loader": Foreign(_any, _PLUMBING + " (persistent workers)"),
     "recovery_interval": Foreign(_any, "spikedriven saves a resumable checkpoint every epoch and on a stop signal"),
     "checkpoint_hist": Foreign(_any, "spikedriven keeps last.pth.tar and best.pth.tar"),
-    "log_wandb": Foreign(_off, "off", "is not implemented yet (Weights & Biases); TensorBoard logs are in the run "
-                                      "folder"),
 }
 
 # Keys that change our fields rather than being ignored.

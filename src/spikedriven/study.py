@@ -287,12 +287,17 @@ class Study:
         return ["eval", "--checkpoint", str(self.run_dir(run) / "last.pth.tar"), "--eval-output", str(self.eval_dir(run)),
                 *self.evaluation.eval_flags()]
 
-    def shell_command(self, run: PlannedRun, nproc: int = 1, train: bool = True) -> str:
-        evaluate = shlex.join(['spikedriven', *self.eval_args(run)])
-        if not train:  # trained already: only its evaluation is missing or measured less than asked
-            return evaluate
+    def steps(self, run: PlannedRun, nproc: int = 1) -> list[list[str]]:
+        """The commands that train ``run`` (unless it is trained already: then only its evaluation is missing
+        or measured less than asked) and evaluate it, as a shell would read them."""
+        evaluate = ["spikedriven", *self.eval_args(run)]
+        if self.is_trained(run):
+            return [evaluate]
         launcher = ["torchrun", "--standalone", f"--nproc_per_node={nproc}", "-m", "spikedriven"] if nproc > 1 else ["spikedriven"]
-        return f"{shlex.join(launcher + self.train_args(run))} && {evaluate}"
+        return [launcher + self.train_args(run), evaluate]
+
+    def shell_command(self, run: PlannedRun, nproc: int = 1) -> str:
+        return " && ".join(shlex.join(step) for step in self.steps(run, nproc))
 
     # -------------------------------------------------------------- execution
     def run_inline(self, run: PlannedRun) -> None:
@@ -328,7 +333,7 @@ class Study:
                     log_path.parent.mkdir(parents=True, exist_ok=True)
                     handle = open(log_path, "a")
                     set_cpus = None if cpu_shares is None else functools.partial(os.sched_setaffinity, 0, cpu_shares[slot])
-                    command = self.shell_command(run, nproc, train=not self.is_trained(run))
+                    command = self.shell_command(run, nproc)
                     proc = subprocess.Popen(["bash", "-c", command], env=env, stdout=handle,
                                             stderr=subprocess.STDOUT, preexec_fn=set_cpus)
                     active[slot] = (run, proc, handle)
@@ -642,7 +647,7 @@ def run_study(
     lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
     command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
-    with_runs: Sequence[str] = (), report_only: bool = False, sbatch: Optional[SlurmOptions] = None, out=None,
+    with_runs: Sequence[str] = (), report_only: bool = False, slurm: Optional[SlurmOptions] = None, out=None,
 ) -> Optional[list[dict]]:
     """The study of ``modes`` (registered neuron names); ``thresholds`` / ``lif_thresholds``: comma-separated
     thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
@@ -689,18 +694,22 @@ def run_study(
     for run, reasons in stale.items():
         moved = move_aside(study.run_dir(run))
         log.info("rerunning %s: %s (the old run is kept in %s)", run.name, reasons, moved)
-    if sbatch is not None:
-        from .slurm import report_command, sbatch_script
+    if slurm is not None:
+        from .slurm import report_command, sbatch_script, submit
 
         pending = [r for r in runs if not study.is_done(r)]
-        commands = [study.shell_command(r, nproc_per_run, train=not study.is_trained(r)) for r in pending]
         report = report_command(command_line or "spikedriven study")
-        study.record()
-        print(sbatch_script(commands, report, folder, sbatch), file=out)
+        if slurm.launcher == "sbatch":
+            script = sbatch_script([study.shell_command(r, nproc_per_run) for r in pending], report, folder, slurm)
+            study.record()
+            print(script, file=out)
+        else:
+            study.record()
+            submit([(r.name, study.steps(r, nproc_per_run)) for r in pending], report, folder, slurm, out)
         return None
     if emit_commands:
         for run in runs:
-            print(study.shell_command(run, nproc_per_run, train=not study.is_trained(run)), file=out)
+            print(study.shell_command(run, nproc_per_run), file=out)
         return None
     study.record()
     pending = [r for r in runs if not study.is_done(r)]

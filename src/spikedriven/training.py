@@ -49,6 +49,7 @@ from .analysis import learned_settings
 from .resume import ResumePlan, describe_changes, describe_progress, is_behind, newest_checkpoint
 from .run_folder import SummaryCSV, default_run_dir, holds_run, move_aside, prepare_run_dir, refuse_if_holds_run, setup_logging
 from .spike_ops import resolve_memory_mode
+from .tracking import ScalarLog, check_wandb
 
 log = logging.getLogger("spikedriven")
 
@@ -222,6 +223,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
            overwrite: bool, resume_command: Optional[str], held: list) -> Path:
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError(FP16_NEEDS_CUDA)
+    if cfg.log_wandb:
+        check_wandb()
     run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
     # A new run never writes into another run's folder; with --overwrite the old one is moved aside.
     replacing = plan.run_dir is None and holds_run(run_dir)
@@ -289,13 +292,11 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     summary = SummaryCSV(run_dir / "summary.csv")
-    writer = None
+    scalars = None
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
         summary.keep_before(start_epoch)
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(run_dir), purge_step=start_epoch)
+        scalars = ScalarLog(run_dir, start_epoch, wandb_config=cfg.to_dict() if cfg.log_wandb else None)
     log.info("run folder %s | %s | %s mode u_th=%g | %d train / %d %s images | %s | %d parameters",
              run_dir, cfg.dataset, cfg.spike_mode, cfg.v_threshold, len(splits.train), len(splits.eval),
              splits.eval_name, device, sum(p.numel() for p in model.parameters()))
@@ -381,7 +382,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 epoch_state = EpochState()
                 if dist.is_main:
                     summary.append(row)
-                    log_epoch(writer, row, rates, mean_rate, learned_settings(model), stats, mixup_on, splits.eval_name)
+                    log_epoch(scalars, row, rates, mean_rate, learned_settings(model), stats, mixup_on, splits.eval_name)
                     if improved:
                         ckpt_io.save_checkpoint(run_dir / "best.pth.tar", payload(epoch + 1, epoch_state))
                     ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch + 1, epoch_state))
@@ -392,14 +393,17 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     log.warning("stopped after epoch %d; resume with: %s", epoch, resume_hint(path))
                     raise RunStopped(128 + (stop.signal or signal.SIGINT), f"training interrupted; resume with: {resume_hint(path)}")
         if dist.is_main:
-            writer.close()
-            write_results(cfg, run_dir, model, device, dist, splits.eval_name)
+            scalars.close(write_results(cfg, run_dir, model, device, dist, splits.eval_name))
+            scalars = None
     except KeyboardInterrupt:  # a second Ctrl-C, or one while the results are written: stop now, without saving
         found, ckpt = newest_checkpoint(run_dir) if dist.is_main else (None, None)
         if found is None:
             raise RunStopped(130, "stopped at once (Ctrl-C) before the first checkpoint: nothing was saved") from None
         raise RunStopped(130, f"stopped at once (Ctrl-C); what was trained since the last checkpoint is lost; "
                               f"last checkpoint: {describe_progress(ckpt)} ({found})\nresume with: {resume_hint(found)}") from None
+    finally:
+        if scalars is not None:  # a stopped run's logs end where it stopped; its resume appends to them
+            scalars.close()
 
     barrier(dist)
     return run_dir
@@ -476,27 +480,24 @@ def neuron_path(model: nn.Module, device: torch.device) -> str:
     return f"{name}, per-step loop (the fused kernels run on CUDA)" if fusable else f"{name}, its PyTorch code (no fused form)"
 
 
-def log_epoch(writer, row: dict, rates: dict, mean_rate: Optional[float], learned: dict, stats: dict, mixup_on: bool,
-              eval_name: str) -> None:
-    epoch = row["epoch"]
-    for key in ("lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "images_per_s"):
-        writer.add_scalar(f"{'train' if key in ('lr', 'train_loss', 'images_per_s') else eval_name}/{key}", row[key], epoch)
-    for name, rate in rates.items():
-        writer.add_scalar(f"firing_rate/{name}", rate, epoch)
+def log_epoch(scalars: ScalarLog, row: dict, rates: dict, mean_rate: Optional[float], learned: dict, stats: dict,
+              mixup_on: bool, eval_name: str) -> None:
+    values = {f"{'train' if key in ('lr', 'train_loss', 'images_per_s') else eval_name}/{key}": row[key]
+              for key in ("lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "images_per_s")}
+    values.update({f"firing_rate/{name}": rate for name, rate in rates.items()})
     if mean_rate is not None:
-        writer.add_scalar("firing_rate/mean", mean_rate, epoch)
-    for layer, values in learned.items():  # PLIF's tau, a learned threshold
-        for key, value in values.items():
-            writer.add_scalar(f"neuron/{layer}/{key}", value, epoch)
-    writer.flush()
+        values["firing_rate/mean"] = mean_rate
+    for layer, settings in learned.items():  # PLIF's tau, a learned threshold
+        values.update({f"neuron/{layer}/{key}": value for key, value in settings.items()})
+    scalars.log(values, row["epoch"])
     extra = f" | skipped {stats['skipped_steps']} non-finite steps" if stats["skipped_steps"] else ""
     log.info("epoch %d | lr %.3g | train loss %.4f%s | %s loss %.4f top1 %.2f top5 %.2f | mean firing rate %s | %.1fs, %.0f img/s%s",
-             epoch, row["lr"], row["train_loss"], " (mixup)" if mixup_on else "", eval_name, row["eval_loss"],
+             row["epoch"], row["lr"], row["train_loss"], " (mixup)" if mixup_on else "", eval_name, row["eval_loss"],
              row["eval_top1"], row["eval_top5"], "-" if mean_rate is None else f"{mean_rate:.4f}", row["epoch_seconds"],
              row["images_per_s"], extra)
 
 
-def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eval_name: str) -> None:
+def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eval_name: str) -> dict:
     """``results.json``: best and final accuracy; with a held-out split, also both on the test set."""
     with open(run_dir / "summary.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -516,3 +517,4 @@ def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eva
     write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
     log.info("done: best %s top1 %.2f at epoch %d, final %.2f | %s", eval_name, results["best_top1"],
              results["best_epoch"], results["final_top1"], run_dir)
+    return results
