@@ -24,13 +24,13 @@ import torch
 
 from spikedriven.config import load_config
 from spikedriven.data import build_datasets, build_eval_loader, build_train_loader, build_transforms
-from spikedriven.distributed import DistInfo, resolve_device
-from spikedriven.engine import evaluate, train_one_epoch
+from spikedriven.engine.distributed import DistInfo, resolve_device
+from spikedriven.engine.loop import evaluate, train_one_epoch
 from spikedriven.spike_ops import MEMORY_MODES
 from spikedriven.testing import write_fake_cifar
-from spikedriven.training import (
-    build_optimizer_and_scheduler, compile_model, make_mixup_and_loss, place_model, seed_everything,
-)
+from spikedriven.engine.recipe import build_optimizer_and_scheduler, make_mixup_and_loss
+from spikedriven.engine.rng import seed_everything
+from spikedriven.engine.trainer import compile_model, place_model
 
 ROOT = Path(__file__).resolve().parents[1]
 # --quick: a few hundred images through a small model on the CPU

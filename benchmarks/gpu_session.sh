@@ -37,7 +37,11 @@ part() {  # part NAME SECONDS COMMAND...: run, keep the log, go on whatever happ
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | tee "$OUT/gpu.txt"
 # most important first; the limits add up to under the device tool's 600 s per call
-part cuda_check 120 "$PY" benchmarks/cuda_check.py
+# the GPU-marked tests (tests/test_cuda.py; skipped on a machine without CUDA, as in CI). pytest is pure
+# Python: on a machine without it, `pip install --target .pytest_deps pytest` beside this checkout and carry
+# that folder; it is put on the path here.
+[ -d "$PWD/.pytest_deps" ] && export PYTHONPATH="$PYTHONPATH:$PWD/.pytest_deps"
+part cuda_tests 150 "$PY" -m pytest -q -m gpu tests/test_cuda.py -p no:cacheprovider -rA --tb=short
 # inference speed per neuron, fused kernels and per-step loop (the study's speed claim)
 part inference 40 "$PY" benchmarks/inference_speed.py "${inf[@]}" --json "$OUT/inference.json"
 # eager: reference (per-step, full tensors) vs fast (fused, lean backward), fp32 and bf16

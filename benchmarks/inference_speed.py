@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from spikedriven.analysis.speed import format_speed, measure_speed  # noqa: E402
 from spikedriven.config import load_config  # noqa: E402
-from spikedriven.engine import AMP_DTYPES  # noqa: E402
+from spikedriven.engine.loop import AMP_DTYPES  # noqa: E402
 from spikedriven.models import build_model  # noqa: E402
 
 PUBLISHED_IMAGES_PER_S = {"if_soft": 1323.4, "if": 1244.2, "lif": 1161.2}

@@ -47,7 +47,7 @@ from timm.optim import create_optimizer_v2
 
 import end_to_end  # this folder's end-to-end benchmark
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
-from spikedriven.engine import autocast
+from spikedriven.engine.loop import autocast
 from spikedriven.neurons import NEURONS, NeuronSpec, SpikingNeuron, create_neuron, fused_available, fused_multi_step
 from spikedriven.spike_ops import MEMORY_MODES, memory_mode, saved_tensor_bytes
 

@@ -1,7 +1,16 @@
-"""Shared test helpers: tiny run arguments and file readers."""
+"""Shared test helpers: tiny models and runs, the demo config, the command line, file readers."""
 
+import argparse
 import csv
 from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = str(ROOT / "conf/digits/demo.yml")  # real data (scikit-learn's digits), no download
+# the demo at a size that trains an epoch in seconds on a CPU
+SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2",
+         "--workers", "0", "--device", "cpu"]
 
 TINY_RUN = [
     "--dim", "32", "--layer", "1", "--time-steps", "2", "--epochs", "2", "--warmup-epochs", "1",
@@ -24,7 +33,7 @@ def assert_same_run(a, b) -> None:
     """Two run folders hold the same run: summary rows (but wall-clock) and final weights bit for bit."""
     import torch
 
-    from spikedriven.checkpoint import read_checkpoint
+    from spikedriven.engine.checkpoint import read_checkpoint
 
     assert deterministic_columns(read_summary(a)) == deterministic_columns(read_summary(b))
     sa, sb = (read_checkpoint(Path(r) / "last.pth.tar")["state_dict"] for r in (a, b))
@@ -36,17 +45,18 @@ def assert_same_run(a, b) -> None:
 def stop_after_steps(monkeypatch, steps: int) -> dict:
     """Make the run's stop flag read as set once ``steps`` training steps have run (as if Ctrl-C came then);
     a single process acts on it after that step."""
-    from spikedriven import engine, training
+    from spikedriven.engine import loop
+    from spikedriven.engine import trainer
 
     calls = {"n": 0}
-    original = engine.classification_loss
+    original = loop.classification_loss
 
     def counting(*args, **kwargs):
         calls["n"] += 1
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "classification_loss", counting)
-    monkeypatch.setattr(training.StopFlag, "__call__", lambda self: calls["n"] >= steps)
+    monkeypatch.setattr(loop, "classification_loss", counting)
+    monkeypatch.setattr(trainer.StopFlag, "__call__", lambda self: calls["n"] >= steps)
     return calls
 
 
@@ -92,3 +102,44 @@ def read_wandb_offline(run_dir: Path) -> list[dict]:
                 run["summary"].update({i.key: json.loads(i.value_json) for i in record.summary.update if i.key})
         runs.append(run)
     return runs
+
+
+def tiny_model_kwargs(**overrides):
+    """A small SDT that runs in milliseconds on CPU."""
+    kwargs = dict(num_classes=10, img_size=16, in_chans=3, embed_dim=32, depth=1, num_heads=4, mlp_ratio=2, T=2)
+    kwargs.update(overrides)
+    return kwargs
+
+
+def original_style_checkpoint(model, path, ddp=True, ema=False):
+    """A checkpoint in the original code's layout: dead talking-heads weights, Namespace args."""
+    state = {}
+    for key, value in model.state_dict().items():
+        state[("module." if ddp else "") + key] = value.clone()
+    for i in range(len(model.block)):
+        state[("module." if ddp else "") + f"block.{i}.attn.talking_heads.weight"] = torch.randn(8, 8, 1)
+    ckpt = {
+        "epoch": 299,
+        "arch": "sdt",
+        "state_dict": state,
+        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
+        "version": 2,
+        "args": argparse.Namespace(spike_mode=model.neuron_spec.mode, dim=model.embed_dim, layer=len(model.block),
+                                   time_steps=model.T, num_classes=model.num_classes, TET=False),
+        "metric": 94.53,
+    }
+    if ema:
+        ckpt["state_dict_ema"] = {k: v + 1 for k, v in model.state_dict().items() if v.is_floating_point()} | {
+            k: v for k, v in model.state_dict().items() if not v.is_floating_point()
+        }
+    torch.save(ckpt, path)  # plain pickle, as the original wrote it
+    return ckpt
+
+
+def run_cli(args, capsys) -> tuple[int, str, str]:
+    """``spikedriven ARGS`` in this process: its exit code, stdout and stderr."""
+    from spikedriven.cli import main
+
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -18,9 +18,10 @@ from spikedriven import SpikedrivenError, create_neuron
 from spikedriven.neurons import ThresholdNeuron
 from spikedriven.analysis import E_AC, E_MAC, analyze
 from spikedriven.models import SpikeDrivenTransformer
-from spikedriven.reports import compare, format_summary, write_evaluation
+from spikedriven.analysis.compare import compare
+from spikedriven.analysis.reports import format_summary, write_evaluation
 
-from conftest import tiny_model_kwargs
+from helpers import tiny_model_kwargs
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -251,7 +252,7 @@ def test_terminal_summary_is_compact_and_complete():
     assert len(text.splitlines()) == 3 + 1 + 2
 
 
-def test_compare_two_evaluations(tmp_path):
+def test_compare_reads_a_metrics_file_and_an_evaluation_folder(tmp_path):
     write_evaluation(tmp_path / "a", hand_result(), config={"spike_mode": "if", "v_threshold": 1.0})
     sdt = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode="if_soft", v_threshold=0.8))
     loader = DataLoader(TensorDataset(torch.randn(3, 3, 16, 16) * 3, torch.arange(3)), batch_size=2)

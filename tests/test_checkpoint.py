@@ -1,6 +1,5 @@
 """Checkpoints: the original code's layout, our own format, and bad files."""
 
-import argparse
 
 import pytest
 import torch
@@ -8,32 +7,7 @@ import torch
 from spikedriven import CheckpointError, load_checkpoint, save_checkpoint
 from spikedriven.models import SpikeDrivenTransformer
 
-from conftest import tiny_model_kwargs
-
-
-def original_style_checkpoint(model, path, ddp=True, ema=False):
-    """A checkpoint in the original code's layout: dead talking-heads weights, Namespace args."""
-    state = {}
-    for key, value in model.state_dict().items():
-        state[("module." if ddp else "") + key] = value.clone()
-    for i in range(len(model.block)):
-        state[("module." if ddp else "") + f"block.{i}.attn.talking_heads.weight"] = torch.randn(8, 8, 1)
-    ckpt = {
-        "epoch": 299,
-        "arch": "sdt",
-        "state_dict": state,
-        "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
-        "version": 2,
-        "args": argparse.Namespace(spike_mode=model.neuron_spec.mode, dim=model.embed_dim, layer=len(model.block),
-                                   time_steps=model.T, num_classes=model.num_classes, TET=False),
-        "metric": 94.53,
-    }
-    if ema:
-        ckpt["state_dict_ema"] = {k: v + 1 for k, v in model.state_dict().items() if v.is_floating_point()} | {
-            k: v for k, v in model.state_dict().items() if not v.is_floating_point()
-        }
-    torch.save(ckpt, path)  # plain pickle, as the original wrote it
-    return ckpt
+from helpers import original_style_checkpoint, tiny_model_kwargs
 
 
 @pytest.mark.parametrize("ddp", [True, False])

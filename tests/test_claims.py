@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from spikedriven import training
+from spikedriven.engine import trainer
 from spikedriven.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+from helpers import DEMO
+
 PNG = b"\x89PNG\r\n\x1a\n"
-DEMO = str(ROOT / "conf/digits/demo.yml")
 SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2"]
 STUDY = ["study", "-c", DEMO, "--modes", "lif,if_soft", "--thresholds", "1.0", "--seeds", "1", *SMALL]
 
@@ -99,7 +99,7 @@ def test_a_study_adding_an_energy_model_re_evaluates_without_training(study, mon
     def no_training(*a, **k):
         raise AssertionError("the study trained a finished run again")
 
-    monkeypatch.setattr(training, "train", no_training)
+    monkeypatch.setattr(trainer, "train", no_training)
     assert main([*STUDY, "--study-dir", str(folder), "--energy", "neuron,lemaire", "--dry-run"]) == 0
     assert capsys.readouterr().out.count("to evaluate") == 2
     assert main([*STUDY, "--study-dir", str(folder), "--energy", "neuron,lemaire"]) == 0
@@ -139,7 +139,7 @@ def test_a_malformed_original_run_is_one_sentence(make, words, tmp_path, capsys)
 
 
 def test_bad_baseline_and_with_runs_stop_before_training(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(training, "train", lambda *a, **k: pytest.fail("trained despite bad input"))
+    monkeypatch.setattr(trainer, "train", lambda *a, **k: pytest.fail("trained despite bad input"))
     base = [*STUDY, "--study-dir", str(tmp_path / "s")]
     assert main([*base, "--baseline", "if:1.0"]) == 2
     assert "--baseline if:1.0 is not a setting of this study" in capsys.readouterr().err
@@ -158,7 +158,7 @@ def test_report_only_tabulates_what_exists_and_lists_what_is_missing(study, monk
     def no_training(*a, **k):
         raise AssertionError("--report-only trained a run")
 
-    monkeypatch.setattr(training, "train", no_training)
+    monkeypatch.setattr(trainer, "train", no_training)
     grown = [a if a != "1" or prev != "--seeds" else "2" for prev, a in zip(["", *STUDY], STUDY)]
     assert main([*grown, "--study-dir", str(folder), "--energy", "neuron", "--report-only"]) == 0
     out = capsys.readouterr().out

@@ -9,16 +9,10 @@ from spikedriven.cli import main
 from spikedriven.config import load_config
 from spikedriven.testing import write_fake_cifar
 
-from helpers import TINY_RUN
+from helpers import TINY_RUN, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf/cifar10/2_256_300E_t4.yml")
-
-
-def run_cli(args, capsys):
-    code = main(args)
-    err = capsys.readouterr().err
-    return code, err
 
 
 def write(tmp_path, name, text):
@@ -93,24 +87,11 @@ def _corrupt(data_dir):
 @pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gives_one_sentence_and_exit_2(case, tmp_path, data, capsys):
     _, make_args, words = case
-    code, err = run_cli(["train", *make_args(tmp_path, data)], capsys)
+    code, _, err = run_cli(["train", *make_args(tmp_path, data)], capsys)
     assert code == 2
     assert err.startswith("error: ") and "Traceback" not in err
     for word in words:
         assert word in err, err
-
-
-
-
-@pytest.mark.parametrize("text, expected", [("false", False), ("False", False), ("0", False), ("no", False),
-                                            ("true", True), ("True", True), ("1", True)])
-def test_booleans_parse_like_a_person_means(text, expected):
-    assert load_config(CONF, {"tet": text}).tet is expected
-
-
-def test_yaml_scientific_notation_without_dot_is_a_number(tmp_path):
-    cfg = load_config(write(tmp_path, "a.yml", "lr: 3e-4\nweight_decay: 6e-2\n"))
-    assert cfg.lr == 3e-4 and cfg.weight_decay == 0.06
 
 
 def test_missing_labels_key_is_named(tmp_path, capsys):
@@ -118,7 +99,7 @@ def test_missing_labels_key_is_named(tmp_path, capsys):
     path = data / "cifar-10-batches-py" / "test_batch"
     with open(path, "wb") as f:
         pickle.dump({"data": b""}, f)
-    code, err = run_cli(["train", "-c", CONF, "--data-dir", str(data), *TINY_RUN], capsys)
+    code, _, err = run_cli(["train", "-c", CONF, "--data-dir", str(data), *TINY_RUN], capsys)
     assert code == 2 and "lacks 'data' or 'labels'" in err
 
 
@@ -183,7 +164,7 @@ CKPT_CASES = [
 @pytest.mark.parametrize("case", CKPT_CASES, ids=[c[0] for c in CKPT_CASES])
 def test_bad_checkpoint_and_command_input(case, tmp_path, data, ckpt, capsys):
     _, make_args, words = case
-    code, err = run_cli(make_args(tmp_path, data, ckpt), capsys)
+    code, _, err = run_cli(make_args(tmp_path, data, ckpt), capsys)
     assert code == 2, err
     assert err.startswith("error: ") and "Traceback" not in err
     for word in words:

@@ -16,7 +16,7 @@ from spikedriven.config import load_config
 from spikedriven.data import build_datasets
 from spikedriven.data.cifar10_dvs import split_per_class
 from spikedriven.data.events import frames_by_number, read_aedat2, read_aedat3
-from spikedriven.engine import TETLoss
+from spikedriven.engine.loop import TETLoss
 from spikedriven.models import build_model
 from spikedriven.testing import write_fake_dataset
 
@@ -176,7 +176,7 @@ def test_a_dvs_config_trains_and_evaluates_through_the_command_line(conf, fixtur
 def test_dvs_mode_pools_in_the_original_layout():
     """The original pools k * v and q * kv in its head layout [T, B, heads, N, d] with a 3x3 window over
     (N, d); ours holds them as [T, B, heads, d, N]: a max-pool's window is symmetric, so both agree."""
-    from spikedriven.models.sdt import SpikeDrivenSelfAttention
+    from spikedriven.models.sdt_blocks import SpikeDrivenSelfAttention
     from spikedriven.neurons import create_neuron
 
     attn = SpikeDrivenSelfAttention(16, 2, lambda: create_neuron("lif"), lambda: create_neuron("lif"), dvs_mode=True)

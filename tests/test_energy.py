@@ -14,10 +14,10 @@ from spikedriven.analysis import ENERGY_MODELS, analyze, resolve_energy_models
 from spikedriven.analysis.operations import OperationCounter
 from spikedriven.cli import main
 from spikedriven.errors import ConfigError
-from spikedriven.reports import write_energy_model_csv
+from spikedriven.analysis.reports import write_energy_model_csv
 from spikedriven.spike_ops import SpikeConv2d
 
-from conftest import tiny_model_kwargs
+from helpers import tiny_model_kwargs
 
 T = 2
 

@@ -13,7 +13,7 @@ from spikedriven.models import build_model
 from spikedriven.testing import write_fake_cifar
 
 from helpers import TINY_RUN
-from test_checkpoint import original_style_checkpoint
+from helpers import original_style_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf/cifar10/2_256_300E_t4.yml")
@@ -82,7 +82,7 @@ def test_original_checkpoint_evaluates_end_to_end(trained, tmp_path, capsys):
     assert "does not fit the model" in capsys.readouterr().err
 
 
-def test_compare_two_evaluations(trained, tmp_path, capsys):
+def test_the_compare_command_puts_two_evaluations_of_a_checkpoint_side_by_side(trained, tmp_path, capsys):
     data, run = trained
     for thr in ("0.8", "1.2"):
         extra = [] if thr == "0.8" else ["--v-threshold", thr, "--override"]

@@ -12,7 +12,7 @@ import timm
 import torch
 
 import spikedriven  # noqa: F401  (registers sdt with timm)
-from spikedriven import checkpoint as ckpt_io
+from spikedriven.engine import checkpoint as ckpt_io
 from spikedriven.cli import main
 from spikedriven.config import recorded_config
 from spikedriven.errors import ConfigError
@@ -20,7 +20,7 @@ from spikedriven.export import export_run
 from spikedriven.models import build_model
 from spikedriven.testing import write_fake_cifar
 
-from conftest import tiny_model_kwargs
+from helpers import tiny_model_kwargs
 from helpers import TINY_RUN
 
 ROOT = Path(__file__).resolve().parents[1]

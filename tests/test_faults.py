@@ -101,9 +101,9 @@ def test_sigterm_saves_and_prints_a_working_resume_command(reference, tmp_path):
 
 
 def _nan_on_call(monkeypatch, bad_call):
-    from spikedriven import engine
+    from spikedriven.engine import loop
 
-    original = engine.classification_loss
+    original = loop.classification_loss
     calls = {"n": 0}
 
     def loss(*args, **kwargs):
@@ -111,11 +111,11 @@ def _nan_on_call(monkeypatch, bad_call):
         value = original(*args, **kwargs)
         return value * float("nan") if calls["n"] == bad_call else value
 
-    monkeypatch.setattr(engine, "classification_loss", loss)
+    monkeypatch.setattr(loop, "classification_loss", loss)
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    from spikedriven import checkpoint as ckpt_io
+    from spikedriven.engine import checkpoint as ckpt_io
     from spikedriven.cli import main
 
     from helpers import read_summary
@@ -170,7 +170,7 @@ def test_loader_workers_leave_the_stop_to_the_run():
     """Ctrl-C reaches forked loader workers too: they neither log nor stop; the run's process does."""
     import multiprocessing
 
-    from spikedriven.training import StopFlag
+    from spikedriven.engine.signals import StopFlag
 
     flag = StopFlag()
 

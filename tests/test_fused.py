@@ -232,7 +232,7 @@ def test_compiles_with_fullgraph(mode):
 
 @pytest.mark.parametrize("mode", FUSED)
 def test_model_with_fused_neurons_matches_reference_model(mode):
-    from conftest import tiny_model_kwargs
+    from helpers import tiny_model_kwargs
 
     reference = SpikeDrivenTransformer(**tiny_model_kwargs(depth=2, spike_mode=mode))
     fused = SpikeDrivenTransformer(**tiny_model_kwargs(depth=2, spike_mode=mode))

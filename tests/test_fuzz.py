@@ -12,7 +12,7 @@ from spikedriven import SpikedrivenError, load_checkpoint, save_checkpoint
 from spikedriven.config import FIELDS, Config, load_config
 from spikedriven.models import SpikeDrivenTransformer
 
-from conftest import tiny_model_kwargs
+from helpers import tiny_model_kwargs
 
 VALUES = [None, True, False, 0, 1, -1, 7, 0.5, -0.3, 1e308, float("nan"), "", "none", "lif", "if_soft", "3e-4",
           "0011", "x" * 50, [], [1], [0.5, 0.5, 0.5], [1, "a"], {"a": 1}, "true", "0", 2**70]

@@ -12,7 +12,7 @@ from torch import nn
 import spikedriven  # noqa: F401  (registers the sdt model with timm)
 from spikedriven import NeuronSpec, create_neuron
 from spikedriven.analysis.membrane import HIST_BINS, MembraneRecorder, format_membrane, write_membrane
-from spikedriven.monitor import neuron_layers
+from spikedriven.engine.recorder import neuron_layers
 from spikedriven.neurons import base as neuron_base
 
 # Inputs [T = 3, N = 4], threshold 1; every value is exact in binary floating point.

@@ -9,7 +9,7 @@ from spikedriven import ConfigError, SpikeRecorder, SpikingNeuron
 from spikedriven.models import SpikeDrivenTransformer
 from spikedriven.neurons import NEURONS
 
-from conftest import tiny_model_kwargs
+from helpers import tiny_model_kwargs
 
 
 def n_params(model):

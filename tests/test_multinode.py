@@ -5,10 +5,8 @@ import re
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
+from helpers import DEMO
 
 
 def _free_port() -> int:

@@ -14,18 +14,17 @@ from torch import nn
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven import ConfigError, SpikingNeuron, create_neuron, load_checkpoint
 from spikedriven.analysis import OperationCounter, analyze
-from spikedriven.checkpoint import ORIGINAL_NEURON_NAMES
+from spikedriven.engine.checkpoint import ORIGINAL_NEURON_NAMES
 from spikedriven.cli import build_parser, main
 from spikedriven.config import load_config, overrides_from_args
 from spikedriven.models import SpikeDrivenTransformer
 from spikedriven.neurons import NEURONS, NeuronSpec
-from spikedriven.study import plan_runs
+from spikedriven.study.plan import plan_runs
 
-from conftest import tiny_model_kwargs
+from helpers import DEMO, tiny_model_kwargs
 from helpers import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
 SMALL = ["--dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0", "--log-interval", "50"]
 
 
@@ -151,7 +150,7 @@ def test_a_multispike_model_feeds_its_convolutions_spikes():
 
 @pytest.mark.parametrize("name", [n for n in NEURONS if list(create_neuron(n).parameters())])
 def test_learnable_settings_get_no_weight_decay(name):
-    from spikedriven.training import build_optimizer_and_scheduler
+    from spikedriven.engine.recipe import build_optimizer_and_scheduler
 
     cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"dim": 32, "layer": 1, "spike_mode": name})
     model = SpikeDrivenTransformer(**cfg.model_kwargs())

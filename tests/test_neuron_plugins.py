@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import read_summary
+from helpers import DEMO, read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
 SMALL = ["--dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

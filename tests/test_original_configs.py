@@ -13,13 +13,10 @@ from spikedriven.config import load_config
 from spikedriven.errors import ConfigError
 from spikedriven.testing import write_fake_cifar
 
-from helpers import read_summary
+from helpers import DEMO, SMALL, read_summary, run_cli
 from original_configs import ORIGINAL_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
-SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2",
-         "--workers", "0", "--device", "cpu"]
 
 
 class _Kept(logging.Handler):
@@ -39,12 +36,6 @@ def warnings_seen():
     logger.addHandler(kept)
     yield lambda: list(kept.messages)
     logger.removeHandler(kept)
-
-
-def run_cli(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def _write(tmp_path, name):

@@ -4,22 +4,19 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from spikedriven.cli import main
 from spikedriven.errors import ConfigError
-from spikedriven.run_lock import LOCK_NAME, RunLock
+from spikedriven.engine.run_lock import LOCK_NAME, RunLock
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
-SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2",
-         "--workers", "0", "--device", "cpu"]
+from helpers import DEMO, SMALL
+
 
 HOLD = """
 import sys, time
-from spikedriven.run_lock import RunLock
+from spikedriven.engine.run_lock import RunLock
 RunLock(sys.argv[1]).acquire()
 print("held", flush=True)
 time.sleep(60)

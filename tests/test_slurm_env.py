@@ -6,15 +6,13 @@ import shlex
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from spikedriven.distributed import slurm_environment
+from spikedriven.engine.distributed import slurm_environment
 from spikedriven.errors import ConfigError
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
+from helpers import DEMO
 
 
 def test_slurm_tasks_map_to_torchrun_variables():

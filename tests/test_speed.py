@@ -10,7 +10,7 @@ import spikedriven  # noqa: F401  (registers the sdt model with timm)
 from spikedriven import ConfigError
 from spikedriven.analysis import speed as speed_mod
 from spikedriven.analysis.speed import ROW_KEYS, format_speed, measure_speed, neuron_path
-from spikedriven.monitor import neuron_layers
+from spikedriven.engine.recorder import neuron_layers
 from spikedriven.neurons import SpikingNeuron
 
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_model_kwargs
+from helpers import tiny_model_kwargs
 from torch import nn
 
 from spikedriven.models.sdt import SpikeDrivenTransformer

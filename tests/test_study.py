@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from spikedriven import training
+from spikedriven.engine import trainer
 from spikedriven.cli import main
-from spikedriven.study import split_cpus
+from spikedriven.study.plan import split_cpus
 
 from helpers import read_summary, stop_after_steps
 
@@ -91,7 +91,7 @@ def test_second_invocation_trains_nothing(study, monkeypatch):
     def no_training(*a, **k):
         raise AssertionError("a finished study trained again")
 
-    monkeypatch.setattr(training, "train", no_training)
+    monkeypatch.setattr(trainer, "train", no_training)
     stamps = {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/last.pth.tar")}
     assert main(args) == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in folder.glob("runs/*/last.pth.tar")}

@@ -13,12 +13,10 @@ import pytest
 
 from spikedriven.cli import main
 
-from helpers import read_summary
+from helpers import DEMO, read_summary
 
 submitit = pytest.importorskip("submitit")
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
 STUDY = ["study", "-c", DEMO, "--modes", "if", "--thresholds", "1.0", "--seeds", "2", "--epochs", "1",
          "--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2", "--workers", "0",
          "--device", "cpu"]
@@ -132,7 +130,7 @@ def test_a_launch_without_submitit_is_one_sentence(tmp_path, capsys, monkeypatch
 def test_a_preempted_task_saves_its_run_and_its_requeued_copy_finishes_it(tmp_path):
     """submitit calls ``checkpoint`` on a preemption or at the time limit: the run's process saves where it
     stopped, and the task it returns (the requeued job) continues the run to its end."""
-    from spikedriven.slurm import RunTask
+    from spikedriven.study.slurm import RunTask
 
     run = tmp_path / "run"
     train = ["spikedriven", "train", "-c", DEMO, "--epochs", "3", "--warmup-epochs", "0", "--cooldown-epochs", "0",

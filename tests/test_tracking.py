@@ -7,14 +7,12 @@ from pathlib import Path
 import pytest
 
 from spikedriven.cli import main
-from spikedriven.run_folder import holds_run
+from spikedriven.engine.run_folder import holds_run
 
-from helpers import read_summary, read_wandb_offline
+from helpers import DEMO, read_summary, read_wandb_offline
 
 pytest.importorskip("wandb")
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
 SMALL = ["--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2", "--workers", "0",
          "--device", "cpu"]
 

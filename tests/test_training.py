@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 import torch
 
-from spikedriven import checkpoint as ckpt_io
-from spikedriven import training
-from spikedriven.resume import is_behind
+from spikedriven.engine import checkpoint as ckpt_io
+from spikedriven.engine import recipe
+from spikedriven.engine.resume import is_behind
 from spikedriven.cli import main
 from spikedriven.config import load_config
 from spikedriven.models import build_model
@@ -172,7 +172,7 @@ def test_torchrun_two_processes_gloo(cifar_root, tmp_path):
 
 def test_lr_schedule_matches_the_study_epoch_by_epoch():
     cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"dim": 32, "layer": 1})
-    optimizer, scheduler, total = training.build_optimizer_and_scheduler(cfg, build_model(cfg))
+    optimizer, scheduler, total = recipe.build_optimizer_and_scheduler(cfg, build_model(cfg))
     assert total == 310
     for t in range(total):
         scheduler.step(t)
@@ -194,7 +194,7 @@ def test_mixup_switches_off_at_its_epoch(monkeypatch):
     seen = {}
     for epoch in (199, 200):
         on = cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch
-        mixup, loss = training.make_mixup_and_loss(cfg, on, torch.device("cpu"))
+        mixup, loss = recipe.make_mixup_and_loss(cfg, on, torch.device("cpu"))
         seen[epoch] = (mixup is not None, type(loss).__name__)
     assert seen == {199: (True, "SoftTargetCrossEntropy"), 200: (False, "LabelSmoothingCrossEntropy")}
 
@@ -224,7 +224,7 @@ def test_engine_options_tet_clipping_channels_last_bf16(cifar_root, tmp_path):
 
 
 def test_tet_loss_averages_the_per_step_losses():
-    from spikedriven.engine import classification_loss
+    from spikedriven.engine.loop import classification_loss
 
     logits = torch.randn(3, 5, 4)
     target = torch.randint(0, 4, (5,))

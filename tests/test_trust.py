@@ -18,17 +18,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikedriven import checkpoint as ckpt_io
-from spikedriven import engine, training
+from spikedriven.engine import checkpoint as ckpt_io
+from spikedriven.engine import loop
+from spikedriven.engine import trainer
 from spikedriven.cli import main
 from spikedriven.config import load_config
 from spikedriven.errors import CheckpointError
 from spikedriven.models import build_model
 
-from helpers import assert_same_run, read_summary, stop_after_steps
+from helpers import DEMO, assert_same_run, read_summary, stop_after_steps
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "conf/digits/demo.yml")
 # 44 steps an epoch (1,437 images, batch 32, last partial batch dropped); a second and a half an epoch
 SMALL = ["--dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0", "--log-interval", "10"]
 STEPS_PER_EPOCH = 1437 // 32
@@ -213,7 +213,7 @@ def test_a_study_notices_that_its_config_file_changed(tmp_path, capsys):
 
 def test_an_interrupted_study_prints_the_command_that_resumes_it(tmp_path, monkeypatch, capsys):
     args = [*STUDY, "-c", DEMO, "--study-dir", str(tmp_path / "s")]
-    monkeypatch.setattr(training.StopFlag, "__call__", lambda self: True)
+    monkeypatch.setattr(trainer.StopFlag, "__call__", lambda self: True)
     code, _, err = run_cli(args, capsys)
     assert code == 130
     (command,) = [c for c in printed_commands(err)]
@@ -252,14 +252,14 @@ def test_a_stop_during_evaluation_is_acted_on_there_and_the_run_continues_exactl
     (and for the next epoch's first steps); the epoch's training is saved and the resumed run evaluates it."""
     run = tmp_path / "run"
     evaluating = {"now": False}
-    real = training.evaluate
+    real = trainer.evaluate
 
     def evaluate(*args, **kwargs):
         evaluating["now"] = True
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(training, "evaluate", evaluate)
-    monkeypatch.setattr(training.StopFlag, "__call__", lambda self: evaluating["now"])
+    monkeypatch.setattr(trainer, "evaluate", evaluate)
+    monkeypatch.setattr(trainer.StopFlag, "__call__", lambda self: evaluating["now"])
     code, _, err = run_cli(["train", "-c", DEMO, *SMALL, "--spike-mode", "if_soft", "--output", str(run)], capsys)
     assert code == 130
     ckpt = ckpt_io.read_checkpoint(run / "last.pth.tar")
@@ -273,7 +273,7 @@ def test_a_stop_during_evaluation_is_acted_on_there_and_the_run_continues_exactl
 def test_a_second_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     calls = {"n": 0}
-    original = engine.classification_loss
+    original = loop.classification_loss
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -281,7 +281,7 @@ def test_a_second_ctrl_c_says_what_was_saved_and_how_to_resume(tmp_path, monkeyp
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "classification_loss", interrupted)
+    monkeypatch.setattr(loop, "classification_loss", interrupted)
     code, _, err = run_cli(["train", "-c", DEMO, *SMALL, "--output", str(run)], capsys)
     assert code == 130 and "Traceback" not in err
     assert "stopped at once" in err and "last checkpoint: after epoch 0" in err, err
@@ -296,13 +296,13 @@ def test_ctrl_c_during_start_up_prints_no_traceback(tmp_path, monkeypatch, capsy
         raise KeyboardInterrupt
 
     args = ["train", "-c", DEMO, *SMALL, "--output", str(tmp_path / "run")]
-    monkeypatch.setattr(training, "build_datasets", interrupted)
+    monkeypatch.setattr(trainer, "build_datasets", interrupted)
     code, _, err = run_cli(args, capsys)
     assert code == 130 and "Traceback" not in err and "nothing was trained" in err, err
     assert not (tmp_path / "run").exists()
     monkeypatch.undo()
     # after the run folder was made: it holds nothing trained, so the same command starts the run there
-    monkeypatch.setattr(training, "compile_model", interrupted)
+    monkeypatch.setattr(trainer, "compile_model", interrupted)
     code, _, err = run_cli(args, capsys)
     assert code == 130 and "nothing was trained" in err and (tmp_path / "run" / "log.txt").is_file()
     monkeypatch.undo()
@@ -366,7 +366,8 @@ def test_debug_shows_the_traceback_and_still_exits_2(tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def two_setting_study(tmp_path_factory):
-    from spikedriven.study import Study, plan_runs
+    from spikedriven.study.plan import plan_runs
+    from spikedriven.study.runner import Study
 
     folder = tmp_path_factory.mktemp("plots") / "s"
     assert main(["study", "-c", DEMO, "--modes", "if,if_soft", "--thresholds", "1.0", *SMALL, "--study-dir", str(folder)]) == 0
@@ -379,14 +380,16 @@ def _integer_ticks(ax) -> bool:
 
 
 def test_study_plots_have_integer_epochs_and_no_lines_across_layers(two_setting_study):
-    (curves,) = two_setting_study.curves_figure().axes
+    from spikedriven.study.figures import curves_figure, firing_figure
+
+    (curves,) = curves_figure(two_setting_study).axes
     assert _integer_ticks(curves)
-    (firing,) = two_setting_study.firing_figure().axes
+    (firing,) = firing_figure(two_setting_study).axes
     assert not [line for line in firing.lines if len(line.get_xdata()) > 1 and line.get_linestyle() not in ("None", "")]
 
 
 def test_compare_plot_is_titled_honest_and_labelled_briefly(two_setting_study, tmp_path):
-    from spikedriven.reports import compare, compare_figure
+    from spikedriven.analysis.compare import compare, compare_figure
 
     folders = [two_setting_study.eval_dir(r) for r in two_setting_study.runs]
     _, rows = compare(folders)
@@ -426,7 +429,7 @@ def test_every_printed_command_works(run_copy, tmp_path, monkeypatch, capsys):
     commands += printed_commands(err)
     monkeypatch.undo()
     # a study interrupted between runs
-    from spikedriven import evaluation
+    from spikedriven.analysis import evaluation
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

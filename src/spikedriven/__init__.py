@@ -22,10 +22,10 @@ def _started_as_command() -> bool:
 _held = []
 _previous = _signal.signal(_signal.SIGINT, lambda *_: _held.append(1)) if _started_as_command() else None
 
-from .checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from .engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from .errors import CheckpointError, ConfigError, DataError, SpikedrivenError  # noqa: E402
 from .models import SpikeDrivenTransformer  # noqa: E402
-from .monitor import SpikeRecorder  # noqa: E402
+from .engine.recorder import SpikeRecorder  # noqa: E402
 from .neurons import NeuronSpec, SpikingNeuron, create_neuron  # noqa: E402
 
 if _previous is not None:

@@ -15,12 +15,12 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Union
 
-from . import checkpoint as ckpt_io
+from .engine import checkpoint as ckpt_io
 from .atomic import atomic_write
 from .config import Config, load_yaml, recorded_config
 from .errors import CheckpointError, ConfigError
 from .analysis.runs import is_run_folder, read_run
-from .evaluation import finished_epoch, pick_checkpoint
+from .analysis.evaluation import finished_epoch, pick_checkpoint
 from .models import build_model
 
 __all__ = ["export_run", "load_lines", "WEIGHTS_NAME", "CONFIG_NAME", "CARD_NAME"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
-from ..monitor import SpikeRecorder, neuron_layers
+from ..engine.recorder import SpikeRecorder, neuron_layers
 from .energy import ENERGY_MODELS, EnergyModel, estimate, resolve_energy_models
 from .operations import LayerOps, OperationCounter, counts_per_image
 

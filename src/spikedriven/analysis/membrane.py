@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from ..atomic import atomic_write
-from ..monitor import neuron_layers
+from ..engine.recorder import neuron_layers
 from ..neurons import SpikingNeuron
 
 __all__ = ["HIST_BINS", "HIST_RANGE", "NEAR_THRESHOLD", "MembraneRecorder", "format_membrane", "write_membrane"]

@@ -38,7 +38,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from ..monitor import SpikeRecorder
+from ..engine.recorder import SpikeRecorder
 from .energy import Counts, LayerCount, NeuronCount
 
 @dataclass

@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..monitor import neuron_layers
+from ..engine.recorder import neuron_layers
 from ..neurons import fused as _fused
 from ..neurons.fused import fused_available
 

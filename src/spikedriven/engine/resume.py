@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import checkpoint as ckpt_io
-from .config import FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, recorded_config
-from .errors import CheckpointError, ConfigError
+from ..config import FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, recorded_config
+from ..errors import CheckpointError, ConfigError
 
 log = logging.getLogger("spikedriven")
 

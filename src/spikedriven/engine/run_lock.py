@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 LOCK_NAME = ".lock"
 

@@ -9,7 +9,7 @@ import secrets
 from pathlib import Path
 from typing import Mapping, Optional
 
-from .errors import ConfigError, SpikedrivenError
+from ..errors import ConfigError, SpikedrivenError
 
 log = logging.getLogger("spikedriven")
 

@@ -14,16 +14,16 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from . import checkpoint as ckpt_io
-from .analysis import analyze, resolve_energy_models
-from .analysis.membrane import MembraneRecorder, format_membrane, write_membrane
-from .analysis.speed import format_speed, measure_speed
-from .config import Config, coerce, from_mapping, load_config, recorded_config
-from .data import build_datasets, build_eval_loader, build_test_dataset
-from .distributed import resolve_device
-from .engine import AMP_DTYPES, FP16_NEEDS_CUDA
-from .errors import CheckpointError, ConfigError
-from .models import build_model
+from ..engine import checkpoint as ckpt_io
+from . import analyze, resolve_energy_models
+from .membrane import MembraneRecorder, format_membrane, write_membrane
+from .speed import format_speed, measure_speed
+from ..config import Config, coerce, from_mapping, load_config, recorded_config
+from ..data import build_datasets, build_eval_loader, build_test_dataset
+from ..engine.distributed import resolve_device
+from ..engine.loop import AMP_DTYPES, FP16_NEEDS_CUDA
+from ..errors import CheckpointError, ConfigError
+from ..models import build_model
 from .reports import format_summary, write_evaluation
 
 log = logging.getLogger("spikedriven")

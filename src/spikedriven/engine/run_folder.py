@@ -20,10 +20,10 @@ from typing import Optional
 
 from tqdm import tqdm
 
-from .atomic import atomic_write
-from .config import Config
+from ..atomic import atomic_write
+from ..config import Config
 from .run_lock import RunLock
-from .errors import ConfigError
+from ..errors import ConfigError
 
 log = logging.getLogger("spikedriven")
 

@@ -1,26 +1,15 @@
-"""The typed run configuration: YAML file + command-line flags -> validated ``Config``.
-
-Every field is a YAML key (``batch_size``) and a flag (``--batch-size``).
-Unknown keys, wrong types and impossible values are refused before anything
-starts, with one sentence naming the key.
-"""
+"""The Config dataclass: every setting of a run, its help, its default and its checks (``validate``)."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import typing
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Optional
 
-import yaml
 
-from .atomic import write_text_atomic
-from .errors import ConfigError
-from .original_keys import inert_line, normalised, read_vocabulary
-from .neurons import NEURONS, NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
-from .spike_ops import MEMORY_MODES
+from ..errors import ConfigError
+from ..neurons import NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
+from ..spike_ops import MEMORY_MODES
 
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
@@ -187,15 +176,12 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def replace(self, **changes) -> "Config":
-        return from_mapping({**self.to_dict(), **changes}, source="overrides")
-
     def validate(self) -> "Config":
         def need(cond: bool, msg: str):
             if not cond:
                 raise ConfigError(msg)
 
-        from .data import dataset_def  # here: the data package reads this module
+        from ..data import dataset_def  # here: the data package reads this module
 
         definition = dataset_def(self.dataset)
         if self.mean is None:  # resolved now, so that config.yaml and checkpoints record the values used
@@ -253,297 +239,8 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Co
 # The neuron settings with config fields of their own (the study's and SpikingJelly's names);
 # any other setting of a neuron goes through neuron_args.
 NEURON_FIELDS = ("v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha", "detach_reset")
-_HINTS = typing.get_type_hints(Config)
-
-
-def _base_type(name: str):
-    hint = _HINTS[name]
-    args = typing.get_args(hint)
-    optional = type(None) in args
-    if optional:
-        hint = next(a for a in args if a is not type(None))
-    return hint, optional
-
-
-TRUE_WORDS = {"true", "yes", "on", "1"}
-FALSE_WORDS = {"false", "no", "off", "0"}
-
-
-def coerce(name: str, value: Any, source: str) -> Any:
-    """Convert ``value`` to the type of field ``name`` or raise one clear sentence."""
-    base, optional = _base_type(name)
-    where = f"{name} (from {source})"
-    takes_auto = FIELDS[name].metadata.get("auto", False)
-    or_auto = " or auto" if takes_auto else ""
-    if value is None or (optional and isinstance(value, str) and value.strip().lower() in {"none", "null", ""}):
-        if optional:
-            return None
-        raise ConfigError(f"{where} needs a value of type {base.__name__}, got nothing")
-    if takes_auto and isinstance(value, str) and value.strip().lower() == "auto":
-        return None  # None is how such a field says auto
-    if base is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, int) and value in (0, 1):
-            return bool(value)
-        if isinstance(value, str) and value.strip().lower() in TRUE_WORDS | FALSE_WORDS:
-            return value.strip().lower() in TRUE_WORDS
-        raise ConfigError(f"{where} must be {'true, false or auto' if takes_auto else 'true or false'}, got {value!r}")
-    if base is int:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be an integer{or_auto}, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value.strip())
-            except ValueError:
-                pass
-        raise ConfigError(f"{where} must be an integer{or_auto}, got {value!r}")
-    if base is float:
-        if isinstance(value, bool):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        try:
-            number = float(value)  # also takes YAML's "3e-4", which PyYAML reads as a string
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a number, got {value!r}") from None
-        if not math.isfinite(number):
-            raise ConfigError(f"{where} must be a finite number, got {value!r}")
-        return number
-    if base is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise ConfigError(f"{where} must be a string, got {value!r}")
-    if typing.get_origin(base) is list:  # list[str]: names
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split()]
-        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where} must be a list of names, got {value!r}")
-        return list(value)
-    if base is dict:
-        return _settings_mapping(value, where)
-    if base is list:
-        if isinstance(value, str):
-            value = [v for v in value.replace(",", " ").split()]
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list of numbers, got {value!r}")
-        try:
-            out = [float(v) for v in value if not isinstance(v, bool)]
-        except (TypeError, ValueError):
-            raise ConfigError(f"{where} must be a list of numbers, got {value!r}") from None
-        if len(out) != len(value) or not all(math.isfinite(v) for v in out):
-            raise ConfigError(f"{where} must be a list of finite numbers, got {value!r}")
-        return out
-    raise AssertionError(f"unhandled config type for {name}")
-
-
-def parse_key_values(items: Sequence[str], where: str) -> dict:
-    """``key=value`` words, each value read as a YAML scalar (``0.5``, ``true``, ``[1, 1]``, ``hard``)."""
-    pairs = {}
-    for item in items:
-        key, sep, text = str(item).partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{where} takes key=value, got {item!r}")
-        try:
-            pairs[key.strip()] = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise ConfigError(f"{where} {item!r}: the value is not a valid YAML scalar") from None
-    return pairs
-
-
-def _settings_mapping(value: Any, where: str) -> dict:
-    """A mapping of setting names to values: YAML's own, or ``key=value`` words from flags (``levels=8``)."""
-    if isinstance(value, str):
-        value = value.replace(",", " ").split()
-    if isinstance(value, (list, tuple)):
-        value = parse_key_values(value, where)
-    if not isinstance(value, Mapping) or not all(isinstance(k, str) and k.isidentifier() for k in value):
-        raise ConfigError(f"{where} must map setting names to values, got {value!r}")
-    return dict(value)
-
-
-def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] = None) -> Config:
-    """A validated Config from ``base`` (defaults if None) updated with ``values``, which may use the
-    original code's vocabulary (``TET``, ``model-ema: false``, ``drop_path``; see original_keys).
-
-    Every problem of ``values`` (unknown keys, refused keys, wrong types) is reported in one message, so
-    that a file is fixed in one round; keys that change nothing get one warning line per source."""
-    reading = read_vocabulary(values, FIELDS)
-    data = (base or Config()).to_dict()
-    problems = list(reading.problems)
-    for key, value in reading.values.items():
-        try:
-            data[key] = coerce(key, value, source)
-        except ConfigError as e:
-            problems.append(str(e))
-    if len(problems) == 1:
-        raise ConfigError(problems[0] if "(from " in problems[0] else f"{source}: {problems[0]}")
-    if problems:
-        raise ConfigError(f"{source} has {len(problems)} problems: " + "; ".join(problems))
-    if reading.experiment:
-        data["output"] = experiment_output(data["output"], reading.experiment)
-    if reading.inert:
-        _warn_once(source, reading.inert)
-    return Config(**data).validate()
-
-
-def experiment_output(output: Optional[str], experiment: str) -> str:
-    """timm's ``--experiment NAME``: the run folder NAME under ``--output`` (default output/train)."""
-    return str(Path(output or "output/train") / experiment)
-
-
-_WARNED: set = set()
-
-
-def _warn_once(source: str, inert: Mapping[str, str]) -> None:
-    import logging
-
-    key = (source, tuple(inert))
-    if key not in _WARNED:  # a study reads its file once per run: say it once
-        _WARNED.add(key)
-        logging.getLogger("spikedriven").warning(inert_line(source, inert))
-
-
-def recorded_config(values: Mapping[str, Any], source: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
-    """A run's recorded config (a checkpoint's, a config.yaml); plugins given now replace the recorded ones
-    before any is imported (a plugin file that moved, named again where it is now)."""
-    values = dict(values)
-    if overrides and "plugins" in overrides:
-        values["plugins"] = overrides["plugins"]
-    return from_mapping(values, source=source)
-
-
-def load_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or "invalid YAML"
-        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path} is not a text file") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of key: value pairs, got {type(data).__name__}")
-    return data
-
-
-def load_config(path: Optional[str | Path] = None, overrides: Optional[Mapping[str, Any]] = None) -> Config:
-    """Defaults <- YAML file <- overrides (e.g. parsed flags), validated."""
-    cfg = Config()
-    if path is not None:
-        cfg = from_mapping(load_yaml(path), source=str(path))
-    if overrides:
-        cfg = from_mapping(overrides, source="command line", base=cfg)
-    return cfg.validate()
-
-
-def requested_values(path: Optional[str | Path], overrides: Mapping[str, Any]) -> tuple[dict, dict]:
-    """The values given explicitly (a config file, then flags over it) and, for those from
-    the file, the file they came from; the defaults are not in them."""
-    from_file = load_yaml(path) if path is not None else {}
-    # in our vocabulary, as load_config read them: the original's spellings are our keys, and its keys
-    # that change nothing are not requests (load_config has refused the others already)
-    reading = read_vocabulary({**from_file, **overrides}, FIELDS)
-    requested = dict(reading.values)
-    if reading.experiment:
-        requested["output"] = experiment_output(requested.get("output"), reading.experiment)
-    in_file = {normalised(key) for key in from_file} - {normalised(key) for key in overrides}
-    sources = {key: str(path) for key in requested if key in in_file}
-    return requested, sources
-
-
-def save_config(cfg: Config, path: str | Path) -> None:
-    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 # ------------------------------------------------------------ command-line flags
 
 
-def flag_name(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-# The config's sections, by the first field of each, for --help's groups.
-SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spike_mode": "neuron",
-            "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
-# Short and original spellings of flags: timm's -b / -j, the study's --TET.
-FLAG_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "tet": ["--TET"]}
-
-
-def _shown_default(f: dataclasses.Field) -> str:
-    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-    if default is None:
-        return "auto" if f.metadata.get("auto") else "none"
-    if isinstance(default, bool):
-        return str(default).lower()
-    if isinstance(default, list):
-        return " ".join(str(v) for v in default) or "none"
-    return str(default) if default != {} else "none"
-
-
-def add_config_flags(parser, exclude: tuple = ()) -> None:
-    """One flag per config field, grouped by the config's sections, each with its default in --help;
-    every flag defaults to "not given" so that the YAML wins. A boolean is a bare flag (``--download``),
-    ``--no-download`` turns it off, and ``--download false`` still reads."""
-    import argparse
-
-    group = None
-    for name, f in FIELDS.items():
-        if name in SECTIONS:
-            group = parser.add_argument_group(f"{SECTIONS[name]} (each flag also a YAML key)")
-        if name in exclude:
-            continue
-        base, _ = _base_type(name)
-        text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
-        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=text.replace("%", "%%"))
-        if base in (list, dict) or typing.get_origin(base) is list:
-            kwargs["nargs"] = "+"
-        if base is bool:  # a bare --download means true; --download false still reads
-            kwargs.update(nargs="?", const="true")
-        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X", dict: "KEY=VALUE"}.get(base, "NAME" if kwargs.get("nargs") else "STR")
-        if f.metadata.get("auto"):
-            metavar += "|auto"
-        group.add_argument(flag_name(name), *FLAG_ALIASES.get(name, []), metavar=metavar, **kwargs)
-        if base is bool:
-            group.add_argument("--no-" + name.replace("_", "-"), dest=f"cfg_{name}", action="store_const",
-                               const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    _add_neuron_flags(parser)
-
-
-def _add_neuron_flags(parser) -> None:
-    """A flag for every setting of a registered neuron that has no config field of its own (into neuron_args)."""
-    import argparse
-
-    owners: dict[str, list] = {}
-    for name, cls in NEURONS.items():
-        for key, param in cls.settings().items():
-            if key not in FIELDS:
-                owners.setdefault(key, []).append((name, param))
-    if not owners:
-        return
-    group = parser.add_argument_group("settings of particular neurons (each also neuron_args: {KEY: VALUE} in YAML)")
-    for key, users in owners.items():
-        metavar = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(users[0][1].kind, "STR")
-        text = "; ".join(f"{name}: {param.doc} (default {param.default})" for name, param in users)
-        group.add_argument(flag_name(key), dest=f"neuron_{key}", metavar=metavar, default=argparse.SUPPRESS,
-                           help=text.replace("%", "%%"))
-
-
-def overrides_from_args(args) -> dict:
-    values = vars(args)
-    overrides = {k[4:]: v for k, v in values.items() if k.startswith("cfg_")}
-    settings = {k[7:]: v for k, v in values.items() if k.startswith("neuron_")}
-    if settings:  # --levels 8 is neuron_args levels=8, read as YAML reads it
-        given = coerce("neuron_args", overrides.get("neuron_args", {}), "command line")
-        overrides["neuron_args"] = {**given, **{k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in settings.items()}}
-    return overrides

@@ -18,8 +18,8 @@ from typing import Any, Mapping, Optional, Union
 import torch
 from torch import nn
 
-from .atomic import atomic_write
-from .errors import CheckpointError
+from ..atomic import atomic_write
+from ..errors import CheckpointError
 
 FORMAT_NAME = "spikedriven"
 FORMAT_VERSION = 1

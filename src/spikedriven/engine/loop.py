@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from .distributed import DistInfo, all_reduce_sum
-from .errors import SpikedrivenError
-from .monitor import SpikeRecorder
-from .spike_ops import memory_mode
+from ..errors import SpikedrivenError
+from .recorder import SpikeRecorder
+from ..spike_ops import memory_mode
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_NEEDS_CUDA = ("amp fp16 needs a CUDA GPU: on a CPU, float16 autocast runs about 30x slower than fp32 (measured on "

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from .errors import ConfigError, SpikedrivenError
+from ..errors import ConfigError, SpikedrivenError
 
 log = logging.getLogger("spikedriven")
 
@@ -190,7 +190,7 @@ class RunTask:
 
 def write_tables(report: list[str]) -> str:
     """The report job: the study's command with ``--report-only``, in this process."""
-    from .cli import main
+    from ..cli import main
 
     code = main(report[1:])
     if code:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Flags whose value is a file or a folder, by the destination argparse gives them.
 FILE_DESTS = {"config", "resume", "checkpoint", "plugins", "inputs", "run", "with_runs"}
@@ -36,10 +36,10 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
 def named_values() -> dict[str, list[str]]:
     """The values a config flag takes, by its argparse destination: the registries' names (neurons and their
     plug-ins, surrogates, datasets) and each field's listed choices."""
-    from .config import FIELDS
-    from .data import DATASETS
-    from .neurons import NEURONS
-    from .neurons.surrogates import SURROGATES
+    from ..config import FIELDS
+    from ..data import DATASETS
+    from ..neurons import NEURONS
+    from ..neurons.surrogates import SURROGATES
 
     values = {f"cfg_{name}": list(f.metadata["choices"]) for name, f in FIELDS.items() if f.metadata.get("choices")}
     values.update(cfg_spike_mode=list(NEURONS), cfg_surrogate=list(SURROGATES), cfg_dataset=list(DATASETS))

@@ -11,7 +11,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-from .neurons import SpikingNeuron
+from ..neurons import SpikingNeuron
 
 
 def neuron_layers(model: nn.Module) -> "OrderedDict[str, SpikingNeuron]":

@@ -1,4 +1,4 @@
-"""Writing an evaluation folder and comparing evaluations.
+"""Writing an evaluation folder (compare.py puts several side by side).
 
 An evaluation folder holds ``metrics.json`` (everything, machine-readable),
 ``firing_rates.csv``, ``energy.csv``, ``firing_rates.png`` and ``energy.png``.
@@ -18,8 +18,8 @@ from typing import Any, Mapping, Optional, Sequence, Union
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
-from .atomic import atomic_write, write_text_atomic
-from .errors import SpikedrivenError
+from ..atomic import atomic_write, write_text_atomic
+from ..errors import SpikedrivenError
 
 PathLike = Union[str, os.PathLike]
 
@@ -29,12 +29,9 @@ METRICS_FILE = "metrics.json"
 REQUIRED_KEYS = ("top1", "mean_firing_rate", "firing_rates", "layers", "totals")
 
 __all__ = [
-    "compare",
-    "compare_figure",
     "find_metrics",
     "format_summary",
     "load_metrics",
-    "plot_compare",
     "plot_energy",
     "plot_firing_rates",
     "write_energy_csv",
@@ -273,158 +270,3 @@ def find_metrics(path: PathLike) -> list[Path]:
     return found
 
 
-def _neuron_setting(metrics: Mapping, neuron_key: str, config_key: str) -> Any:
-    """From the model's recorded neuron spec (a neuron without the setting has none), else from the run config."""
-    neuron = metrics.get("neuron")
-    if isinstance(neuron, Mapping):
-        return neuron.get(neuron_key)
-    config = metrics.get("config")
-    return config.get(config_key) if isinstance(config, Mapping) else None
-
-
-def _compare_row(label: str, path: Path, metrics: Mapping) -> dict:
-    totals = metrics["totals"]
-    return dict(
-        label=label,
-        path=str(path),
-        mode=_neuron_setting(metrics, "mode", "spike_mode"),
-        u_th=_neuron_setting(metrics, "v_threshold", "v_threshold"),
-        top1=metrics["top1"],
-        mean_firing_rate=metrics["mean_firing_rate"],
-        sops=totals["sops"],
-        energy_j=totals["energy_snn_j"],
-        energy_models={name: e["total_j"] for name, e in (metrics.get("energy") or {}).items()},
-        speed=_speed_at_eval_batch(metrics.get("speed") or []),
-        overridden=list(metrics.get("overridden_settings") or []),
-    )
-
-
-def _speed_at_eval_batch(rows: Sequence[Mapping]) -> dict:
-    """Images/s per path at the largest batch measured (the evaluation batch)."""
-    measured = [r for r in rows if r.get("available")]
-    if not measured:
-        return {}
-    batch = max(r["batch"] for r in measured)
-    return {r["path"]: r["images_per_s"] for r in measured if r["batch"] == batch} | {"batch": batch}
-
-
-def _overrides_text(overridden: Sequence) -> str:
-    # metrics files of earlier versions list each override as a sentence of its own
-    return "; ".join(o if isinstance(o, str) else f"{o['setting']} {o['evaluated_with']} (checkpoint: {o['checkpoint']})"
-                     for o in overridden)
-
-
-def shared_energy_models(rows: Sequence[Mapping]) -> list[str]:
-    """The energy models beyond ``sdt`` that every evaluation was priced with, in order."""
-    names = [n for n in (rows[0].get("energy_models") or {}) if n != "sdt"] if rows else []
-    return [n for n in names if all(n in (r.get("energy_models") or {}) for r in rows)]
-
-
-def _format_compare(rows: Sequence[Mapping]) -> str:
-    models = shared_energy_models(rows)
-    paths = [p for p in ("fused", "loop") if any(p in r["speed"] for r in rows)]
-    header = ["run", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ (sdt)",
-              *(f"{m} uJ" for m in models), *(f"{p} img/s" for p in paths)]
-
-    def speed(r, path):
-        return f"{r['speed'][path]:.1f}" if path in r["speed"] else "-"
-
-    body = [
-        [
-            r["label"], str(r["mode"] or "-") + ("*" if r["overridden"] else ""),
-            "-" if r["u_th"] is None else f"{r['u_th']:g}", f"{r['top1']:.2f}",
-            _rate(r["mean_firing_rate"]), f"{r['sops'] / 1e6:.2f}", f"{r['energy_j'] * 1e6:.2f}",
-            *(f"{r['energy_models'][m] * 1e6:.2f}" for m in models), *(speed(r, p) for p in paths),
-        ]
-        for r in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-
-    def fmt(line):  # run name left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
-
-    notes = [f"* evaluated with settings overridden against its checkpoint: {_overrides_text(r['overridden'])} ({r['label']})"
-             for r in rows if r["overridden"]]
-    batches = {r["speed"]["batch"] for r in rows if r["speed"]}
-    if batches:
-        notes.append(f"img/s: inference at batch {', '.join(map(str, sorted(batches)))} (median; speed.csv of each "
-                     "evaluation holds batch 1, latencies, device and dtype)")
-    return "\n".join([fmt(header), *map(fmt, body), *notes])
-
-
-def short_labels(folders: Sequence[Path]) -> list[str]:
-    """What tells the folders apart: their paths without the parts all share at the start and at the end
-    (``.../runs/lif-uth1-seed42/eval_last`` and ``.../runs/if-uth1-seed42/eval_last`` -> the run names)."""
-    parts = [Path(f).resolve().parts for f in folders]
-    if len(parts) == 1:
-        return ["/".join(parts[0][-2:])]
-    shortest = min(len(p) for p in parts)
-    head = next((i for i in range(shortest) if len({p[i] for p in parts}) > 1), shortest)
-    tail = next((i for i in range(shortest - head) if len({p[len(p) - 1 - i] for p in parts}) > 1), shortest - head)
-    labels = ["/".join(p[head:len(p) - tail]) or p[-1] for p in parts]
-    return labels if len(set(labels)) == len(labels) else ["/".join(p[head:]) for p in parts]
-
-
-def compare_figure(rows: Sequence[Mapping]) -> Figure:
-    """Top-1 and SNN energy per run. Top-1 is drawn as points: the gaps studied are tenths of a
-    point, and bars on an axis that does not start at zero would make them look large."""
-    labels = [r["label"] + ("*" if r["overridden"] else "") for r in rows]
-    fig = Figure(figsize=(max(7.0, 1.2 * len(rows) + 3.0), 4.8), layout="constrained")
-    acc_ax, energy_ax = fig.subplots(1, 2)
-    acc = [r["top1"] for r in rows]
-    acc_ax.plot(range(len(rows)), acc, "o", color="tab:green", linestyle="None")
-    for i, value in enumerate(acc):
-        acc_ax.annotate(f"{value:.2f}", (i, value), textcoords="offset points", xytext=(0, 6), ha="center", fontsize=7)
-    low, high = min(acc), max(acc)
-    margin = max(0.5, 0.15 * (high - low))
-    acc_ax.set_ylim(max(0.0, low - margin), min(100.0, high + margin) + 0.2)
-    acc_ax.set_xlim(-0.5, len(rows) - 0.5)
-    acc_ax.set_ylabel("top-1 (%)")
-    acc_ax.set_title("test top-1 (axis zoomed on the runs)", fontsize=9)
-    energy_ax.bar(range(len(rows)), [r["energy_j"] * 1e6 for r in rows], color="tab:blue")
-    energy_ax.set_ylabel("SNN energy per image (uJ)")
-    energy_ax.set_title("energy per image (axis from 0)", fontsize=9)
-    for ax in (acc_ax, energy_ax):
-        ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=7)
-    fig.suptitle(f"{len(rows)} evaluation{'s' if len(rows) > 1 else ''}: accuracy and energy"
-                 + (" (* settings overridden against the checkpoint)" if any(r["overridden"] for r in rows) else ""))
-    return fig
-
-
-def plot_compare(path: PathLike, rows: Sequence[Mapping]) -> Path:
-    path = Path(path)
-    compare_figure(rows).savefig(path, dpi=120)
-    return path
-
-
-def compare(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> tuple[str, list[dict]]:
-    """One table over evaluations, and one over training runs; each input is a metrics file, a folder
-    holding one (directly or in an immediate subfolder), or a run folder (ours, or the original code's:
-    summary.csv beside config.yaml or args.yaml), whose curve gives best, final and last-10 figures.
-    With ``out_dir``, also writes ``compare.png`` there (when there are evaluations)."""
-    from .analysis.runs import read_run, runs_table
-
-    def looks_like_run(path: Path) -> bool:  # read_run then says what a damaged one lacks
-        return path.is_dir() and any((path / n).is_file() for n in ("summary.csv", "config.yaml", "args.yaml"))
-
-    if not inputs:
-        raise SpikedrivenError("compare needs at least one evaluation folder, metrics.json or run folder")
-    found, runs = [], []
-    for given in inputs:
-        if looks_like_run(Path(given)):
-            runs.append(read_run(given))
-            found += sorted(p for p in Path(given).glob(f"*/{METRICS_FILE}") if p.is_file())  # evaluated, or not
-        else:
-            found += find_metrics(given)
-    labels = short_labels([path.parent for path in found]) if found else []
-    rows = [_compare_row(label, path, load_metrics(path)) for label, path in zip(labels, found)]
-    if out_dir is not None and rows:
-        Path(out_dir).mkdir(parents=True, exist_ok=True)
-        plot_compare(Path(out_dir) / "compare.png", rows)
-    if runs:
-        labels = short_labels([run.folder for run in runs])
-        for run, label in zip(runs, labels):
-            run.label = label
-    parts = ([_format_compare(rows)] if rows else []) + (
-        ["training runs (from summary.csv, the same figures for every source):\n" + runs_table(runs)] if runs else [])
-    return "\n\n".join(parts), rows

@@ -14,132 +14,38 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import random
 import shlex
 import signal
 import sys
 import time
-from contextlib import contextmanager
-from datetime import timedelta
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
-from timm.data import Mixup
-from timm.loss import BinaryCrossEntropy, LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from tqdm import tqdm
 
+from ..analysis import learned_settings
+from ..atomic import write_text_atomic
+from ..config import CUDA_GRAPH_MODES, Config, save_config
+from ..data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
+from ..errors import ConfigError, DataError, user_message
+from ..models import build_model
+from ..neurons import fused_available
+from ..spike_ops import resolve_memory_mode
 from . import checkpoint as ckpt_io
-from .atomic import write_text_atomic
-from .config import CUDA_GRAPH_MODES, Config, save_config
-from .data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
-from .engine import FP16_NEEDS_CUDA, EpochState, StopRequested, TETLoss, evaluate, train_one_epoch
-from .errors import ConfigError, DataError, user_message
-from .models import build_model
-from .monitor import SpikeRecorder, neuron_layers
-from .neurons import fused_available
-from .analysis import learned_settings
+from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
+from .progress import EpochProgress, log_epoch
+from .recipe import build_optimizer_and_scheduler, make_mixup_and_loss
+from .recorder import SpikeRecorder, neuron_layers
 from .resume import ResumePlan, describe_changes, describe_progress, is_behind, newest_checkpoint
+from .rng import epoch_seed, rng_state, seed_everything, set_rng_state
 from .run_folder import SummaryCSV, default_run_dir, holds_run, move_aside, prepare_run_dir, refuse_if_holds_run, setup_logging
-from .spike_ops import resolve_memory_mode
+from .signals import RunStopped, StopFlag
 from .tracking import ScalarLog, check_wandb
 
 log = logging.getLogger("spikedriven")
-
-
-
-# ---------------------------------------------------------------- randomness
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    """Every generator's state, as plain values and tensors that load with weights_only=True."""
-    version, internal, gauss = random.getstate()
-    _, keys, pos, has_gauss, np_gauss = np.random.get_state()
-    return {
-        "python": {"version": version, "state": list(internal), "gauss": gauss},
-        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "gauss": float(np_gauss)},
-        "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-
-
-def set_rng_state(state: dict) -> None:
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def epoch_seed(cfg: Config, epoch: int, rank: int) -> int:
-    return cfg.seed + 1000 * epoch + 100_003 * rank
-
-
-# -------------------------------------------------------------- stop signals
-
-
-class StopFlag:
-    """Set by SIGINT / SIGTERM; the loop saves and exits at the next sync point."""
-
-    def __init__(self):
-        self.signal: Optional[int] = None
-        self.owner: Optional[int] = None  # the process that installed the handler
-
-    def __call__(self) -> bool:
-        return self.signal is not None
-
-    @contextmanager
-    def installed(self):
-        self.owner = os.getpid()
-        if threading_is_main():
-            previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        else:
-            previous = {}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-    def _handle(self, signum, frame):
-        if os.getpid() != self.owner:
-            # A loader worker forked from the run inherits this handler; Ctrl-C reaches the whole
-            # process group, and the run's own process decides when to stop and shuts its workers down.
-            return
-        if self.signal is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C stops at once
-        self.signal = signum
-        log.warning("%s received: saving a resumable checkpoint at the next safe point", signal.Signals(signum).name)
-
-
-def threading_is_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-class RunStopped(Exception):
-    """Training stopped on a signal after saving; carries the exit code."""
-
-    def __init__(self, code: int, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 # --------------------------------------------------------------------- run
@@ -189,34 +95,6 @@ def compile_model(cfg: Config, model: nn.Module, device: torch.device, distribut
     if resolve_memory_mode(cfg.backward_memory, device.type) != "full":
         log.info("under torch.compile spike inputs are kept as bool; the compiler chooses what else backward keeps")
     return torch.compile(model, mode=compile_mode), device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
-
-
-class EpochProgress:
-    """A bar on a terminal, and a line every ``log_interval`` steps in the log and on the
-    console: step, mean loss since the last line, lr, images/s (all processes), ETA of the epoch."""
-
-    def __init__(self, epoch: int, steps: int, start_step: int, lr: float, log_every: int, world: int, show_bar: bool):
-        self.epoch, self.steps, self.lr, self.log_every, self.world = epoch, steps, lr, log_every, world
-        self.bar = tqdm(total=steps, initial=start_step, desc=f"epoch {epoch}", disable=not show_bar, unit="step", leave=False)
-        self.started = self.since = time.perf_counter()
-        self.start_step = start_step
-        self.loss_sum, self.images = 0.0, 0
-
-    def __call__(self, step: int, loss: float, images: int) -> None:
-        now = time.perf_counter()
-        self.bar.update(step - self.bar.n)
-        self.bar.set_postfix(loss=f"{loss:.4f}")
-        self.loss_sum, self.images = self.loss_sum + loss * images, self.images + images
-        if step % self.log_every:
-            return
-        rate = self.images * self.world / max(now - self.since, 1e-9)
-        eta = (self.steps - step) * (now - self.started) / max(step - self.start_step, 1)
-        log.info("epoch %d | step %d/%d | loss %.4f | lr %.3g | %s img/s | ETA %s", self.epoch, step, self.steps,
-                 self.loss_sum / self.images, self.lr, f"{rate:,.0f}", timedelta(seconds=round(eta)))
-        self.since, self.loss_sum, self.images = now, 0.0, 0
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str,
@@ -409,50 +287,6 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     return run_dir
 
 
-def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module):
-    """timm's factories: AdamW without decay on biases and norm weights; cosine with warm-up and cooldown.
-
-    ``warmup_prefix=False`` makes the cosine run on the absolute epoch, as in the study:
-    ``lr(t) = min_lr + (lr - min_lr)(1 + cos(pi t / epochs)) / 2`` for ``warmup <= t < epochs``.
-    """
-    try:
-        # None: the optimizer's own default, as timm's train.py leaves it (LAMB's eps is 1e-6, not AdamW's 1e-8)
-        given = dict(betas=None if cfg.opt_betas is None else tuple(cfg.opt_betas), eps=cfg.opt_eps)
-        optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        **{k: v for k, v in given.items() if v is not None})
-    except (ValueError, AssertionError) as e:
-        raise ConfigError(f"optimizer {cfg.opt!r} cannot be built: {e}") from None
-    try:
-        scheduler, total_epochs = create_scheduler_v2(
-            optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, warmup_prefix=False,
-        )
-    except (ValueError, AssertionError) as e:
-        raise ConfigError(f"scheduler {cfg.sched!r} cannot be built: {e}") from None
-    if scheduler is None:
-        raise ConfigError(f"unknown scheduler {cfg.sched!r}; try cosine, step, plateau, poly or tanh")
-    return optimizer, scheduler, total_epochs
-
-
-def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
-    """timm's Mixup (label smoothing inside it when on) and the matching loss, as timm's train.py pairs
-    them; with TET the loss averages the per-step losses and adds TET's regulariser."""
-    mixup = None
-    if mixup_on:
-        mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
-                      switch_prob=cfg.mixup_switch_prob, mode=cfg.mixup_mode,
-                      label_smoothing=cfg.smoothing, num_classes=cfg.num_classes)
-    if cfg.bce_loss:
-        loss = BinaryCrossEntropy(smoothing=0.0 if mixup_on else cfg.smoothing, target_threshold=cfg.bce_target_thresh)
-    elif mixup_on:
-        loss = SoftTargetCrossEntropy()
-    elif cfg.smoothing > 0:
-        loss = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
-    else:
-        loss = torch.nn.CrossEntropyLoss()
-    return mixup, TETLoss(loss, cfg.tet_means, cfg.tet_lamb) if cfg.tet else loss
-
-
 def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> tuple[dict, Optional[float]]:
     """Firing rate per neuron layer over every sample of every rank, and the mean firing rate:
     spikes over neuron-steps of all layers (weighted by neurons, as evaluation reports it)."""
@@ -478,23 +312,6 @@ def neuron_path(model: nn.Module, device: torch.device) -> str:
     if fused_available(torch.zeros(1, device=device)):
         return f"{name}, fused Triton kernels" if fusable else f"{name} has no fused form: its PyTorch code runs on the GPU"
     return f"{name}, per-step loop (the fused kernels run on CUDA)" if fusable else f"{name}, its PyTorch code (no fused form)"
-
-
-def log_epoch(scalars: ScalarLog, row: dict, rates: dict, mean_rate: Optional[float], learned: dict, stats: dict,
-              mixup_on: bool, eval_name: str) -> None:
-    values = {f"{'train' if key in ('lr', 'train_loss', 'images_per_s') else eval_name}/{key}": row[key]
-              for key in ("lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "images_per_s")}
-    values.update({f"firing_rate/{name}": rate for name, rate in rates.items()})
-    if mean_rate is not None:
-        values["firing_rate/mean"] = mean_rate
-    for layer, settings in learned.items():  # PLIF's tau, a learned threshold
-        values.update({f"neuron/{layer}/{key}": value for key, value in settings.items()})
-    scalars.log(values, row["epoch"])
-    extra = f" | skipped {stats['skipped_steps']} non-finite steps" if stats["skipped_steps"] else ""
-    log.info("epoch %d | lr %.3g | train loss %.4f%s | %s loss %.4f top1 %.2f top5 %.2f | mean firing rate %s | %.1fs, %.0f img/s%s",
-             row["epoch"], row["lr"], row["train_loss"], " (mixup)" if mixup_on else "", eval_name, row["eval_loss"],
-             row["eval_top1"], row["eval_top5"], "-" if mean_rate is None else f"{mean_rate:.4f}", row["epoch_seconds"],
-             row["images_per_s"], extra)
 
 
 def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eval_name: str) -> dict:

@@ -1,0 +1,20 @@
+"""The typed run configuration: YAML file + command-line flags -> validated ``Config``.
+
+Every field is a YAML key (``batch_size``) and a flag (``--batch-size``). Unknown keys, wrong types and
+impossible values are refused before anything starts, with one sentence naming the key.
+
+    schema.py         the Config dataclass: every field, its help, default and checks
+    values.py         a value as its field's type (true, none, 1e-3, lists, KEY=VALUE)
+    files.py          a YAML file and flags over it -> Config; what a run records
+    flags.py          one flag per field, grouped by section
+    original_keys.py  the original code's vocabulary: spellings, keys that change nothing, refused keys
+"""
+
+from .files import from_mapping, load_config, load_yaml, recorded_config, requested_values, save_config
+from .flags import add_config_flags, flag_name, overrides_from_args
+from .schema import AMP_MODES, COMPILE_MODES, CUDA_GRAPH_MODES, FIELDS, NEURON_FIELDS, NONFINITE_POLICIES, Config
+from .values import coerce, parse_key_values
+
+__all__ = ["AMP_MODES", "COMPILE_MODES", "CUDA_GRAPH_MODES", "FIELDS", "NEURON_FIELDS", "NONFINITE_POLICIES", "Config",
+           "add_config_flags", "coerce", "flag_name", "from_mapping", "load_config", "load_yaml", "overrides_from_args",
+           "parse_key_values", "recorded_config", "requested_values", "save_config"]

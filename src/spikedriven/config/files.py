@@ -1,0 +1,114 @@
+"""Config files: a YAML file and flags over it -> a validated Config; the settings a run records; config.yaml."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from ..atomic import write_text_atomic
+from ..errors import ConfigError
+from .original_keys import inert_line, normalised, read_vocabulary
+from .schema import FIELDS, Config
+from .values import coerce
+
+
+def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] = None) -> Config:
+    """A validated Config from ``base`` (defaults if None) updated with ``values``, which may use the
+    original code's vocabulary (``TET``, ``model-ema: false``, ``drop_path``; see original_keys).
+
+    Every problem of ``values`` (unknown keys, refused keys, wrong types) is reported in one message, so
+    that a file is fixed in one round; keys that change nothing get one warning line per source."""
+    reading = read_vocabulary(values, FIELDS)
+    data = (base or Config()).to_dict()
+    problems = list(reading.problems)
+    for key, value in reading.values.items():
+        try:
+            data[key] = coerce(key, value, source)
+        except ConfigError as e:
+            problems.append(str(e))
+    if len(problems) == 1:
+        raise ConfigError(problems[0] if "(from " in problems[0] else f"{source}: {problems[0]}")
+    if problems:
+        raise ConfigError(f"{source} has {len(problems)} problems: " + "; ".join(problems))
+    if reading.experiment:
+        data["output"] = experiment_output(data["output"], reading.experiment)
+    if reading.inert:
+        _warn_once(source, reading.inert)
+    return Config(**data).validate()
+
+
+def experiment_output(output: Optional[str], experiment: str) -> str:
+    """timm's ``--experiment NAME``: the run folder NAME under ``--output`` (default output/train)."""
+    return str(Path(output or "output/train") / experiment)
+
+
+_WARNED: set = set()
+
+
+def _warn_once(source: str, inert: Mapping[str, str]) -> None:
+    import logging
+
+    key = (source, tuple(inert))
+    if key not in _WARNED:  # a study reads its file once per run: say it once
+        _WARNED.add(key)
+        logging.getLogger("spikedriven").warning(inert_line(source, inert))
+
+
+def recorded_config(values: Mapping[str, Any], source: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """A run's recorded config (a checkpoint's, a config.yaml); plugins given now replace the recorded ones
+    before any is imported (a plugin file that moved, named again where it is now)."""
+    values = dict(values)
+    if overrides and "plugins" in overrides:
+        values["plugins"] = overrides["plugins"]
+    return from_mapping(values, source=source)
+
+
+def load_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or "invalid YAML"
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path} is not a text file") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of key: value pairs, got {type(data).__name__}")
+    return data
+
+
+def load_config(path: Optional[str | Path] = None, overrides: Optional[Mapping[str, Any]] = None) -> Config:
+    """Defaults <- YAML file <- overrides (e.g. parsed flags), validated."""
+    cfg = Config()
+    if path is not None:
+        cfg = from_mapping(load_yaml(path), source=str(path))
+    if overrides:
+        cfg = from_mapping(overrides, source="command line", base=cfg)
+    return cfg.validate()
+
+
+def requested_values(path: Optional[str | Path], overrides: Mapping[str, Any]) -> tuple[dict, dict]:
+    """The values given explicitly (a config file, then flags over it) and, for those from
+    the file, the file they came from; the defaults are not in them."""
+    from_file = load_yaml(path) if path is not None else {}
+    # in our vocabulary, as load_config read them: the original's spellings are our keys, and its keys
+    # that change nothing are not requests (load_config has refused the others already)
+    reading = read_vocabulary({**from_file, **overrides}, FIELDS)
+    requested = dict(reading.values)
+    if reading.experiment:
+        requested["output"] = experiment_output(requested.get("output"), reading.experiment)
+    in_file = {normalised(key) for key in from_file} - {normalised(key) for key in overrides}
+    sources = {key: str(path) for key in requested if key in in_file}
+    return requested, sources
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    write_text_atomic(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,0 +1,94 @@
+"""The command line of a config: one flag per field, grouped by section, with its default in --help."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import yaml
+
+from ..neurons import NEURONS
+from .schema import FIELDS
+from .values import coerce, _base_type
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# The config's sections, by the first field of each, for --help's groups.
+SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spike_mode": "neuron",
+            "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
+
+
+# Short and original spellings of flags: timm's -b / -j, the study's --TET.
+FLAG_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "tet": ["--TET"]}
+
+
+def _shown_default(f: dataclasses.Field) -> str:
+    default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+    if default is None:
+        return "auto" if f.metadata.get("auto") else "none"
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, list):
+        return " ".join(str(v) for v in default) or "none"
+    return str(default) if default != {} else "none"
+
+
+def add_config_flags(parser, exclude: tuple = ()) -> None:
+    """One flag per config field, grouped by the config's sections, each with its default in --help;
+    every flag defaults to "not given" so that the YAML wins. A boolean is a bare flag (``--download``),
+    ``--no-download`` turns it off, and ``--download false`` still reads."""
+    import argparse
+
+    group = None
+    for name, f in FIELDS.items():
+        if name in SECTIONS:
+            group = parser.add_argument_group(f"{SECTIONS[name]} (each flag also a YAML key)")
+        if name in exclude:
+            continue
+        base, _ = _base_type(name)
+        text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
+        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+        if base in (list, dict) or typing.get_origin(base) is list:
+            kwargs["nargs"] = "+"
+        if base is bool:  # a bare --download means true; --download false still reads
+            kwargs.update(nargs="?", const="true")
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X", dict: "KEY=VALUE"}.get(base, "NAME" if kwargs.get("nargs") else "STR")
+        if f.metadata.get("auto"):
+            metavar += "|auto"
+        group.add_argument(flag_name(name), *FLAG_ALIASES.get(name, []), metavar=metavar, **kwargs)
+        if base is bool:
+            group.add_argument("--no-" + name.replace("_", "-"), dest=f"cfg_{name}", action="store_const",
+                               const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _add_neuron_flags(parser)
+
+
+def _add_neuron_flags(parser) -> None:
+    """A flag for every setting of a registered neuron that has no config field of its own (into neuron_args)."""
+    import argparse
+
+    owners: dict[str, list] = {}
+    for name, cls in NEURONS.items():
+        for key, param in cls.settings().items():
+            if key not in FIELDS:
+                owners.setdefault(key, []).append((name, param))
+    if not owners:
+        return
+    group = parser.add_argument_group("settings of particular neurons (each also neuron_args: {KEY: VALUE} in YAML)")
+    for key, users in owners.items():
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(users[0][1].kind, "STR")
+        text = "; ".join(f"{name}: {param.doc} (default {param.default})" for name, param in users)
+        group.add_argument(flag_name(key), dest=f"neuron_{key}", metavar=metavar, default=argparse.SUPPRESS,
+                           help=text.replace("%", "%%"))
+
+
+def overrides_from_args(args) -> dict:
+    values = vars(args)
+    overrides = {k[4:]: v for k, v in values.items() if k.startswith("cfg_")}
+    settings = {k[7:]: v for k, v in values.items() if k.startswith("neuron_")}
+    if settings:  # --levels 8 is neuron_args levels=8, read as YAML reads it
+        given = coerce("neuron_args", overrides.get("neuron_args", {}), "command line")
+        overrides["neuron_args"] = {**given, **{k: yaml.safe_load(v) if isinstance(v, str) else v for k, v in settings.items()}}
+    return overrides

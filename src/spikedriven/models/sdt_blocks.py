@@ -1,0 +1,165 @@
+"""The blocks of the Spike-driven Transformer: spiking patch splitting (SPS), spike-driven self-attention (SDSA),
+the spiking MLP, and a block of the two. Tensors are [T, B, C, H, W]; module names follow the original
+implementation's state-dict layout."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..neurons import SpikingNeuron
+from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, norm_then, per_step, spike_mul
+
+# Layers fed by spikes keep their input for backward as bool, and a conv -> batch
+# norm (-> neuron) chain goes through norm_then, which chooses what backward keeps
+# and what it recomputes (spikedriven.spike_ops).
+
+
+NeuronFactory = Callable[[], SpikingNeuron]
+
+
+def _pool(enabled: bool, levels: int = 0) -> nn.Module:
+    """A 3x3 / 2 max-pool; ``levels``: the levels of the spikes it sees (0: real values)."""
+    if not enabled:
+        return nn.Identity()
+    if not levels:
+        return nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+    return SpikeMaxPool2d(kernel_size=3, stride=2, padding=1, levels=levels)
+
+
+def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, levels: int = 0) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    """A convolution and its batch norm; ``levels``: the levels of the spikes it sees (0: real values)."""
+    if levels:
+        conv = SpikeConv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias, levels=levels)
+    else:
+        conv = nn.Conv2d(in_ch, out_ch, kernel, padding=kernel // 2, bias=bias)
+    return conv, nn.BatchNorm2d(out_ch)
+
+
+class SpikingPatchSplit(nn.Module):
+    """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a
+    spiking relative-position conv added to the features."""
+
+    def __init__(self, in_chans: int, embed_dim: int, pooling_stat: str, neuron: NeuronFactory, levels: int = 1):
+        super().__init__()
+        d = embed_dim
+        pool = [flag == "1" for flag in pooling_stat]
+        self.proj_conv, self.proj_bn = _conv_bn(in_chans, d // 8, 3, bias=False)  # sees the image
+        self.proj_neuron, self.maxpool = neuron(), _pool(pool[0], levels)
+        self.proj_conv1, self.proj_bn1 = _conv_bn(d // 8, d // 4, 3, bias=False, levels=levels)
+        self.proj_neuron1, self.maxpool1 = neuron(), _pool(pool[1], levels)
+        self.proj_conv2, self.proj_bn2 = _conv_bn(d // 4, d // 2, 3, bias=False, levels=levels)
+        self.proj_neuron2, self.maxpool2 = neuron(), _pool(pool[2], levels)
+        self.proj_conv3, self.proj_bn3 = _conv_bn(d // 2, d, 3, bias=False, levels=levels)
+        self.maxpool3 = _pool(pool[3])  # acts on the real-valued BN output
+        self.rpe_neuron = neuron()
+        self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False, levels=levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.proj_neuron(x, pre=(self.proj_conv,), norm=self.proj_bn)
+        x = self.proj_neuron1(x, pre=(self.maxpool, self.proj_conv1), norm=self.proj_bn1)
+        x = self.proj_neuron2(x, pre=(self.maxpool1, self.proj_conv2), norm=self.proj_bn2)
+        feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3))
+        return norm_then(self.rpe_neuron(feat), self.rpe_bn, pre=(self.rpe_conv,)) + feat
+
+    def inference_ops(self, inputs, output: torch.Tensor) -> dict:
+        """Operations outside the layers and neurons, for energy models: the position code's residual."""
+        return {"add": output.numel()}
+
+
+class SpikeDrivenSelfAttention(nn.Module):
+    """SDSA: ``q * SN(sum_tokens(k * v))`` with binary q, k, v; no softmax, no scale.
+
+    The product is channel-wise, so heads only group channels: channel
+    ``c = head * (dim / heads) + d`` as in the reference.
+
+    ``dvs_mode`` (the original's attention for event data): a 3x3 max-pool,
+    stride 1, on k and v over each frame, and on k * v and on q * kv in the
+    original's head layout, where the window spans tokens and the channels of a
+    head. Here the head layout is ``[heads, dim/heads, N]`` (the original's
+    transposed); a max-pool's window is symmetric, so the result is the same.
+    """
+
+    def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory, levels: int = 1,
+                 dvs_mode: bool = False):
+        super().__init__()
+        self.num_heads, self.levels, self.dvs_mode = num_heads, levels, dvs_mode
+        if dvs_mode:  # no parameters: the original's checkpoints have no keys for them either
+            self.frame_pool = SpikeMaxPool2d(kernel_size=3, stride=1, padding=1, levels=levels)
+            self.head_pool = SpikeMaxPool2d(kernel_size=3, stride=1, padding=1, levels=levels * levels)
+        self.shortcut_neuron = neuron()
+        self.q_conv, self.q_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
+        self.k_conv, self.k_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
+        self.v_conv, self.v_bn = _conv_bn(dim, dim, 1, bias=False, levels=levels)
+        self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
+        self.kv_neuron = attn_neuron()
+        # q * kv multiplies spikes of `levels` levels each: the output convolution sees levels**2 levels
+        self.proj_conv, self.proj_bn = _conv_bn(dim, dim, 1, bias=True, levels=levels * levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t, b, c, h, w = x.shape
+        s = self.shortcut_neuron(x)
+        # [T, B, heads, dim/heads, N]: a view of [T, B, C, H, W], no copy
+        heads = (t, b, self.num_heads, c // self.num_heads, h * w)
+        q = self.q_neuron(s, pre=(self.q_conv,), norm=self.q_bn).reshape(heads)
+        k = self.k_neuron(s, pre=(self.k_conv,), norm=self.k_bn)
+        v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn)
+        if self.dvs_mode:
+            k, v = per_step(self.frame_pool, k), per_step(self.frame_pool, v)
+        kv = spike_mul(k.reshape(heads), v.reshape(heads), self.levels)
+        if self.dvs_mode:
+            kv = self._pool_heads(kv)
+        kv = self.kv_neuron(kv.sum(dim=-1, keepdim=True))  # sum over tokens
+        y = spike_mul(q, kv, self.levels)
+        if self.dvs_mode:
+            y = self._pool_heads(y)
+        return norm_then(y.reshape(t, b, c, h, w), self.proj_bn, pre=(self.proj_conv,)) + x
+
+    def inference_ops(self, inputs, output: torch.Tensor) -> dict:
+        """Operations outside the layers and neurons, for energy models: the masks k * v and q * kv
+        (an AND of binary spikes, a small integer product of multi-level ones), the sum over the N
+        tokens (N - 1 adds per channel) and the residual."""
+        t, b, c, h, w = inputs[0].shape
+        elements = t * b * c * h * w
+        return {"and" if self.levels == 1 else "mul": 2 * elements, "add": t * b * c * (h * w - 1) + elements}
+
+    def _pool_heads(self, z: torch.Tensor) -> torch.Tensor:
+        """The 3x3 max-pool over (head channels, tokens) of ``[T, B, heads, dim/heads, N]``."""
+        return self.head_pool(z.reshape(-1, 1, *z.shape[-2:])).reshape(z.shape)
+
+
+class SpikingMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, neuron: NeuronFactory, levels: int = 1):
+        super().__init__()
+        self.fc1_neuron = neuron()
+        self.fc1_conv, self.fc1_bn = _conv_bn(dim, hidden, 1, bias=True, levels=levels)
+        self.fc2_neuron = neuron()
+        self.fc2_conv, self.fc2_bn = _conv_bn(hidden, dim, 1, bias=True, levels=levels)
+        self.hidden_residual = hidden == dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        s = self.fc1_neuron(x)
+        if self.hidden_residual:
+            identity = norm_then(s, self.fc1_bn, pre=(self.fc1_conv,)) + identity
+            s = self.fc2_neuron(identity)
+        else:
+            s = self.fc2_neuron(s, pre=(self.fc1_conv,), norm=self.fc1_bn)
+        return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,)) + identity
+
+    def inference_ops(self, inputs, output: torch.Tensor) -> dict:
+        """Operations outside the layers and neurons, for energy models: the residual additions."""
+        return {"add": output.numel() * (2 if self.hidden_residual else 1)}
+
+
+class Block(nn.Module):
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, neuron: NeuronFactory, attn_neuron: NeuronFactory,
+                 levels: int = 1, dvs_mode: bool = False):
+        super().__init__()
+        self.attn = SpikeDrivenSelfAttention(dim, num_heads, neuron, attn_neuron, levels, dvs_mode)
+        self.mlp = SpikingMLP(dim, int(dim * mlp_ratio), neuron, levels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.attn(x))  # each adds its own residual

@@ -1,0 +1,80 @@
+"""A study's figures: top-1 per epoch, firing rate per layer, accuracy against energy per image."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .plan import setting_label
+
+if TYPE_CHECKING:
+    from .runner import Study
+
+
+def curves_figure(study: Study) -> Figure:
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    for (mode, thr), runs in study.done_by_setting().items():
+        curves = [summary_top1(study.run_dir(r)) for r in runs]
+        n = min(len(c) for c in curves)
+        epochs = range(n)
+        mean = [statistics.fmean(c[e] for c in curves) for e in epochs]
+        line, = ax.plot(epochs, mean, label=f"{setting_label(mode, thr)} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        if len(curves) > 1:
+            lo = [min(c[e] for c in curves) for e in epochs]
+            hi = [max(c[e] for c in curves) for e in epochs]
+            ax.fill_between(epochs, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("evaluation top-1 (%)")
+    ax.set_title("Evaluation top-1 per epoch (line: mean over seeds, band: min to max)")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def firing_figure(study: Study) -> Figure:
+    """Grouped bars: one group per neuron layer (categories, so no line joins them), one bar per setting."""
+    series = {}
+    for setting, runs in study.done_by_setting().items():
+        mets = [json.loads((study.eval_dir(r) / "metrics.json").read_text()) for r in runs]
+        layers = list(mets[0]["firing_rates"])
+        series[setting] = (layers, [statistics.fmean(m["firing_rates"][l]["mean"] for m in mets) for l in layers])
+    layers = next(iter(series.values()))[0]
+    fig = Figure(figsize=(max(8.0, 0.25 * len(layers) * len(series) + 3), 5), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    for i, ((mode, thr), (_, rates)) in enumerate(series.items()):
+        offset = (i - (len(series) - 1) / 2) * width
+        ax.bar([x + offset for x in range(len(layers))], rates, width, label=setting_label(mode, thr))
+    ax.set_xticks(range(len(layers)), layers, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("firing rate (mean over T and seeds)")
+    ax.set_title("Firing rate per neuron layer")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def tradeoff_figure(rows: list[dict], models: Sequence[str]) -> Figure:
+    """Final top-1 against energy per image, one panel per energy model; bars: std over seeds."""
+    fig = Figure(figsize=(4.5 * len(models) + 1.0, 4.5), layout="constrained")
+    axes = fig.subplots(1, len(models), squeeze=False)[0]
+    for ax, model in zip(axes, models):
+        for r in rows:
+            ax.errorbar(r[f"energy_{model}_uj_mean"], r["final_top1_mean"], xerr=r[f"energy_{model}_uj_std"],
+                        yerr=r["final_top1_std"], fmt="o", capsize=3, label=setting_label(r["mode"], r["v_threshold"]))
+        ax.set_xlabel(f"energy per image, {model} (uJ)")
+        ax.set_ylabel("final top-1 (%)")
+        ax.set_title(f"energy model: {model}", fontsize=9)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Accuracy against energy (points: mean over seeds; bars: std over seeds)")
+    return fig
+
+
+def summary_top1(run_dir: Path) -> list[float]:
+    with open(run_dir / "summary.csv", newline="") as f:
+        return [float(r["eval_top1"]) for r in csv.DictReader(f)]

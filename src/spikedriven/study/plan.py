@@ -1,0 +1,166 @@
+"""A study's plan: the grid of (neuron, threshold, seed) runs, what each evaluation measures, and the study's
+folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+
+from ..config import Config, parse_key_values
+from ..errors import ConfigError
+from ..neurons import neuron_class
+
+
+def neuron_title(mode: str) -> str:
+    return neuron_class(mode).title or mode
+
+
+def _takes_threshold(mode: str) -> bool:
+    return "v_threshold" in neuron_class(mode).settings()
+
+
+def setting_label(mode: str, v_threshold: Optional[float]) -> str:
+    return neuron_title(mode) + ("" if v_threshold is None else f" u_th={v_threshold:g}")
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    mode: str
+    v_threshold: Optional[float]  # None: the neuron has no threshold
+    seed: int
+
+    @property
+    def name(self) -> str:
+        threshold = "" if self.v_threshold is None else f"-uth{self.v_threshold:g}"
+        return f"{self.mode}{threshold}-seed{self.seed}"
+
+    @property
+    def setting(self) -> tuple[str, float]:
+        return self.mode, self.v_threshold
+
+
+@dataclass(frozen=True)
+class EvalPlan:
+    """What each run's evaluation measures beyond accuracy: the energy models (with their constants,
+    in pJ) and whether inference is timed."""
+
+    energy: tuple[str, ...] = ("sdt",)
+    energy_constants: tuple[tuple[str, float], ...] = ()
+    speed: bool = False
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(["sdt", *self.energy]))
+
+    def eval_flags(self) -> list[str]:
+        flags = ["--energy", ",".join(self.models)]
+        if self.energy_constants:
+            flags += ["--energy-constants", *(f"{k}={v!r}" for k, v in self.energy_constants)]
+        return flags + (["--speed"] if self.speed else [])
+
+    def kwargs(self) -> dict:
+        return dict(energy=self.models, energy_constants=dict(self.energy_constants), speed=self.speed)
+
+    def satisfied_by(self, metrics: dict) -> bool:
+        """Whether an evaluation already measured everything this plan asks for, with these constants."""
+        from ..analysis import resolve_energy_models
+
+        energy = metrics.get("energy") or {}
+        for model, constants in resolve_energy_models(self.models, dict(self.energy_constants)):
+            if model.name not in energy or energy[model.name].get("constants_pj") != constants:
+                return False
+        return not self.speed or bool(metrics.get("speed"))
+
+
+def parse_baseline(text: Optional[str]) -> tuple[str, Optional[float], bool]:
+    """``--baseline MODE[:U_TH]`` as (mode, threshold, given); default LIF at u_th 1."""
+    if text is None:
+        return "lif", 1.0, False
+    mode, _, threshold = text.partition(":")
+    neuron_class(mode.strip())  # an unknown name fails here, with the list of neurons
+    if not threshold:
+        return mode.strip(), (1.0 if _takes_threshold(mode.strip()) else None), True
+    try:
+        return mode.strip(), float(threshold), True
+    except ValueError:
+        raise ConfigError(f"--baseline takes MODE or MODE:U_TH such as if_soft:1.0, got {text!r}") from None
+
+
+def parse_list(text: str, kind, what: str) -> list:
+    try:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{what} must be a comma-separated list, got {text!r}") from None
+    if not values:
+        raise ConfigError(f"{what} is empty")
+    return values
+
+
+def parse_sets(items: Sequence[str]) -> dict:
+    """``--set key=value`` pairs; values are read as YAML scalars (``0.5``, ``true``, ``[1, 1]``)."""
+    return parse_key_values(items, "--set")
+
+
+def split_thresholds(modes: list[str], thresholds: Optional[str], lif_thresholds: Optional[str]) -> tuple[list, list]:
+    """The thresholds of the non-leaky modes and of the leaky ones (lif, lif_soft, plif); a list given for modes
+    the study does not run is refused (it would be dropped without a word)."""
+    leaky = [m for m in modes if _takes_threshold(m) and neuron_class(m).leaky]
+    others = [m for m in modes if _takes_threshold(m) and not neuron_class(m).leaky]
+    if thresholds is not None and not others:
+        raise ConfigError(f"--thresholds {thresholds} set the thresholds of the non-leaky modes (if, if_soft, ...), and "
+                          f"--modes {','.join(modes)} holds none; the leaky modes' thresholds are --lif-thresholds "
+                          f"(default {DEFAULT_LIF_THRESHOLDS})")
+    if lif_thresholds is not None and not leaky:
+        raise ConfigError(f"--lif-thresholds {lif_thresholds} set the thresholds of the leaky modes (lif, lif_soft, "
+                          f"plif), and --modes {','.join(modes)} holds none; the other modes' thresholds are "
+                          f"--thresholds (default {DEFAULT_THRESHOLDS})")
+    return (parse_list(thresholds or DEFAULT_THRESHOLDS, float, "--thresholds"),
+            parse_list(lif_thresholds or DEFAULT_LIF_THRESHOLDS, float, "--lif-thresholds"))
+
+
+def check_devices(devices: list[str]) -> list[str]:
+    """``--devices``: CUDA GPU ids that exist here, or ``cpu`` entries (one CPU run each)."""
+    import torch
+
+    gpus = [d for d in devices if d != "cpu"]
+    if any(not d.isdigit() for d in gpus):
+        raise ConfigError(f"--devices takes GPU ids (0,1,...) or cpu entries, got {','.join(devices)}")
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus and not count:
+        raise ConfigError(f"--devices {','.join(devices)} names CUDA GPUs, and this machine has no CUDA GPU; give cpu "
+                          "entries (--devices cpu,cpu trains two runs at once on the CPUs) or leave --devices out")
+    missing = [d for d in gpus if int(d) >= count]
+    if missing:
+        raise ConfigError(f"--devices names GPU {', '.join(missing)}, and this machine has {count} (ids 0-{count - 1})")
+    return devices
+
+
+def plan_runs(modes: list[str], thresholds: list[float], lif_thresholds: list[float], seeds: list[int]) -> list[PlannedRun]:
+    runs = []
+    for mode in modes:
+        if not _takes_threshold(mode):
+            mode_thresholds = [None]
+        else:
+            mode_thresholds = lif_thresholds if neuron_class(mode).leaky else thresholds
+        for thr in mode_thresholds:
+            runs.extend(PlannedRun(mode, None if thr is None else float(thr), seed) for seed in seeds)
+    return runs
+
+
+def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
+    """``parts`` contiguous shares of ``cpus``, as equal as they come; with fewer CPUs than parts, every part gets all."""
+    if len(cpus) < parts:
+        return [list(cpus)] * parts
+    size, extra = divmod(len(cpus), parts)
+    bounds = [i * size + min(i, extra) for i in range(parts + 1)]
+    return [list(cpus[bounds[i]:bounds[i + 1]]) for i in range(parts)]
+
+
+DEFAULT_THRESHOLDS, DEFAULT_LIF_THRESHOLDS = "0.8,1.0,1.2", "1.0"
+
+
+def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:
+    stem = Path(config_path).stem if config_path else "defaults"
+    return Path("output/study") / f"{cfg.dataset.split('/')[-1]}-{stem}"

@@ -1,0 +1,242 @@
+"""A study's tables: one row per setting over its seeds (accuracy, the comparison with the baseline, cost per
+image), as results.csv, results.md and results.tex."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import statistics
+from typing import TYPE_CHECKING, Optional, Sequence
+
+
+from ..analysis.runs import RunCurve, runs_markdown
+from ..analysis.statistics import Comparison, compare_to_baseline, last_mean, latex_table, mean_std
+from ..atomic import atomic_write, write_text_atomic
+from ..config import Config
+from ..errors import SpikedrivenError
+
+from .plan import neuron_title, setting_label
+from .figures import curves_figure, firing_figure, summary_top1, tradeoff_figure
+
+if TYPE_CHECKING:
+    from .runner import Study
+
+log = logging.getLogger("spikedriven.study")
+
+
+def collect(study: Study) -> list[dict]:
+    """One row per (mode, threshold) over the seeds that finished, with the comparison to the baseline."""
+    rows, finals = [], {}
+    dataset = next(iter(study.configs.values())).dataset
+    for (mode, thr), done in study.done_by_setting().items():
+        res = [json.loads((study.run_dir(r) / "results.json").read_text()) for r in done]
+        met = [json.loads((study.eval_dir(r) / "metrics.json").read_text()) for r in done]
+        final = [x.get("final_test_top1", x["final_top1"]) for x in res]
+        best = [x.get("best_test_top1", x["best_top1"]) for x in res]
+        last = [last_mean(summary_top1(study.run_dir(r)), LAST_EPOCHS) for r in done]
+        finals[(mode, thr)] = (final, [r.seed for r in done])
+        row = {
+            "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
+            **_mean_std_columns("final_top1", final), **_mean_std_columns("best_top1", best),
+            **_mean_std_columns("last10_top1", [value for value, _ in last]),
+            "last10_epochs": min(n for _, n in last),
+            "best_picked_on": res[0]["eval_set"],
+            "mean_firing_rate": statistics.fmean(m["mean_firing_rate"] for m in met),
+            "sops_per_image": statistics.fmean(m["totals"]["sops"] for m in met),
+            "energy_uj_per_image": statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in met),
+        }
+        for model in study.evaluation.models:
+            row.update(_mean_std_columns(f"energy_{model}_uj", [m["energy"][model]["total_j"] * 1e6 for m in met]))
+        if study.evaluation.speed:
+            row.update(_speed_columns(met))
+        row["published_best_top1"] = PUBLISHED_BEST_TOP1.get(dataset, {}).get((mode, thr))
+        rows.append(row)
+    baseline = finals.get(study.baseline)
+    for row in rows:
+        if baseline is None:
+            comparison = None
+        elif (row["mode"], row["v_threshold"]) == study.baseline:
+            comparison = "baseline"
+        else:
+            values, seeds = finals[(row["mode"], row["v_threshold"])]
+            comparison = compare_to_baseline(values, baseline[0], seeds, baseline[1])
+        row.update(_comparison_columns(comparison))
+    return rows
+
+
+def write_tables(study: Study) -> list[dict]:
+    rows = collect(study)
+    if not rows:
+        raise SpikedrivenError(f"no finished runs in {study.folder} to tabulate")
+    with atomic_write(study.folder / "results.csv", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    # the header describes the runs as they were trained (the stale check made them agree with the plan)
+    described = study.recorded_config(next(r for r in study.runs if study.is_done(r)))
+    first = next(iter(study.done_by_setting().values()))[0]
+    conventions = json.loads((study.eval_dir(first) / "metrics.json").read_text())["energy"]
+    conventions = {m: conventions[m]["convention"] for m in study.evaluation.models}
+    write_text_atomic(study.folder / "results.md", format_markdown(rows, described, study.baseline, conventions,
+                                                                  study.other_runs))
+    write_text_atomic(study.folder / "results.tex", format_latex(rows, described, study.baseline))
+    curves_figure(study).savefig(study.folder / "curves.png", dpi=120)
+    firing_figure(study).savefig(study.folder / "firing.png", dpi=120)
+    tradeoff_figure(rows, study.evaluation.models).savefig(study.folder / "tradeoff.png", dpi=120)
+    names = ("results.md", "results.tex", "results.csv", "curves.png", "firing.png", "tradeoff.png")
+    log.info("results: %s", ", ".join(str(study.folder / n) for n in names))
+    return rows
+
+
+# Best-epoch test top-1 of the publication (SPEC section 1), for comparison only.
+PUBLISHED_BEST_TOP1 = {
+    "torch/cifar10": {("lif", 1.0): 94.34, ("if", 0.8): 94.13, ("if", 1.0): 94.44, ("if", 1.2): 94.32,
+                      ("if_soft", 0.8): 93.88, ("if_soft", 1.0): 94.53, ("if_soft", 1.2): 94.40},
+    "torch/cifar100": {("lif", 1.0): 76.00, ("if", 0.8): 76.11, ("if", 1.0): 76.07, ("if", 1.2): 76.15,
+                       ("if_soft", 0.8): 76.00, ("if_soft", 1.0): 76.36, ("if_soft", 1.2): 76.56},
+}
+
+
+LAST_EPOCHS = 10  # the mean of the last epochs' top-1, a steadier figure than the final epoch alone
+
+
+def _last(n: int) -> str:
+    return "last epoch" if n == 1 else f"last {n} epochs"
+
+
+def _mean_std_columns(name: str, values: list[float]) -> dict:
+    mean, std = mean_std(values)
+    return {f"{name}_mean": mean, f"{name}_std": std}
+
+
+def _speed_columns(metrics: list[dict]) -> dict:
+    """Per path, images/s at the evaluation batch and latency at batch 1, mean over seeds (None where a path
+    did not run: the fused kernels need CUDA)."""
+    out = {}
+    rows = [r for m in metrics for r in m["speed"]]
+    batch = max(r["batch"] for r in rows)
+    out["speed_batch"] = batch
+    for path in ("fused", "loop"):
+        per_s = [r["images_per_s"] for r in rows if r["path"] == path and r["batch"] == batch and r["available"]]
+        latency = [r["latency_ms"] for r in rows if r["path"] == path and r["batch"] == 1 and r["available"]]
+        out[f"{path}_images_per_s"] = statistics.fmean(per_s) if per_s else None
+        out[f"{path}_latency_ms_batch1"] = statistics.fmean(latency) if latency else None
+    out["speed_device"] = rows[0]["device"]
+    return out
+
+
+def _comparison_columns(comparison) -> dict:
+    """The comparison with the baseline as flat columns; ``comparison``: a ``Comparison``, "baseline", or None
+    (the baseline is not in the study)."""
+    if not isinstance(comparison, Comparison):
+        verdict = "baseline" if comparison == "baseline" else "no baseline in the study"
+        return {"vs_baseline": None, "vs_baseline_low": None, "vs_baseline_high": None, "p_value": None,
+                "test": None, "verdict": verdict}
+    return {"vs_baseline": comparison.difference, "vs_baseline_low": comparison.low,
+            "vs_baseline_high": comparison.high, "p_value": comparison.p_value, "test": comparison.test,
+            "verdict": comparison.verdict}
+
+
+def _pm(mean: float, std: Optional[float], digits: int = 2) -> str:
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def _threshold(value: Optional[float]) -> str:
+    return "-" if value is None else format(value, "g")
+
+
+def _interval(row: dict) -> str:
+    if row["vs_baseline"] is None:
+        return "-"
+    if row["vs_baseline_low"] is None or row["vs_baseline_low"] == row["vs_baseline_high"]:
+        return f"{row['vs_baseline']:+.2f}"
+    return f"{row['vs_baseline']:+.2f} [{row['vs_baseline_low']:+.2f}, {row['vs_baseline_high']:+.2f}]"
+
+
+def _p(row: dict) -> str:
+    p = row["p_value"]
+    return "-" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _best_column(rows: list[dict]) -> str:
+    return ("best-epoch top-1 (picked on test set)" if rows[0]["best_picked_on"] == "test"
+            else "test top-1 of the epoch best on the held-out split")
+
+
+def _baseline_text(baseline: tuple[str, Optional[float]]) -> str:
+    return setting_label(*baseline)
+
+
+def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0),
+                    conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = ()) -> str:
+    conventions = conventions or {}
+    models = list(conventions) or ["sdt"]
+    last_n = min(r["last10_epochs"] for r in rows)
+    eval_set = "test set" if rows[0]["best_picked_on"] == "test" else "held-out split"
+    lines = [
+        f"# Neuron-model study: {cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
+        "",
+        "## Accuracy",
+        "",
+        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {_last(last_n)} = the mean of the "
+        f"{_last(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
+        f"top-1 to the baseline, {_baseline_text(baseline)}, with its 95 % confidence interval and p-value (a paired "
+        "t-test on per-seed differences when both ran the same seeds, else Welch's t-test); \"within noise\" when "
+        "the interval contains 0.",
+        "",
+        f"| neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {_last(last_n)} | Δ final [95 % CI] "
+        "| p | test | verdict | publication, best epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
+        lines.append(
+            f"| {neuron_title(r['mode'])} | {_threshold(r['v_threshold'])} | {r['seeds']} "
+            f"| {_pm(r['final_top1_mean'], r['final_top1_std'])} | {_pm(r['best_top1_mean'], r['best_top1_std'])} "
+            f"| {_pm(r['last10_top1_mean'], r['last10_top1_std'])} | {_interval(r)} | {_p(r)} | {r['test'] or '-'} "
+            f"| {r['verdict']} | {pub} |"
+        )
+    speed = "fused_images_per_s" in rows[0]
+    header = ["neuron", "u_th", "mean firing rate", "SOPs / image (M)", *(f"energy {m} (uJ)" for m in models)]
+    if speed:
+        header += [f"fused images/s (batch {rows[0]['speed_batch']})", f"loop images/s (batch {rows[0]['speed_batch']})",
+                   "fused latency, batch 1 (ms)", "loop latency, batch 1 (ms)"]
+    lines += ["", "## Cost per image", "",
+              "Energy per image from the final model on the test set, mean ± std over seeds, by each energy model "
+              "(conventions below)." + (f" Inference speed on {rows[0]['speed_device']}: median of timed forwards, "
+                                        "mean over seeds; '-' where a path did not run." if speed else ""),
+              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        cells = [neuron_title(r["mode"]), _threshold(r["v_threshold"]), f"{r['mean_firing_rate']:.4f}",
+                 f"{r['sops_per_image'] / 1e6:.2f}",
+                 *(_pm(r[f"energy_{m}_uj_mean"], r[f"energy_{m}_uj_std"], 3) for m in models)]
+        if speed:
+            cells += ["-" if r[k] is None else f"{r[k]:.1f}" if "per_s" in k else f"{r[k]:.2f}"
+                      for k in ("fused_images_per_s", "loop_images_per_s", "fused_latency_ms_batch1",
+                                "loop_latency_ms_batch1")]
+        lines.append("| " + " | ".join(cells) + " |")
+    if conventions:
+        lines += ["", "Energy conventions:", ""] + [f"- `{m}`: {text}" for m, text in conventions.items()]
+    if other_runs:
+        lines += ["", "## Runs of the original code and others", "",
+                  f"Read from their summary.csv: best and final epoch, mean of the {_last(LAST_EPOCHS)}, computed as "
+                  "for the runs above.", "", runs_markdown(other_runs).rstrip()]
+    lines += ["", "The publication column holds the paper's best-epoch figures (best of 310 test-set evaluations, "
+              "one run each); it is for reference, not computed here. Firing rates count spike events per neuron and "
+              "step (a multi-level spike k / D is k events)."]
+    return "\n".join(lines) + "\n"
+
+
+def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0)) -> str:
+    """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
+    last_n = min(r["last10_epochs"] for r in rows)
+    headers = ["Neuron", "u_th", "Seeds", "Final top-1", "Best top-1", f"Mean of {_last(last_n)}",
+               "Diff. final [95% CI]", "p"]
+    body = [[neuron_title(r["mode"]), r["v_threshold"], r["seeds"],
+             (r["final_top1_mean"], r["final_top1_std"]), (r["best_top1_mean"], r["best_top1_std"]),
+             (r["last10_top1_mean"], r["last10_top1_std"]),
+             None if r["vs_baseline"] is None else _interval(r), None if r["p_value"] is None else _p(r)] for r in rows]
+    caption = (f"{cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}: top-1 (%), mean and std over seeds; "
+               f"difference of mean final top-1 against {_baseline_text(baseline)}")
+    return latex_table(headers, body, bold_best=(3, 4, 5), caption=caption)
