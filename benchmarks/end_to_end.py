@@ -31,6 +31,7 @@ from spikedriven.testing import write_fake_cifar
 from spikedriven.engine.recipe import build_optimizer_and_scheduler, make_mixup_and_loss
 from spikedriven.engine.rng import seed_everything
 from spikedriven.engine.trainer import compile_model, place_model
+from spikedriven.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 # --quick: a few hundred images through a small model on the CPU
@@ -57,8 +58,9 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
         splits = build_datasets(cfg)
         if eval_per_image:  # timm's evaluation transform on each image, as if it changed them
             splits.eval.transform = build_transforms(cfg, False)
-        train_loader = build_train_loader(cfg, splits.train, device_type=device.type)
-        eval_loader = build_eval_loader(cfg, splits.eval, device_type=device.type)
+        runtime = Runtime.resolve(cfg, device)  # the training command's decisions on this machine
+        train_loader = build_train_loader(cfg, splits.train, device_type=device.type, workers=runtime.workers)
+        eval_loader = build_eval_loader(cfg, splits.eval, device_type=device.type, workers=runtime.workers)
 
         workers = train_loader.num_workers
         t0 = time.perf_counter()
@@ -72,18 +74,19 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
             return {"workers": workers, "batch": batch, "train_images": n, "eval_images": n_eval, **data}
 
         # the training command's device defaults
-        model, channels_last = place_model(cfg, device)
+        model = place_model(cfg, runtime)
+        channels_last = runtime.channels_last
         optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
         mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
         dist = DistInfo()
-        train_model, cuda_graphs = compile_model(cfg, model, device, distributed=False)
+        train_model = compile_model(cfg, model, runtime)
         times = []
         for epoch in range(epochs):  # the first epoch also compiles; the last one is the steady state
             sync(device)
             t0 = time.perf_counter()
             stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, dist=dist,
-                                    mixup=mixup, amp=cfg.amp, sync_every=50, backward_memory=cfg.backward_memory,
-                                    channels_last=channels_last, cuda_graphs=cuda_graphs)
+                                    mixup=mixup, amp=cfg.amp, sync_every=50, backward_memory=runtime.backward_memory,
+                                    channels_last=channels_last, cuda_graphs=runtime.cuda_graphs)
             sync(device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
@@ -95,7 +98,7 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "workers": workers, "batch": batch, "amp": amp,
-        "compile": cfg.compile_for(device.type, distributed=False) or "off", "backward_memory": cfg.backward_memory, "channels_last": channels_last,
+        "compile": runtime.compile_mode or "off", "backward_memory": runtime.backward_memory, "channels_last": channels_last,
         "epochs": epochs, "first_epoch_s": round(times[0], 2),
         "train_images": stats["images"], "eval_images": metrics["eval_images"],
         "generate_s": round(generate_s, 2), **data,

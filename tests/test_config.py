@@ -60,8 +60,7 @@ def test_every_field_has_one_flag_and_every_flag_reads_back():
 
 def test_flags_win_over_the_file_and_the_file_over_the_defaults(tmp_path):
     path = tmp_path / "c.yml"
-    path.write_text("dataset: sklearn/digits\nimg_size: 8\nin_channels: 1\nnum_classes: 10\ndim: 16\nnum_heads: 2\n"
-                    "lr: 0.01\n")
+    path.write_text("dim: 16\nnum_heads: 2\nlr: 0.01\n")
     cfg = load_config(path, {"lr": "0.02"})
     assert cfg.lr == 0.02 and cfg.dim == 16 and cfg.epochs == FIELDS["epochs"].default
 

@@ -10,7 +10,7 @@ import torch
 
 from spikedriven.config import load_config
 from spikedriven.data import (
-    MAX_AUTO_WORKERS, build_datasets, build_eval_loader, build_train_loader, build_transforms, resolve_workers,
+    build_datasets, build_eval_loader, build_train_loader, build_transforms,
 )
 from spikedriven.errors import ConfigError
 from spikedriven.testing import write_fake_cifar
@@ -74,20 +74,6 @@ def test_each_image_is_augmented_alike_on_every_rank(data_dir):
         assert len(keys) == len(single) // 2 and all(epoch == 4 for epoch, _ in keys)
         for key in keys[:5]:
             assert np.array_equal(loader.dataset[key][0], single[key][0])
-
-
-def test_workers_auto_fills_the_cpu_share_on_a_gpu_and_takes_one_on_cpu():
-    auto = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
-    assert auto.workers is None  # the study's configs say auto
-    assert resolve_workers(auto, "cuda", cpus=16, local_processes=1) == 15  # one core stays with the training loop
-    assert resolve_workers(auto, "cuda", cpus=64, local_processes=4) == 15  # torchrun: each process its share
-    assert resolve_workers(auto, "cuda", cpus=1, local_processes=1) == 1
-    assert resolve_workers(auto, "cuda", cpus=256, local_processes=1) == MAX_AUTO_WORKERS
-    assert resolve_workers(auto, "cpu", cpus=2, local_processes=1) == 1
-    assert resolve_workers(auto, "cpu", cpus=1, local_processes=1) == 0
-    fixed = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"workers": "3"})
-    assert resolve_workers(fixed, "cuda", cpus=16, local_processes=1) == resolve_workers(fixed, "cpu", cpus=1) == 3
-    assert load_config(None, {"workers": "AUTO"}).workers is None
 
 
 def test_workers_refuses_what_is_neither_a_count_nor_auto():

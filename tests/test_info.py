@@ -8,7 +8,7 @@ import torch
 from spikedriven.cli import main
 from spikedriven.config import load_config
 from spikedriven.data import DATASETS
-from spikedriven.data.loaders import cpu_ids
+from spikedriven.runtime import cpu_ids
 from spikedriven.models import build_model
 from spikedriven.neurons import fused
 

@@ -245,24 +245,6 @@ def test_lean_backward_memory_trains_exactly_like_full(cifar_root, tmp_path):
         assert_same_run(tmp_path / "full", tmp_path / memory)
 
 
-def test_compile_auto_compiles_single_process_cuda_runs_only():
-    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
-    assert cfg.compile is None  # auto
-    assert cfg.compile_for("cuda", distributed=False) == "reduce-overhead"
-    assert cfg.compile_for("cuda", distributed=True) is None
-    assert cfg.compile_for("cpu", distributed=False) is None
-    forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": "true", "compile_mode": "default"})
-    assert forced.compile_for("cpu", distributed=True) == "default"
-    off = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": False})
-    assert off.compile_for("cuda", distributed=False) is None
-    assert load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"compile": "auto"}).compile is None
-    # min's recomputation is eager: auto leaves such a run uncompiled, an explicit true still compiles
-    least = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"backward_memory": "min"})
-    assert least.compile_for("cuda", distributed=False) is None
-    least_forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"backward_memory": "min", "compile": True})
-    assert least_forced.compile_for("cuda", distributed=False) == "reduce-overhead"
-
-
 def test_randaugment_posterize_at_top_magnitude_gives_black_not_an_error():
     """The study's RandAugment reaches 0-bit posterize; Pillow 13 raises there, which would end a run."""
     import numpy as np
@@ -280,14 +262,6 @@ def test_randaugment_posterize_at_top_magnitude_gives_black_not_an_error():
     assert out.shape == (32, 32, 3) and not out.any()
     op.magnitude = 5  # keep 2 bits: an ordinary posterize
     assert not (np.asarray(op(img)) & 0b00111111).any() and np.asarray(op(img)).any()
-
-
-def test_channels_last_auto_is_on_for_cuda_only():
-    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml")
-    assert cfg.channels_last is None
-    assert cfg.channels_last_for("cuda") and not cfg.channels_last_for("cpu")
-    forced = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"channels_last": "true"})
-    assert forced.channels_last_for("cpu")
 
 
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])

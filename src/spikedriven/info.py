@@ -57,7 +57,7 @@ def version_lines() -> list[str]:
 def device_lines() -> list[str]:
     import torch
 
-    from .data.loaders import cpu_ids
+    from .runtime import cpu_ids
 
     lines = []
     if torch.cuda.is_available():

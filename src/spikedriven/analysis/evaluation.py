@@ -21,6 +21,7 @@ from .speed import format_speed, measure_speed
 from ..config import Config, coerce, from_mapping, load_config, recorded_config
 from ..data import build_datasets, build_eval_loader, build_test_dataset
 from ..engine.distributed import resolve_device
+from ..runtime import Runtime
 from ..engine.loop import AMP_DTYPES, FP16_NEEDS_CUDA
 from ..errors import CheckpointError, ConfigError
 from ..models import build_model
@@ -160,7 +161,7 @@ def evaluate_checkpoint(
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val needs the run's held-out split (val_size > 0 in its config)")
     dataset = build_datasets(cfg).eval if split == "val" else build_test_dataset(cfg)
-    loader = build_eval_loader(cfg, dataset, device_type=device.type)
+    loader = build_eval_loader(cfg, dataset, device_type=device.type, workers=Runtime.resolve(cfg, device).workers)
 
     model = build_model(cfg)
     ckpt_io.load_into(model, ckpt, checkpoint, use_ema=use_ema, check_settings=not overridden)

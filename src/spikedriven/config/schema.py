@@ -14,7 +14,6 @@ from ..spike_ops import MEMORY_MODES
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")  # modes that capture CUDA graphs on a GPU
 
 
 def _f(default, help: str, **kw):
@@ -127,23 +126,6 @@ class Config:
     @property
     def total_epochs(self) -> int:
         return self.epochs + self.cooldown_epochs
-
-    def channels_last_for(self, device_type: str) -> bool:
-        """auto: channels-last on CUDA (cuDNN's fast layout); on CPU it measured slower."""
-        return device_type == "cuda" if self.channels_last is None else self.channels_last
-
-    def compile_for(self, device_type: str, distributed: bool) -> Optional[str]:
-        """The torch.compile mode this run uses on ``device_type``, or None for eager.
-
-        auto compiles single-process CUDA runs only: on CPU compiling takes
-        minutes for a small gain, and CUDA graphs under DDP are not supported.
-        Nor does it with ``backward_memory: min``: a compiled graph chooses for
-        itself what backward keeps, and min's recomputation is an eager one.
-        """
-        if self.compile is None:
-            wanted = device_type == "cuda" and not distributed and self.backward_memory != "min"
-            return self.compile_mode if wanted else None
-        return self.compile_mode if self.compile else None
 
     def neuron_spec(self) -> NeuronSpec:
         """The neuron these settings describe, every setting filled in and checked. A setting the neuron

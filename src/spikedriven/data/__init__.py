@@ -10,9 +10,8 @@
 
 from .images import ArrayImageDataset, FolderImageDataset, build_transforms, eval_transform_is_identity, square_size
 from .loaders import (
-    MAX_AUTO_WORKERS, EpochSampler, FramesCollate, NormalizingCollate, SeededDataset, ShardSampler, Splits,
-    available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader, cpu_ids, resolve_workers,
-    seeded_generators,
+    EpochSampler, FramesCollate, NormalizingCollate, SeededDataset, ShardSampler, Splits, build_datasets,
+    build_eval_loader, build_test_dataset, build_train_loader, seeded_generators,
 )
 from .registry import DATASETS, DatasetDef, dataset_def, register_dataset
 
@@ -33,8 +32,8 @@ _register_datasets()
 from .cifar import CIFAR, read_cifar  # noqa: E402  (imported by the loop above already)
 
 __all__ = [
-    "CIFAR", "DATASETS", "MAX_AUTO_WORKERS", "ArrayImageDataset", "DatasetDef", "EpochSampler", "FolderImageDataset",
-    "FramesCollate", "NormalizingCollate", "SeededDataset", "ShardSampler", "Splits", "available_cpus", "build_datasets",
-    "build_eval_loader", "build_test_dataset", "build_train_loader", "build_transforms", "cpu_ids", "dataset_def",
-    "eval_transform_is_identity", "read_cifar", "register_dataset", "resolve_workers", "seeded_generators", "square_size",
+    "CIFAR", "DATASETS", "ArrayImageDataset", "DatasetDef", "EpochSampler", "FolderImageDataset", "FramesCollate",
+    "NormalizingCollate", "SeededDataset", "ShardSampler", "Splits", "build_datasets", "build_eval_loader",
+    "build_test_dataset", "build_train_loader", "build_transforms", "dataset_def", "eval_transform_is_identity",
+    "read_cifar", "register_dataset", "seeded_generators", "square_size",
 ]  # fmt: skip

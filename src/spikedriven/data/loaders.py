@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
 import random
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Optional, Sequence
@@ -24,6 +23,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, Sampler, get_worker_info
 
 from ..errors import DataError
+from ..runtime import workers_for
 from .registry import dataset_def
 
 if TYPE_CHECKING:
@@ -127,40 +127,6 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-# ------------------------------------------------------------------ workers
-
-MAX_AUTO_WORKERS = 32
-
-
-def cpu_ids() -> list[int]:
-    """The CPUs this process may run on: its affinity mask, which taskset, Slurm
-    and the study's parallel runs narrow, or all of them."""
-    try:
-        return sorted(os.sched_getaffinity(0))
-    except AttributeError:  # no affinity masks on this platform
-        return list(range(os.cpu_count() or 1))
-
-
-def available_cpus() -> int:
-    return len(cpu_ids())
-
-
-def resolve_workers(cfg: "Config", device_type: str, cpus: Optional[int] = None, local_processes: Optional[int] = None) -> int:
-    """Loader workers for ``workers: auto``: on a GPU every CPU core this
-    process's share holds but one (the training loop's), as augmentation is
-    what limits a fast GPU; on CPU one, since the model's compute needs the
-    cores and a CPU step asks for few images. A number in the config is used as
-    given (the batches are the same with any number)."""
-    if cfg.workers is not None:
-        return cfg.workers
-    cpus = available_cpus() if cpus is None else cpus
-    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if local_processes is None else local_processes
-    share = max(1, cpus // max(1, local))
-    if device_type == "cuda":
-        return max(1, min(share - 1, MAX_AUTO_WORKERS))
-    return 1 if share > 1 else 0
-
-
 # ------------------------------------------------------------------ collates
 
 
@@ -238,7 +204,8 @@ def build_test_dataset(cfg: "Config") -> SeededDataset:
     return definition.datasets(cfg)[1]
 
 
-def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu") -> DataLoader:
+def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu",
+                       workers: Optional[int] = None) -> DataLoader:
     """Shuffled per epoch from (seed, epoch) alone and augmented per sample from
     (seed, epoch, index), so a resumed run sees the same batches; call
     ``loader.sampler.set_epoch(epoch, skip)`` before each epoch. With ``aug_repeats``
@@ -253,14 +220,15 @@ def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, wor
         order = RepeatAugSampler(dataset, num_replicas=world, rank=rank, shuffle=True, num_repeats=cfg.aug_repeats)
     else:
         order = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    workers = resolve_workers(cfg, device_type)
+    workers = workers_for(cfg.workers, device_type) if workers is None else workers  # a run's Runtime gives it
     return DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=EpochSampler(order), num_workers=workers, drop_last=True,
         collate_fn=make_collate(dataset, cfg), pin_memory=device_type == "cuda", persistent_workers=workers > 0,
     )
 
 
-def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu") -> DataLoader:
+def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu",
+                      workers: Optional[int] = None) -> DataLoader:
     """This process's shard of ``dataset`` in order. Samples used as stored are
     fetched a whole batch per lookup in this process (no workers: there is no
     per-sample work to share out); otherwise each is transformed by the
@@ -270,7 +238,7 @@ def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, worl
     if dataset.whole_batches:
         batches = BatchSampler(shard, cfg.val_batch_size, drop_last=False)
         return DataLoader(dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin)
-    workers = resolve_workers(cfg, device_type)
+    workers = workers_for(cfg.workers, device_type) if workers is None else workers  # a run's Runtime gives it
     return DataLoader(
         dataset, batch_size=cfg.val_batch_size, sampler=shard, collate_fn=collate, num_workers=workers,
         pin_memory=pin, persistent_workers=workers > 0,

@@ -27,12 +27,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..analysis import learned_settings
 from ..atomic import write_text_atomic
-from ..config import CUDA_GRAPH_MODES, Config, save_config
-from ..data import available_cpus, build_datasets, build_eval_loader, build_test_dataset, build_train_loader
+from ..config import Config, save_config
+from ..data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
 from ..errors import ConfigError, DataError, user_message
 from ..models import build_model
-from ..neurons import fused_available
-from ..spike_ops import resolve_memory_mode
+from ..runtime import Runtime
 from . import checkpoint as ckpt_io
 from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
 from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
@@ -70,31 +69,26 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
         shutdown(dist)
 
 
-def place_model(cfg: Config, device: torch.device) -> tuple[nn.Module, bool]:
-    """The model on ``device`` in the memory format the config resolves to there;
-    returns it and whether that format is channels-last."""
-    if device.type == "cuda":
+def place_model(cfg: Config, runtime: Runtime) -> nn.Module:
+    """The model on the run's device, in the memory format its runtime chose."""
+    if runtime.device.type == "cuda":
         # fixed input sizes: let cuDNN time its algorithms once and keep the fastest
         torch.backends.cudnn.benchmark = True
-    model = build_model(cfg).to(device)
-    channels_last = cfg.channels_last_for(device.type)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    return model, channels_last
+    model = build_model(cfg).to(runtime.device)
+    return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
 
 
-def compile_model(cfg: Config, model: nn.Module, device: torch.device, distributed: bool) -> tuple[nn.Module, bool]:
-    """The model to train (compiled if the config resolves to a compile mode on
-    ``device``) and whether its steps run as CUDA graphs."""
-    compile_mode = cfg.compile_for(device.type, distributed)
-    if compile_mode is None:
-        return model, False
+def compile_model(cfg: Config, model: nn.Module, runtime: Runtime) -> nn.Module:
+    """The model to train: compiled when the runtime chose a compile mode."""
+    if runtime.compile_mode is None:
+        return model
     if cfg.compile is None:  # chosen for the user: an unexpected compiler failure falls back to eager
         torch._dynamo.config.suppress_errors = True
-    log.info("torch.compile mode %s%s (the first steps compile)", compile_mode, " (auto)" if cfg.compile is None else "")
-    if resolve_memory_mode(cfg.backward_memory, device.type) != "full":
+    log.info("torch.compile mode %s%s (the first steps compile)", runtime.compile_mode,
+             " (auto)" if cfg.compile is None else "")
+    if runtime.backward_memory != "full":
         log.info("under torch.compile spike inputs are kept as bool; the compiler chooses what else backward keeps")
-    return torch.compile(model, mode=compile_mode), device.type == "cuda" and compile_mode in CUDA_GRAPH_MODES
+    return torch.compile(model, mode=runtime.compile_mode)
 
 
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str,
@@ -112,12 +106,13 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     def resume_hint(checkpoint: Path) -> str:
         return resume_command or f"{command_hint} --resume {shlex.quote(str(checkpoint))}"
 
+    runtime = Runtime.resolve(cfg, device, dist)  # every "auto" of the config, decided once
     seed_everything(cfg.seed)
     splits = build_datasets(cfg)
-    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, device.type)
-    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device.type)
+    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, device.type, workers=runtime.workers)
+    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device.type, workers=runtime.workers)
 
-    model, channels_last = place_model(cfg, device)
+    model = place_model(cfg, runtime)
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
@@ -160,12 +155,10 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         if mismatched:
             log.info("those weights were trained with other settings: %s", "; ".join(mismatched))
 
-    log.info("neurons: %s; backward memory: %s; amp: %s; channels-last: %s", neuron_path(model, device),
-             resolve_memory_mode(cfg.backward_memory, device.type), cfg.amp, "on" if channels_last else "off")
-    log.info("data: %d loader workers%s; evaluation images %s", train_loader.num_workers,
-             f" (auto, {available_cpus()} CPUs)" if cfg.workers is None else "",
+    log.info(runtime.describe(cfg))
+    log.info("neurons: %s; evaluation images %s", neuron_path(model, runtime),
              "used as stored, a batch per lookup" if splits.eval.transform is None else "transformed one by one")
-    train_model, cuda_graphs = compile_model(cfg, model, device, dist.enabled)
+    train_model = compile_model(cfg, model, runtime)
     if dist.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -220,9 +213,9 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 try:
                     stats = train_one_epoch(
                         train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
-                        amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=channels_last,
-                        backward_memory=cfg.backward_memory, nonfinite=cfg.nonfinite, sync_every=10,
-                        log_every=cfg.log_interval, state=epoch_state, cuda_graphs=cuda_graphs,
+                        amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=runtime.channels_last,
+                        backward_memory=runtime.backward_memory, nonfinite=cfg.nonfinite, sync_every=10,
+                        log_every=cfg.log_interval, state=epoch_state, cuda_graphs=runtime.cuda_graphs,
                         stop_requested=stop, on_sync=progress,
                     )
                 except StopRequested:
@@ -239,7 +232,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 recorder = SpikeRecorder(model)
                 try:
                     metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
-                                       channels_last=channels_last, recorder=recorder, stop_requested=stop)
+                                       channels_last=runtime.channels_last, recorder=recorder, stop_requested=stop)
                 except StopRequested:  # the epoch's training is saved whole; the resumed run evaluates it
                     raise stopped(epoch, epoch_state) from None
                 except DataError as e:
@@ -303,13 +296,13 @@ def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.
     return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed)}, spikes / slots if slots else None
 
 
-def neuron_path(model: nn.Module, device: torch.device) -> str:
+def neuron_path(model: nn.Module, runtime: Runtime) -> str:
     """Which implementation the model's neurons run, for the run's log."""
     layers = list(neuron_layers(model).values())
     if not layers:
         return "none"
     name, fusable = layers[0].name, all(m.fused_form() is not None for m in layers)
-    if fused_available(torch.zeros(1, device=device)):
+    if runtime.fused_kernels:
         return f"{name}, fused Triton kernels" if fusable else f"{name} has no fused form: its PyTorch code runs on the GPU"
     return f"{name}, per-step loop (the fused kernels run on CUDA)" if fusable else f"{name}, its PyTorch code (no fused form)"
 

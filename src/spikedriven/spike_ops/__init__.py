@@ -29,11 +29,11 @@ reference of benchmarks and tests.
     norm.py     norm_then: batch norm (after a convolution) and a neuron or pool, recomputed in backward
 """
 
-from .layers import (MEMORY_MODES, SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, resolve_memory_mode,
-                     saved_tensor_bytes, spike_conv2d, spike_max_pool2d, spike_mul)
+from .layers import (MEMORY_MODES, SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, saved_tensor_bytes,
+                     spike_conv2d, spike_max_pool2d, spike_mul)
 from .norm import norm_then, per_step
 
 __all__ = [
     "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then", "per_step",
-    "resolve_memory_mode", "saved_tensor_bytes", "spike_conv2d", "spike_max_pool2d", "spike_mul",
+    "saved_tensor_bytes", "spike_conv2d", "spike_max_pool2d", "spike_mul",
 ]  # fmt: skip

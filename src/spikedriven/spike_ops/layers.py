@@ -36,6 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..runtime import backward_memory_for
+
 
 MEMORY_MODES = ("auto", "min", "lean", "full")
 _memory_mode = "auto"
@@ -56,13 +58,6 @@ def memory_mode(mode: str):
         yield
     finally:
         _memory_mode = previous
-
-
-def resolve_memory_mode(mode: str, device_type: str) -> str:
-    """``"min"``, ``"lean"`` or ``"full"``: what ``mode`` means for tensors on ``device_type``."""
-    if mode == "auto":
-        return "full" if device_type == "cpu" else "lean"
-    return mode
 
 
 def keep_full_tensors():
@@ -91,7 +86,7 @@ def _active_mode(*tensors: Optional[torch.Tensor]) -> str:
     """The memory mode for a call on ``tensors``: ``"full"`` unless autograd records it."""
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
         return "full"
-    return resolve_memory_mode(_memory_mode, tensors[0].device.type)
+    return backward_memory_for(_memory_mode, tensors[0].device.type)
 
 
 def _tracked(*tensors: Optional[torch.Tensor]) -> bool:

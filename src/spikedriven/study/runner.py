@@ -30,7 +30,7 @@ import yaml
 from ..analysis.runs import RunCurve, read_run
 from ..atomic import write_text_atomic
 from ..config import Config, coerce, load_config, recorded_config, requested_values
-from ..data import cpu_ids
+from ..runtime import cpu_ids
 from ..errors import ConfigError, SpikedrivenError
 from ..neurons import neuron_class
 from ..engine.resume import RUNTIME_SETTINGS, setting_changes, show
