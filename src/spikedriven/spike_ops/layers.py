@@ -1,29 +1,9 @@
 """Spike inputs kept as bool (or uint8 for multi-level spikes) for backward, and the memory modes.
 
-* Spike inputs as bool. A convolution, a product or a max-pool keeps its
-  input for backward. A spike tensor holds only 0 and 1, so it is kept as
-  ``torch.bool`` (1 byte instead of 4 for fp32) and turned back into the
-  compute dtype when backward needs it; multi-level spikes ``k / levels``
-  (``levels`` > 1) are kept as the uint8 ``k``, exactly. The model calls
-  these only on neuron outputs and on pools or products of them, which take
-  those values by construction; the functions do not check it, as a check
-  would cost a device synchronisation on every call.
-* Batch norm, then neuron or max-pool (``norm_then``): backward recomputes
-  the normalised tensor and what follows it (membrane potentials, pooling
-  indices) from the batch norm's input instead of keeping them.
-
-* Convolution, batch norm, then neuron (``norm_then`` with ``pre`` layers, in
-  the ``"min"`` mode only): backward also recomputes the convolution (and a
-  max-pool before it) from its spike input, so that of the whole chain only
-  the spikes are kept, as bool. That costs one more forward convolution per
-  layer.
-
-Forward results and gradients are identical to the plain PyTorch operations;
-only the memory held between forward and backward shrinks. For the CIFAR SDT
-at batch 256 in fp32: 9,631 MiB (full), 3,693 MiB (lean, 38 %), 1,284 MiB
-(min, 13 %). Lean applies on accelerators by default; ``memory_mode`` chooses
-(the config key ``backward_memory``), and ``keep_full_tensors()`` is the plain
-reference of benchmarks and tests.
+A spike tensor holds only 0 and 1 (or k / levels), so a convolution, a product or a max-pool keeps its
+input as one byte and turns it back into the compute dtype when backward needs it; the callers pass
+only spikes, unchecked, since a check would cost a device synchronisation per call. The package's
+docstring gives the modes and what each saves.
 """
 
 from __future__ import annotations
