@@ -8,7 +8,7 @@ always computed too, as the per-layer rows and totals every report shows.
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -94,22 +94,19 @@ def analyze(
     amp_dtype: Optional[torch.dtype] = None,
     e_mac: float = E_MAC,
     e_ac: float = E_AC,
-    loss_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
     energy_models: Optional[Sequence[tuple[EnergyModel, dict]]] = None,
     recorders: Sequence = (),
 ) -> dict:
     """Evaluate ``model`` (already on ``device``) over ``loader`` batches ``(images, labels, ...)``.
 
     Everything is weighted by samples. Returns plain Python values (JSON-ready):
-    accuracy in percent, mean loss (``loss_fn`` returns a batch mean; default
-    cross-entropy), neuron firing rates, per-layer operations, and energy per
+    accuracy in percent, mean cross-entropy loss, neuron firing rates, per-layer operations, and energy per
     image under each of ``energy_models`` (``resolve_energy_models``; default
     ``sdt`` with ``e_mac`` / ``e_ac``). Per-step logits ``[T, B, K]`` (TET
     models) are averaged over T. ``recorders``: further context managers over
     the model (a ``MembraneRecorder``), active during the same pass.
     """
     device = torch.device(device)
-    loss_fn = loss_fn or F.cross_entropy
     sdt_constants = {"e_mac": e_mac * 1e12, "e_ac": e_ac * 1e12}
     if energy_models is None:
         energy_models = resolve_energy_models(["sdt"], sdt_constants)
@@ -131,7 +128,7 @@ def analyze(
                 top = logits.topk(min(5, num_classes), dim=1).indices == labels[:, None]
                 correct1 += int(top[:, 0].sum())
                 correct5 += int(top.any(dim=1).sum())
-                loss_sum += float(loss_fn(logits, labels)) * n
+                loss_sum += float(F.cross_entropy(logits, labels)) * n
                 samples += n
     finally:
         model.train(was_training)
