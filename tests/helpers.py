@@ -70,8 +70,14 @@ def read_wandb_offline(run_dir: Path) -> list[dict]:
     import json
     import struct
 
+    import wandb
     from wandb.proto import wandb_internal_pb2
 
+    # run.finish() returns once the run has ended, but W&B's service process writes the .wandb file through
+    # a buffer that it flushes when it closes the run's stream, which may come later on a loaded machine (a
+    # CI run once read a file that held only its header). Shutting the service down closes every stream;
+    # a real run gets the same at the exit of its process.
+    wandb.teardown()
     runs = []
     for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
         data, pos, piece, records = path.read_bytes(), 7, b"", []
@@ -89,6 +95,7 @@ def read_wandb_offline(run_dir: Path) -> list[dict]:
                 record.ParseFromString(piece)
                 records.append(record)
                 piece = b""
+        assert records, f"{path} holds no W&B records ({len(data)} bytes)"
         run = {"id": None, "config": {}, "history": [], "summary": {}}
         for record in records:
             kind = record.WhichOneof("record_type")
