@@ -48,7 +48,7 @@ from timm.optim import create_optimizer_v2
 import end_to_end  # this folder's end-to-end benchmark
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven.engine.loop import autocast
-from spikedriven.neurons import NEURONS, NeuronSpec, SpikingNeuron, create_neuron, fused_available, fused_multi_step
+from spikedriven.neurons import NEURONS, NeuronSpec, create_neuron, fused_available, fused_multi_step, set_neuron_path
 from spikedriven.spike_ops import MEMORY_MODES, memory_mode, saved_tensor_bytes
 
 PRECISIONS = ("fp32", "bf16")
@@ -111,13 +111,6 @@ def peak_memory_mib(device: torch.device):
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     return None
-
-
-def use_fused_neurons(model: torch.nn.Module, fused: bool) -> None:
-    """Fused kernels (the default on CUDA) or the per-step reference loop for every neuron layer."""
-    for m in model.modules():
-        if isinstance(m, SpikingNeuron):
-            m.use_fused = fused
 
 
 def mark_step(compiled: bool) -> None:
@@ -208,7 +201,7 @@ def neuron_check(device: torch.device, shape: tuple[int, ...], n_iter: int) -> l
         x = torch.randn(shape, device=device, generator=gen) * 1.5 + 0.5
         w = torch.randn(shape, device=device, generator=gen)
         reference, fused = create_neuron(spec).to(device), create_neuron(spec).to(device)
-        reference.use_fused = False
+        set_neuron_path(reference, "loop")
         result = {"mode": mode, "shape": list(shape), "fused_backend": "triton" if fused_available(x) else "torch"}
         outputs = {}
 
@@ -337,7 +330,7 @@ def measure_configs(args: argparse.Namespace, device: torch.device) -> int:
         fast = timm.create_model("sdt", **kwargs).to(device)
         if device.type == "cuda":
             fast = fast.to(memory_format=torch.channels_last)
-        use_fused_neurons(fast, True)
+        set_neuron_path(fast, "fused")
         runner = torch.compile(fast, mode=args.compile_mode, dynamic=False) if args.compile else fast
         for precision in args.precisions:
             for batch in args.batch_sizes:
@@ -373,7 +366,7 @@ def main(argv=None) -> int:
         print()
 
     reference = timm.create_model("sdt", **model_kwargs).to(device)
-    use_fused_neurons(reference, False)
+    set_neuron_path(reference, "loop")
     models = {}
     if "reference" in args.paths:
         models["reference"] = (reference, reference)
@@ -381,7 +374,7 @@ def main(argv=None) -> int:
         fast = copy.deepcopy(reference)
         if device.type == "cuda":  # the training command's default: channels-last on CUDA only
             fast = fast.to(memory_format=torch.channels_last)
-        use_fused_neurons(fast, True)
+        set_neuron_path(fast, "fused")
         runner = torch.compile(fast, mode=args.compile_mode, dynamic=False) if args.compile else fast
         models["fast"] = (fast, runner)
 

@@ -165,7 +165,7 @@ def test_counts_follow_the_spikes_of_an_sdt_with_t3():
 def test_mixed_precision_keeps_spikes_binary():
     model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode="if", v_threshold=0.3))
     loader = [(torch.randn(3, 3, 16, 16) * 3, torch.arange(3))]
-    result = analyze(model, loader, "cpu", amp_dtype=torch.bfloat16)
+    result = analyze(model, loader, "cpu", amp="bf16")
     kinds = [row["kind"] for row in result["layers"]]
     assert kinds == ["MAC"] + ["AC"] * (len(kinds) - 1)
     assert all(0.0 <= r["mean"] <= 1.0 for r in result["firing_rates"].values())

@@ -17,7 +17,7 @@ from spikedriven.analysis import analyze
 from spikedriven.engine.distributed import DistInfo
 from spikedriven.engine.loop import evaluate, train_one_epoch
 from spikedriven.models import SpikeDrivenTransformer
-from spikedriven.neurons import NEURONS, NeuronSpec, SpikingNeuron, create_neuron, fused_multi_step
+from spikedriven.neurons import NEURONS, NeuronSpec, create_neuron, fused_multi_step, set_neuron_path
 from spikedriven.spike_ops import memory_mode, saved_tensor_bytes
 from spikedriven.testing import write_fake_cifar
 
@@ -43,7 +43,7 @@ def test_a_fused_neuron_matches_its_per_step_loop(mode, dtype):
         spec = NeuronSpec(mode) if thr is None else NeuronSpec(mode, v_threshold=thr)
         x = (torch.randn(4, 64, 256, 8, 8, device=CUDA, generator=gen) * 1.5 + 0.5).to(dtype)
         fast, ref = create_neuron(spec).to(CUDA), create_neuron(spec).to(CUDA)
-        ref.use_fused = False
+        set_neuron_path(ref, "loop")
         if fast.fused_form() is None:  # no fused form: its own PyTorch code must run on the GPU
             xg = x.clone().requires_grad_()
             fast(xg).float().sum().backward()
@@ -77,9 +77,7 @@ def test_the_model_gives_the_same_outputs_and_gradients_with_fused_neurons(mode)
     x = torch.randn(32, 3, 32, 32, device=CUDA)
     outs, grads = [], []
     for fused in (False, True):
-        for m in model.modules():
-            if isinstance(m, SpikingNeuron):
-                m.use_fused = fused
+        set_neuron_path(model, "fused" if fused else "loop")
         model.zero_grad()
         out = model(x)
         out.logsumexp(-1).sum().backward()
@@ -116,7 +114,7 @@ def test_lean_and_min_backward_memory_give_full_s_results(amp):
 def test_an_analysis_pass_runs_on_cuda_in_bf16():
     model = SpikeDrivenTransformer(spike_mode="if_soft").to(CUDA)
     batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(2)]
-    result = analyze(model, batches, CUDA, amp_dtype=torch.bfloat16)
+    result = analyze(model, batches, CUDA, amp="bf16")
     assert result["samples"] == 32 and result["totals"]["sops"] > 0
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from spikedriven import NeuronSpec, SpikeDrivenTransformer, SpikingNeuron, create_neuron
-from spikedriven.neurons import NEURONS, fused_available, fused_multi_step, fused_neuron
+from spikedriven.neurons import NEURONS, fused_available, fused_multi_step, fused_neuron, set_neuron_path
 
 try:
     import triton  # noqa: F401
@@ -33,7 +33,7 @@ CUDA = torch.cuda.is_available() and HAVE_TRITON
 def reference_neuron(spec):
     """The per-step loop, also where the fused kernels would be picked by default."""
     neuron = create_neuron(spec)
-    neuron.use_fused = False
+    set_neuron_path(neuron, "loop")
     return neuron
 
 

@@ -9,9 +9,9 @@ import torch
 import spikedriven  # noqa: F401  (registers the sdt model with timm)
 from spikedriven import ConfigError
 from spikedriven.analysis import speed as speed_mod
-from spikedriven.analysis.speed import ROW_KEYS, format_speed, measure_speed, neuron_path
+from spikedriven.analysis.speed import ROW_KEYS, format_speed, measure_speed
 from spikedriven.engine.recorder import neuron_layers
-from spikedriven.neurons import SpikingNeuron
+from spikedriven.neurons import SpikingNeuron, neuron_path, set_neuron_path
 
 
 def tiny(mode="if_soft", T=2):
@@ -24,12 +24,12 @@ def example(b=3):
 
 
 def count_loops(monkeypatch):
-    """Wrap ``SpikingNeuron.loop``: every call is recorded with the layer's use_fused at that moment."""
+    """Wrap ``SpikingNeuron.loop``: every call is recorded with the layer's path at that moment."""
     calls = []
     original = SpikingNeuron.loop
 
     def loop(self, x):
-        calls.append(self.use_fused)
+        calls.append(self.path)
         return original(self, x)
 
     monkeypatch.setattr(SpikingNeuron, "loop", loop)
@@ -37,7 +37,7 @@ def count_loops(monkeypatch):
 
 
 def own_settings(model):
-    return {name: m.__dict__.get("use_fused", "inherited") for name, m in neuron_layers(model).items()}
+    return {name: m.path for name, m in neuron_layers(model).items()}
 
 
 def test_rows_fields_and_types():
@@ -82,23 +82,25 @@ def test_tiled_batch_repeats_the_images():
     assert torch.equal(big[:2], x) and torch.equal(big[2:4], x) and torch.equal(big[4], x[0])
 
 
-def test_loop_path_runs_the_loop_and_restores_use_fused(monkeypatch):
+def test_loop_path_runs_the_loop_and_restores_each_layers_path(monkeypatch):
     model = tiny()
     layers = neuron_layers(model)
     first = next(iter(layers.values()))
-    first.use_fused = True  # its own setting, to come back as its own
+    set_neuron_path(model, "loop")
+    set_neuron_path(first, "fused")  # one layer's own setting, to come back as its own
     before = own_settings(model)
+    assert list(before.values())[:2] == ["fused", "loop"]
     calls = count_loops(monkeypatch)
     measure_speed(model, example(2), "cpu", batch_sizes=(1, 2), paths=("loop",), warmup=2, repeats=3)
     # every stateful layer loops once per forward: (2 warm-up + 3 timed) forwards at each of 2 batch sizes
     assert len(calls) == len(layers) * 5 * 2
-    assert not any(calls)  # use_fused was False while measuring
+    assert set(calls) == {"loop"}  # every layer looped while measuring
     assert own_settings(model) == before
 
 
-def test_use_fused_restored_after_an_exception(monkeypatch):
+def test_neuron_paths_restored_after_an_exception(monkeypatch):
     model = tiny()
-    next(iter(neuron_layers(model).values())).use_fused = False
+    set_neuron_path(next(iter(neuron_layers(model).values())), "loop")
     before = own_settings(model)
 
     def broken(self, x):
@@ -113,7 +115,7 @@ def test_use_fused_restored_after_an_exception(monkeypatch):
 
     with pytest.raises(KeyError):
         with neuron_path(model, "fused"):
-            assert all(m.use_fused for m in neuron_layers(model).values())
+            assert all(m.path == "fused" for m in neuron_layers(model).values())
             raise KeyError("inside")
     assert own_settings(model) == before
 
@@ -147,13 +149,13 @@ def test_fused_unavailable_on_cpu(monkeypatch):
         assert all(r[k] is None for k in ("images_per_s", "latency_ms", "latency_ms_min", "latency_ms_max"))
 
 
-def test_fused_path_sets_use_fused_where_available(monkeypatch):
+def test_fused_path_sets_the_fused_path_where_available(monkeypatch):
     monkeypatch.setattr(speed_mod, "fused_available", lambda x: True)  # the speed module believes it can run
     model = tiny()
     calls = count_loops(monkeypatch)  # on CPU the neurons themselves still fall back to the loop
     rows = measure_speed(model, example(2), "cpu", paths=("fused",), batch_sizes=(2,), warmup=1, repeats=1)
     assert rows[0]["available"] and rows[0]["note"] == ""
-    assert calls and all(calls)
+    assert calls and set(calls) == {"fused"}
 
 
 def test_no_fused_form_is_said():
@@ -177,9 +179,10 @@ def test_bad_inputs():
         measure_speed(model, torch.empty(0, 1, 8, 8), "cpu")
     with pytest.raises(ConfigError, match="move it there"):
         measure_speed(model, example(), "meta")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError, match="unknown neuron path 'jit'; the paths are fused, loop"):
         with neuron_path(model, "jit"):
             pass
+    assert set(own_settings(model).values()) == {"fused"}
 
 
 def test_format_speed():

@@ -1,7 +1,9 @@
 """Training end to end on tiny generated CIFAR-format data, resume, torchrun, schedule."""
 
+import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,7 @@ from spikedriven.config import load_config
 from spikedriven.models import build_model
 from spikedriven.testing import write_fake_cifar
 
-from helpers import TINY_RUN, assert_same_run, read_summary, stop_after_steps
+from helpers import DEMO, TINY_RUN, assert_same_run, read_summary, stop_after_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -168,6 +170,21 @@ def test_torchrun_two_processes_gloo(cifar_root, tmp_path):
     # every test image counted once across both ranks
     assert "20 test images" in (out / "log.txt").read_text()
     assert (out / "last.pth.tar").exists()
+
+
+def test_torchrun_ranks_reduce_accuracy_and_firing_rates_over_every_sample(tmp_path):
+    """Each rank evaluates half the test set; what the run logs is what one process measures on the whole."""
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "spikedriven",
+           "train", "-c", DEMO, "--output", str(out), "--epochs", "2", "--warmup-epochs", "0", "--cooldown-epochs", "0",
+           "--dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(["eval", "--checkpoint", str(out / "last.pth.tar"), "--eval-output", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert float(read_summary(out)[-1]["eval_top1"]) == pytest.approx(metrics["top1"])
+    logged = float(re.findall(r"epoch 1 \|.*mean firing rate (\d\.\d{4})", (out / "log.txt").read_text())[0])
+    assert logged > 0 and logged == round(metrics["mean_firing_rate"], 4)
 
 
 def test_lr_schedule_matches_the_study_epoch_by_epoch():

@@ -7,14 +7,13 @@ always computed too, as the per-layer rows and totals every report shows.
 
 from __future__ import annotations
 
-from contextlib import ExitStack
 from typing import Iterable, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DataError
+from ..engine.loop import evaluate
 from ..engine.recorder import SpikeRecorder, neuron_layers
 from .energy import ENERGY_MODELS, EnergyModel, estimate, resolve_energy_models
 from .operations import LayerOps, OperationCounter, counts_per_image
@@ -58,17 +57,6 @@ def energy_summary(layers: Iterable[LayerOps], e_mac: float = E_MAC, e_ac: float
     return rows, totals
 
 
-def _neuron_rates(recorder: SpikeRecorder) -> tuple[dict, Optional[float]]:
-    """Per layer ``{"per_step": [...], "mean": x}`` and the rate over all neurons and steps."""
-    rates = {
-        name: {"per_step": r.tolist(), "mean": float(r.mean())} for name, r in recorder.firing_rates().items()
-    }
-    counts = recorder.spike_counts
-    spikes = sum(float(c.sum()) for c in counts.values())
-    slots = sum(recorder.element_counts[n] * c.numel() for n, c in counts.items())
-    return rates, (spikes / slots if slots else None)
-
-
 def _time_steps(counter: OperationCounter, recorder: SpikeRecorder) -> Optional[int]:
     steps = {layer.time_steps for layer in counter.layers()} | {c.numel() for c in recorder.spike_counts.values()}
     if len(steps) > 1:
@@ -86,12 +74,11 @@ def learned_settings(model: nn.Module) -> dict:
     return {name: values for name, m in neuron_layers(model).items() if (values := m.learned())}
 
 
-@torch.no_grad()
 def analyze(
     model: nn.Module,
     loader: Iterable,
     device: Union[str, torch.device],
-    amp_dtype: Optional[torch.dtype] = None,
+    amp: str = "none",
     e_mac: float = E_MAC,
     e_ac: float = E_AC,
     energy_models: Optional[Sequence[tuple[EnergyModel, dict]]] = None,
@@ -99,51 +86,33 @@ def analyze(
 ) -> dict:
     """Evaluate ``model`` (already on ``device``) over ``loader`` batches ``(images, labels, ...)``.
 
-    Everything is weighted by samples. Returns plain Python values (JSON-ready):
+    The pass is training's own (``engine.loop.evaluate``), with a spike recorder and an operation
+    counter over it. Everything is weighted by samples. Returns plain Python values (JSON-ready):
     accuracy in percent, mean cross-entropy loss, neuron firing rates, per-layer operations, and energy per
     image under each of ``energy_models`` (``resolve_energy_models``; default
-    ``sdt`` with ``e_mac`` / ``e_ac``). Per-step logits ``[T, B, K]`` (TET
-    models) are averaged over T. ``recorders``: further context managers over
-    the model (a ``MembraneRecorder``), active during the same pass.
+    ``sdt`` with ``e_mac`` / ``e_ac``). ``amp``: none, bf16 or fp16. ``recorders``: further context
+    managers over the model (a ``MembraneRecorder``), active during the same pass.
     """
     device = torch.device(device)
     sdt_constants = {"e_mac": e_mac * 1e12, "e_ac": e_ac * 1e12}
     if energy_models is None:
         energy_models = resolve_energy_models(["sdt"], sdt_constants)
-    was_training = model.training
-    model.eval()
-    samples, correct1, correct5, loss_sum, num_classes = 0, 0, 0, 0.0, 0
-    try:
-        with ExitStack() as stack:
-            recorder = stack.enter_context(SpikeRecorder(model))
-            counter = stack.enter_context(OperationCounter(model))
-            for extra in recorders:
-                stack.enter_context(extra)
-            for batch in loader:
-                images, labels = batch[0].to(device), batch[1].to(device)
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits = model(images)
-                logits = (logits.mean(0) if logits.dim() == 3 else logits).float()
-                n, num_classes = labels.shape[0], logits.shape[-1]
-                top = logits.topk(min(5, num_classes), dim=1).indices == labels[:, None]
-                correct1 += int(top[:, 0].sum())
-                correct5 += int(top.any(dim=1).sum())
-                loss_sum += float(F.cross_entropy(logits, labels)) * n
-                samples += n
-    finally:
-        model.train(was_training)
+    recorder, counter = SpikeRecorder(model), OperationCounter(model)
+    metrics = evaluate(model, loader, device, amp=amp, recorders=(recorder, counter, *recorders))
+    samples, num_classes = metrics["eval_images"], metrics["num_classes"]
     if not samples:
         raise DataError("the evaluation loader yielded no samples")
-    rates, mean_rate = _neuron_rates(recorder)
+    per_step, mean_rate = recorder.firing_rates()
+    rates = {name: {"per_step": r.tolist(), "mean": float(r.mean())} for name, r in per_step.items()}
     layers, totals = energy_summary(counter.layers(), e_mac, e_ac)
     return dict(
         samples=samples,
         time_steps=_time_steps(counter, recorder),
         num_classes=num_classes,
-        top1=100.0 * correct1 / samples,
-        top5=100.0 * correct5 / samples,
+        top1=metrics["eval_top1"],
+        top5=metrics["eval_top5"],
         top5_k=min(5, num_classes),
-        loss=loss_sum / samples,
+        loss=metrics["eval_loss"],
         mean_firing_rate=mean_rate,
         neuron=_spec_dict(model, "neuron_spec"),
         attn_neuron=_spec_dict(model, "attn_neuron_spec"),

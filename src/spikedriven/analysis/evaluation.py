@@ -167,7 +167,7 @@ def evaluate_checkpoint(
     ckpt_io.load_into(model, ckpt, checkpoint, use_ema=use_ema, check_settings=not overridden)
     model.to(device)
     recorder = MembraneRecorder(model) if membrane else None
-    result = analyze(model, loader, device, amp_dtype=AMP_DTYPES[cfg.amp], e_mac=sdt_constants["e_mac"] * 1e-12,
+    result = analyze(model, loader, device, amp=cfg.amp, e_mac=sdt_constants["e_mac"] * 1e-12,
                      e_ac=sdt_constants["e_ac"] * 1e-12, energy_models=models,
                      recorders=[recorder] if recorder else ())
     if recorder is not None:

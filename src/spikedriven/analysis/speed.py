@@ -19,7 +19,7 @@ import contextlib
 import math
 import statistics
 import time
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -27,12 +27,11 @@ from torch import nn
 from ..errors import ConfigError
 from ..engine.recorder import neuron_layers
 from ..neurons import fused as _fused
+from ..neurons import NEURON_PATHS as PATHS, neuron_path
 from ..neurons.fused import fused_available
 
-__all__ = ["PATHS", "format_speed", "measure_speed", "neuron_path"]
+__all__ = ["PATHS", "format_speed", "measure_speed"]
 
-PATHS = ("fused", "loop")
-_INHERITED = object()  # a layer without its own use_fused
 
 ROW_KEYS = ("path", "batch", "device", "dtype", "available", "images_per_s", "latency_ms", "latency_ms_min",
             "latency_ms_max", "repeats", "warmup", "note")
@@ -41,28 +40,6 @@ ROW_KEYS = ("path", "batch", "device", "dtype", "available", "images_per_s", "la
 def _check_path(path: str) -> None:
     if path not in PATHS:
         raise ConfigError(f"unknown speed path {path!r}; the paths are {', '.join(PATHS)}")
-
-
-@contextlib.contextmanager
-def neuron_path(model: nn.Module, path: str) -> Iterator[nn.Module]:
-    """Run every neuron layer of ``model`` on ``path`` ("fused" or "loop") inside the block.
-
-    Each layer's own setting comes back afterwards, exceptions included; a
-    layer that only inherited the class default gets the default back, not a
-    copy of it, so a later change of the class default still reaches it.
-    """
-    _check_path(path)
-    saved = [(m, m.__dict__.get("use_fused", _INHERITED)) for m in neuron_layers(model).values()]
-    try:
-        for m, _ in saved:
-            m.use_fused = path == "fused"
-        yield model
-    finally:
-        for m, value in saved:
-            if value is not _INHERITED:
-                m.use_fused = value
-            elif "use_fused" in m.__dict__:
-                del m.use_fused
 
 
 def _device_label(device: torch.device) -> str:
@@ -191,7 +168,7 @@ def measure_speed(
     "loop" (every neuron on the per-step loop). Returns one row per path and
     batch with the keys of ``ROW_KEYS``; times in ms, ``images_per_s`` = b /
     median latency. The model's train/eval mode and each neuron's
-    ``use_fused`` are restored afterwards.
+    path are restored afterwards.
     """
     paths, sizes = _check_inputs(example, batch_sizes, paths, warmup, repeats)
     device = torch.device(device)

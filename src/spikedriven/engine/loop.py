@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
+from typing import Callable, ContextManager, Iterable, Optional, Sequence
 
 import torch
 from torch import nn
 
 from .distributed import DistInfo, all_reduce_sum
 from ..errors import SpikedrivenError
-from .recorder import SpikeRecorder
 from ..spike_ops import memory_mode
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -189,42 +188,52 @@ def evaluate(
     batches: Iterable,
     device: torch.device,
     *,
-    dist: DistInfo,
+    dist: DistInfo = DistInfo(),
     amp: str = "none",
     channels_last: bool = False,
-    recorder: Optional[SpikeRecorder] = None,
+    recorders: Sequence[ContextManager] = (),
     stop_requested: Callable[[], bool] = lambda: False,
 ) -> dict:
-    """Cross-entropy, top-1 and top-5 (percent) over every sample of every rank.
+    """The one evaluation pass (training's per-epoch evaluation, ``spikedriven eval``, the study and the
+    benchmarks): cross-entropy, top-1 and top-5 (percent) over every sample of every rank, with
+    ``recorders`` (a ``SpikeRecorder``, an ``OperationCounter``, ...) active over the same forward passes.
+    Batches are ``(images, labels, ...)``; per-step logits ``[T, B, K]`` (TET) are averaged over T.
 
     A single process raises ``StopRequested`` between batches once ``stop_requested()``
     (under torchrun the pass runs to its end: the ranks would have to agree)."""
+    was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
-    images_seen = 0  # counted here: a host number copied to the GPU per batch would wait for its queue to drain
+    images_seen, num_classes = 0, 0  # counted here: a host number copied to the GPU per batch would wait for its queue to drain
     start = time.perf_counter()
-    with recorder if recorder is not None else contextlib.nullcontext():
-        for images, target in batches:
-            if not dist.enabled and stop_requested():
-                raise StopRequested(-1, 0.0, images_seen)
-            images_seen += target.shape[0]
-            images = images.to(device, non_blocking=True)
-            target = target.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
-                logits = model(images)
-            if logits.dim() == 3:
-                logits = logits.mean(0)
-            logits = logits.float()
-            k = min(5, logits.shape[-1])
-            top = logits.topk(k, dim=-1).indices
-            hits = top == target.unsqueeze(1)
-            sums += torch.stack([
-                nn.functional.cross_entropy(logits, target, reduction="sum").double(),
-                hits[:, 0].sum().double(),
-                hits.any(dim=1).sum().double(),
-            ])
+    try:
+        with contextlib.ExitStack() as stack:
+            for recorder in recorders:
+                stack.enter_context(recorder)
+            for batch in batches:
+                if not dist.enabled and stop_requested():
+                    raise StopRequested(-1, 0.0, images_seen)
+                images, target = batch[0], batch[1]
+                images_seen += target.shape[0]
+                images = images.to(device, non_blocking=True)
+                target = target.to(device, non_blocking=True)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast(device, amp):
+                    logits = model(images)
+                if logits.dim() == 3:
+                    logits = logits.mean(0)
+                logits = logits.float()
+                num_classes = logits.shape[-1]
+                top = logits.topk(min(5, num_classes), dim=-1).indices
+                hits = top == target.unsqueeze(1)
+                sums += torch.stack([
+                    nn.functional.cross_entropy(logits, target, reduction="sum").double(),
+                    hits[:, 0].sum().double(),
+                    hits.any(dim=1).sum().double(),
+                ])
+    finally:
+        model.train(was_training)
     totals = torch.cat([sums, torch.tensor([float(images_seen)], dtype=torch.float64, device=device)])
     totals = all_reduce_sum(totals, dist).tolist()
     n = max(totals[3], 1.0)
@@ -234,4 +243,5 @@ def evaluate(
         "eval_top5": 100.0 * totals[2] / n,
         "eval_images": int(totals[3]),
         "eval_seconds": time.perf_counter() - start,
+        "num_classes": num_classes,
     }

@@ -7,11 +7,13 @@ is not being recorded pays nothing.
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import Optional
 
 import torch
 from torch import nn
 
 from ..neurons import SpikingNeuron
+from .distributed import DistInfo, all_reduce_sum
 
 
 def neuron_layers(model: nn.Module) -> "OrderedDict[str, SpikingNeuron]":
@@ -70,9 +72,23 @@ class SpikeRecorder:
             handle.remove()
         self._handles = []
 
-    def firing_rates(self) -> "OrderedDict[str, torch.Tensor]":
-        """Per layer: the firing rate at each time step ``[T]`` (float64)."""
-        counts = self.spike_counts
-        return OrderedDict(
-            (name, counts[name] / self.element_counts[name]) for name in self.layers if name in counts
-        )
+    def firing_rates(self, dist: Optional[DistInfo] = None) -> tuple["OrderedDict[str, torch.Tensor]", Optional[float]]:
+        """Per layer, the firing rate at each time step ``[T]`` (float64, on CPU), and the mean firing rate:
+        spikes over the neuron-steps of all layers (weighted by neurons). Under torchrun (``dist``) both cover
+        every sample of every rank: the counts are summed over the ranks in one all-reduce."""
+        names = [name for name in self.layers if name in self._counts]
+        if not names:
+            return OrderedDict(), None
+        device = self._counts[names[0]].device
+        # one tensor for every layer's counts and neurons, so the ranks exchange them in one call
+        packed = torch.cat([torch.cat([self._counts[n].to(device), torch.tensor([float(self.element_counts[n])],
+                                       dtype=torch.float64, device=device)]) for n in names])
+        packed = (all_reduce_sum(packed, dist) if dist is not None else packed).cpu()
+        rates, spikes, slots, start = OrderedDict(), 0.0, 0.0, 0
+        for name in names:
+            steps = self._counts[name].numel()
+            counts, elements = packed[start:start + steps], float(packed[start + steps])
+            start += steps + 1
+            rates[name] = counts / elements
+            spikes, slots = spikes + float(counts.sum()), slots + elements * steps
+        return rates, (spikes / slots if slots else None)

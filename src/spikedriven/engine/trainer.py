@@ -33,7 +33,7 @@ from ..errors import ConfigError, DataError, user_message
 from ..models import build_model
 from ..runtime import Runtime
 from . import checkpoint as ckpt_io
-from .distributed import DistInfo, all_reduce_sum, barrier, init_distributed, shutdown
+from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
 from .progress import EpochProgress, log_epoch
 from .recipe import build_optimizer_and_scheduler, make_mixup_and_loss
@@ -232,14 +232,15 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 recorder = SpikeRecorder(model)
                 try:
                     metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
-                                       channels_last=runtime.channels_last, recorder=recorder, stop_requested=stop)
+                                       channels_last=runtime.channels_last, recorders=(recorder,), stop_requested=stop)
                 except StopRequested:  # the epoch's training is saved whole; the resumed run evaluates it
                     raise stopped(epoch, epoch_state) from None
                 except DataError as e:
                     stopped(epoch, epoch_state)
                     raise DataError(f"{user_message(e)}; the run saved its epoch {epoch} before evaluating it: fix the "
                                     f"file, then resume with: {resume_hint(run_dir / 'last.pth.tar')}") from None
-                rates, mean_rate = reduced_firing_rates(recorder, dist, device)
+                per_step, mean_rate = recorder.firing_rates(dist)
+                rates = {name: float(r.mean()) for name, r in per_step.items()}
                 row = {
                     "epoch": epoch, "lr": lr, "train_loss": stats["train_loss"],
                     "eval_loss": metrics["eval_loss"], "eval_top1": metrics["eval_top1"], "eval_top5": metrics["eval_top5"],
@@ -278,22 +279,6 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
 
     barrier(dist)
     return run_dir
-
-
-def reduced_firing_rates(recorder: SpikeRecorder, dist: DistInfo, device: torch.device) -> tuple[dict, Optional[float]]:
-    """Firing rate per neuron layer over every sample of every rank, and the mean firing rate:
-    spikes over neuron-steps of all layers (weighted by neurons, as evaluation reports it)."""
-    counts = recorder.spike_counts  # one copy to the CPU; the rates themselves are not needed here
-    names = [n for n in recorder.layers if n in counts]
-    if not names:
-        return {}, None
-    packed = torch.tensor(
-        [[float(counts[n].sum()), float(recorder.element_counts[n] * counts[n].numel())] for n in names],
-        dtype=torch.float64, device=device,
-    )
-    packed = all_reduce_sum(packed, dist).tolist()
-    spikes, slots = sum(s for s, _ in packed), sum(e for _, e in packed)
-    return {n: float(s / max(e, 1)) for n, (s, e) in zip(names, packed)}, spikes / slots if slots else None
 
 
 def neuron_path(model: nn.Module, runtime: Runtime) -> str:

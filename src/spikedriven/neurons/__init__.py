@@ -17,7 +17,7 @@ arithmetic) its fused form, and registered by name:
     create_neuron({"mode": "if_soft", "v_threshold": 1.0})
 """
 
-from .base import SpikingNeuron, ThresholdNeuron, below_threshold
+from .base import NEURON_PATHS, SpikingNeuron, ThresholdNeuron, below_threshold, neuron_path, set_neuron_path
 from .fused import fused_available, fused_multi_step, fused_neuron
 from .registry import (
     NEURONS, create_neuron, describe_neurons, load_plugins, neuron_class, plugin_key, register_neuron, resolve_spec,
@@ -40,8 +40,8 @@ def _register_builtin_families() -> None:
 _register_builtin_families()
 
 __all__ = [
-    "NEURONS", "SURROGATES", "FusedForm", "NeuronSpec", "Param", "SpikingNeuron", "StepOps", "Surrogate",
-    "ThresholdNeuron", "below_threshold", "create_neuron", "describe_neurons", "fused_available", "fused_multi_step",
-    "fused_neuron", "load_plugins", "neuron_class", "plugin_key", "register_neuron", "register_surrogate",
-    "resolve_spec",
+    "NEURONS", "NEURON_PATHS", "SURROGATES", "FusedForm", "NeuronSpec", "Param", "SpikingNeuron", "StepOps",
+    "Surrogate", "ThresholdNeuron", "below_threshold", "create_neuron", "describe_neurons", "fused_available",
+    "fused_multi_step", "fused_neuron", "load_plugins", "neuron_class", "neuron_path", "plugin_key",
+    "register_neuron", "register_surrogate", "resolve_spec", "set_neuron_path",
 ]  # fmt: skip

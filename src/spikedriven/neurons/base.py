@@ -16,7 +16,8 @@ elsewhere and otherwise the loop below runs.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+import contextlib
+from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -27,7 +28,11 @@ from .fused import fused_available, fused_multi_step
 from .spec import FusedForm, NeuronSpec, Param, StepOps, is_number
 from .surrogates import SURROGATES, spike_function
 
-__all__ = ["SpikingNeuron", "ThresholdNeuron"]
+__all__ = ["NEURON_PATHS", "SpikingNeuron", "ThresholdNeuron", "neuron_path", "set_neuron_path"]
+
+# how a neuron layer runs its T steps: "fused", the fused kernels where they can run (CUDA) and the loop
+# elsewhere; "loop", the per-step PyTorch reference everywhere (checks and benchmarks compare the two)
+NEURON_PATHS = ("fused", "loop")
 
 
 class SpikingNeuron(nn.Module):
@@ -41,7 +46,6 @@ class SpikingNeuron(nn.Module):
     ops: ClassVar[StepOps] = StepOps()
     leaky: ClassVar[bool] = False  # the potential decays between inputs (the study's LIF side)
 
-    use_fused = True  # False keeps the per-step loop on CUDA too (benchmarks, checks)
     # probe(t, h, spike, v) after every step, set per instance by a recorder (analysis.membrane);
     # while set the loop runs, since the fused kernels never materialise H
     _membrane_probe = None
@@ -86,6 +90,7 @@ class SpikingNeuron(nn.Module):
         self.spec = NeuronSpec(spec.mode, **self.resolve(spec.params))
         for key, value in self.spec.params.items():
             setattr(self, key, value)
+        self.path = "fused"  # set through set_neuron_path / neuron_path
 
     # --------------------------------------------------------------- dynamics
     def initial_potential(self) -> float:
@@ -132,7 +137,7 @@ class SpikingNeuron(nn.Module):
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes for input current ``[T, ...]``: the fused kernels where they run, else the loop."""
-        form = self.fused_form() if self.use_fused and self._membrane_probe is None else None
+        form = self.fused_form() if self.path == "fused" and self._membrane_probe is None else None
         if form is not None and fused_available(x):
             return fused_multi_step(x, form, **self.fused_gradient())
         return self.loop(x)
@@ -206,3 +211,24 @@ def below_threshold(value, settings) -> Optional[str]:
     if not is_number(value):
         return "must be a number"
     return None if value < settings.get("v_threshold", float("inf")) else "must lie below v_threshold"
+
+
+def set_neuron_path(module: nn.Module, path: str) -> None:
+    """Every neuron layer in ``module`` (a model, or one neuron) runs ``path`` from now on (``NEURON_PATHS``)."""
+    if path not in NEURON_PATHS:
+        raise ValueError(f"unknown neuron path {path!r}; the paths are {', '.join(NEURON_PATHS)}")
+    for m in module.modules():
+        if isinstance(m, SpikingNeuron):
+            m.path = path
+
+
+@contextlib.contextmanager
+def neuron_path(module: nn.Module, path: str) -> Iterator[nn.Module]:
+    """``set_neuron_path`` inside the block; each layer's own path comes back afterwards, exceptions included."""
+    saved = [(m, m.path) for m in module.modules() if isinstance(m, SpikingNeuron)]
+    try:
+        set_neuron_path(module, path)
+        yield module
+    finally:
+        for m, path_before in saved:
+            m.path = path_before
