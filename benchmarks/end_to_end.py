@@ -76,7 +76,7 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
         # the training command's device defaults
         model = place_model(cfg, runtime)
         channels_last = runtime.channels_last
-        optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
+        optimizer, _, _ = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer)
         mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
         dist = DistInfo()
         train_model = compile_model(cfg, model, runtime)
@@ -99,6 +99,7 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "torch": torch.__version__, "workers": workers, "batch": batch, "amp": amp,
         "compile": runtime.compile_mode or "off", "backward_memory": runtime.backward_memory, "channels_last": channels_last,
+        "fused_optimizer": runtime.fused_optimizer,
         "epochs": epochs, "first_epoch_s": round(times[0], 2),
         "train_images": stats["images"], "eval_images": metrics["eval_images"],
         "generate_s": round(generate_s, 2), **data,
@@ -120,6 +121,8 @@ def main() -> None:
                    help="as the config key: auto compiles on CUDA (the training command's default)")
     p.add_argument("--compile-mode", default="reduce-overhead")
     p.add_argument("--backward-memory", default="auto", choices=MEMORY_MODES)
+    p.add_argument("--fused-optimizer", default="auto", choices=("auto", "true", "false"),
+                   help="the optimizer step as one fused kernel (auto: as a training run chooses, on for CUDA)")
     p.add_argument("--epochs", type=int, default=2, help="epochs to run; the last one is reported")
     p.add_argument("--data-only", action="store_true", help="time the data pipelines alone (no model)")
     p.add_argument("--eval-per-image", action="store_true",
@@ -127,7 +130,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny sizes for a CPU check")
     p.add_argument("--json", help="write the result here")
     args = p.parse_args()
-    overrides = {"compile": args.compile, "compile_mode": args.compile_mode, "backward_memory": args.backward_memory}
+    overrides = {"compile": args.compile, "compile_mode": args.compile_mode, "backward_memory": args.backward_memory,
+                 "fused_optimizer": args.fused_optimizer}
     if args.quick:
         vars(args).update(QUICK_SIZES)
         overrides.update(QUICK_OVERRIDES)

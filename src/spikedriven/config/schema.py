@@ -9,6 +9,7 @@ from typing import Optional
 
 from ..errors import ConfigError
 from ..neurons import NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
+from ..runtime import FUSED_OPTIMIZERS
 from ..spike_ops import MEMORY_MODES
 
 AMP_MODES = ("none", "bf16", "fp16")
@@ -115,6 +116,10 @@ class Config:
     compile_mode: str = _f("reduce-overhead", "torch.compile mode; reduce-overhead adds CUDA graphs on GPUs "
                            "(measured fastest at the study's batch 64) and equals default on CPU",
                            choices=COMPILE_MODES)
+    fused_optimizer: Optional[bool] = _f(None, "the optimizer step as one fused kernel (torch's fused Adam / AdamW, "
+                                         "same update up to float rounding): true, false, or auto (also none): on "
+                                         "for CUDA with adam or adamw, off on CPU (the tested foreach reference)",
+                                         auto=True)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     output: Optional[str] = _f(None, "run folder (default: output/train/<timestamp>-<dataset>-<mode>-uth<v>-seed<s>)")
     nonfinite: str = _f("stop", "on a non-finite loss: stop the run, or skip the step", choices=NONFINITE_POLICIES)
@@ -198,6 +203,9 @@ class Config:
         need(self.opt_betas is None or (len(self.opt_betas) == 2 and all(0 <= b < 1 for b in self.opt_betas)),
              f"opt_betas must be two numbers in [0, 1) or none, got {self.opt_betas}")
         need(self.opt_eps is None or self.opt_eps > 0, f"opt_eps must be > 0 or none, got {self.opt_eps}")
+        need(not self.fused_optimizer or self.opt in FUSED_OPTIMIZERS,
+             f"fused_optimizer: true needs opt {' or '.join(FUSED_OPTIMIZERS)} (torch's fused kernels); "
+             f"opt {self.opt} has none, so leave fused_optimizer at auto or false")
         for name in ("hflip", "mixup_prob", "mixup_switch_prob", "smoothing"):
             need(0 <= getattr(self, name) <= 1, f"{name} must lie in [0, 1], got {getattr(self, name)}")
         for name in ("mixup", "cutmix", "color_jitter", "weight_decay", "warmup_lr", "min_lr"):

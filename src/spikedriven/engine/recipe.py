@@ -13,15 +13,17 @@ from ..errors import ConfigError
 from .loop import TETLoss
 
 
-def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module):
+def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bool = False):
     """timm's factories: AdamW without decay on biases and norm weights; cosine with warm-up and cooldown.
+    ``fused``: torch's fused optimizer kernel (``Runtime.fused_optimizer``).
 
     ``warmup_prefix=False`` makes the cosine run on the absolute epoch, as in the study:
     ``lr(t) = min_lr + (lr - min_lr)(1 + cos(pi t / epochs)) / 2`` for ``warmup <= t < epochs``.
     """
     try:
         # None: the optimizer's own default, as timm's train.py leaves it (LAMB's eps is 1e-6, not AdamW's 1e-8)
-        given = dict(betas=None if cfg.opt_betas is None else tuple(cfg.opt_betas), eps=cfg.opt_eps)
+        given = dict(betas=None if cfg.opt_betas is None else tuple(cfg.opt_betas), eps=cfg.opt_eps,
+                     fused=True if fused else None)
         optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                         **{k: v for k, v in given.items() if v is not None})
     except (ValueError, AssertionError) as e:

@@ -27,7 +27,7 @@ CHECKPOINT_NAMES = ("last.pth.tar", "best.pth.tar")
 # How a run is carried out, not what it computes: a resume may change these.
 RUNTIME_SETTINGS = (
     "data_dir", "download", "workers", "val_batch_size", "device", "channels_last", "backward_memory", "compile",
-    "compile_mode", "nonfinite", "log_interval", "log_wandb", "output", "plugins", "eval_img_size",
+    "compile_mode", "fused_optimizer", "nonfinite", "log_interval", "log_wandb", "output", "plugins", "eval_img_size",
 )
 # The length of the schedule: a resume may change it (the schedule is re-planned); a study may not.
 SCHEDULE_LENGTH = ("epochs", "cooldown_epochs")

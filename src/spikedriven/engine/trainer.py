@@ -113,7 +113,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device.type, workers=runtime.workers)
 
     model = place_model(cfg, runtime)
-    optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model)
+    optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
     start_epoch, epoch_state, best = 0, EpochState(), {"eval_top1": None, "epoch": None}
