@@ -59,3 +59,20 @@ def test_inference_speed_quick_run_times_every_neuron_on_the_loop(tmp_path):
     assert all(r["images_per_s"] > 0 for r in rows if r["path"] == "loop")
     assert all(not r["available"] for r in rows if r["path"] == "fused")  # no CUDA in the tests
     assert "published: 1323.4 images/s" in done.stdout
+
+
+def test_step_overhead_counts_what_a_training_step_dispatches_outside_the_model(tmp_path):
+    """Operator counts, not times: the fused optimizer step and the loop's loss window keep a step's host work
+    outside the model small (each operator is a kernel launch on a GPU)."""
+    out = tmp_path / "step.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_overhead.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    unfused, fused, no_mixup = json.loads(out.read_text())["rows"]
+    assert (unfused["optimizer"], fused["optimizer"], no_mixup["mixup"]) == ("adamw foreach", "adamw fused", False)
+    assert unfused["ops_per_step"]["forward"] == fused["ops_per_step"]["forward"] > 0
+    assert fused["ops_per_step"]["optimizer"] * 5 < unfused["ops_per_step"]["optimizer"]
+    assert no_mixup["ops_per_step"]["mixup"] == 0 < fused["ops_per_step"]["mixup"]
+    # the loop's own bookkeeping: a copy into the loss window per step, and the sync point's few every 10 steps
+    assert fused["ops_per_step"]["loop"] <= 8
+    assert "outside model" in done.stdout

@@ -64,7 +64,7 @@ def test_a_cpu_run_resolves_its_autos_and_says_so_in_one_line():
             runtime.fused_kernels) == ("full", False, None, False, False)
     line = runtime.describe(cfg)
     assert line.startswith("runtime: cpu | backward memory full (auto) | channels-last off (auto) | eager (auto) | ")
-    assert line.endswith("fused neuron kernels not usable here | adamw foreach (auto) | amp none")
+    assert line.endswith("fused neuron kernels not usable here | adamw unfused (auto) | amp none")
     given = load_config(DEMO, {"device": "cpu", "backward_memory": "lean", "channels_last": "true", "workers": "0"})
     line = Runtime.resolve(given, torch.device("cpu")).describe(given)
     assert "backward memory lean |" in line and "channels-last on |" in line and "| 0 loader workers |" in line
@@ -97,7 +97,7 @@ def test_fused_optimizer_true_with_an_optimizer_without_a_fused_kernel_is_one_se
         "fused_optimizer at auto or false")
 
 
-def test_the_fused_optimizer_step_is_the_foreach_step_up_to_rounding():
+def test_the_fused_optimizer_step_is_the_unfused_step_up_to_rounding():
     """What ``fused_optimizer`` changes: the same AdamW update (weight decay groups, schedule) in one kernel."""
     from spikedriven.engine.recipe import build_optimizer_and_scheduler
     from spikedriven.models import build_model
@@ -130,4 +130,4 @@ def test_a_run_with_the_fused_optimizer_trains_and_resumes_with_the_other(tmp_pa
     # how a run is carried out, not what it computes: a resume may switch it, and its state carries over
     code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "2", "--fused-optimizer", "false"], capsys)
     assert code == 0, err
-    assert "| adamw foreach |" in (run / "log.txt").read_text()
+    assert "| adamw unfused |" in (run / "log.txt").read_text()

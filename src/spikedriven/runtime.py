@@ -55,7 +55,7 @@ def fused_optimizer_for(setting: Optional[bool], opt: str, device_type: str) -> 
     """auto: on CUDA with an optimizer that has a fused kernel. There a foreach step launches a dozen kernels
     per parameter group, a host cost that bounds a fast training loop; the fused step is one launch and
     gives the same update up to float rounding. On CPU the step is under 1 % of a training step, and the
-    foreach path stays the reference the tests compare against."""
+    unfused step stays the reference the tests compare against."""
     if setting is None:
         return device_type == "cuda" and opt in FUSED_OPTIMIZERS
     return setting
@@ -132,4 +132,4 @@ class Runtime:
                 f"{auto(cfg.backward_memory)} | channels-last {'on' if self.channels_last else 'off'}"
                 f"{auto(cfg.channels_last)} | {compiled}{auto(cfg.compile)} | {workers} | fused neuron kernels "
                 f"{'usable' if self.fused_kernels else 'not usable here'} | {cfg.opt} "
-                f"{'fused' if self.fused_optimizer else 'foreach'}{auto(cfg.fused_optimizer)} | amp {cfg.amp}")
+                f"{'fused' if self.fused_optimizer else 'unfused'}{auto(cfg.fused_optimizer)} | amp {cfg.amp}")

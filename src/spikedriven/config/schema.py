@@ -118,7 +118,7 @@ class Config:
                            choices=COMPILE_MODES)
     fused_optimizer: Optional[bool] = _f(None, "the optimizer step as one fused kernel (torch's fused Adam / AdamW, "
                                          "same update up to float rounding): true, false, or auto (also none): on "
-                                         "for CUDA with adam or adamw, off on CPU (the tested foreach reference)",
+                                         "for CUDA with adam or adamw, off on CPU (the tested reference)",
                                          auto=True)
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     output: Optional[str] = _f(None, "run folder (default: output/train/<timestamp>-<dataset>-<mode>-uth<v>-seed<s>)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, ContextManager, Iterable, Optional, Sequence
@@ -96,31 +97,43 @@ def train_one_epoch(
     """Train over ``batches``; returns mean loss, images seen (in the whole epoch and
     in this call, which differ after a mid-epoch resume) and steps skipped.
 
-    The loss is checked for finiteness on the device and read back only every
+    Each step's loss stays on the device, in a window that is read back only every
     ``sync_every`` steps and at every multiple of ``log_every`` (a "sync point"),
-    so the GPU is not synchronised on every step; ``on_sync(step, mean loss,
-    images)`` then reports the steps since the last one. Non-finite losses, and
-    stop requests under torchrun, are agreed on by all ranks at sync points, so no
-    rank is left waiting in a collective; a single process reads its stop flag, a
-    host-side bool, after every step.
+    so the GPU is not synchronised on every step and a step adds one copy to the loss
+    window to the model's own work, not a chain of small bookkeeping kernels (each a
+    launch the host pays for: ``benchmarks/step_overhead.py`` counts them); the sums
+    and the finiteness check are done on the window's values at the sync point.
+    ``on_sync(step, mean loss, images)`` then reports the steps since the last one.
+    Non-finite losses, and stop requests under torchrun, are agreed on by all ranks
+    at sync points, so no rank is left waiting in a collective; a single process reads
+    its stop flag, a host-side bool, after every step.
     """
     model.train()
     state = state or EpochState()
     images_before = state.images
-    pending = torch.zeros(2, dtype=torch.float64, device=device)  # loss * n, n since the last sync
-    first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)
+    # the losses of the steps since the last sync point (at most sync_every, or log_every, of them), and
+    # on the host the batch index and images of each
+    window = torch.zeros(sync_every, dtype=torch.float64, device=device)
+    window_steps: list[tuple[int, int]] = []
     skipped = 0
 
     def sync_point() -> bool:
-        """Fold pending sums into ``state``; True when every rank should stop now."""
+        """Fold the window into ``state``; True when every rank should stop now."""
+        losses = window[:len(window_steps)]
+        bad_here = (~torch.isfinite(losses)).any().double()
         stop_here = torch.full((), float(stop_requested()), dtype=torch.float64, device=device)
-        flags = all_reduce_sum(torch.stack([(first_bad >= 0).double(), stop_here]), dist)
+        flags = all_reduce_sum(torch.stack([bad_here, stop_here]), dist)
         # one read-back for everything: each would make the host wait for the GPU
-        bad_anywhere, stop_anywhere, bad_step, loss_sum, n = torch.cat([flags, first_bad.view(1), pending]).tolist()
+        bad_anywhere, stop_anywhere, *values = torch.cat([flags, losses]).tolist()
         if bad_anywhere > 0:
-            _raise_if_nonfinite(int(bad_step) if bad_step >= 0 else None, epoch)
+            bad_steps = [index for (index, _), value in zip(window_steps, values) if not math.isfinite(value)]
+            _raise_if_nonfinite(bad_steps[0] if bad_steps else None, epoch)
+        loss_sum, n = 0.0, 0
+        for (_, images_in_step), value in zip(window_steps, values):  # in step order, in float64, as summed before
+            loss_sum += value * images_in_step
+            n += images_in_step
         state.loss_sum += loss_sum
-        pending.zero_()
+        window_steps.clear()
         if on_sync is not None and n:
             on_sync(state.step, loss_sum / n, int(n))
         return stop_anywhere > 0
@@ -137,8 +150,7 @@ def train_one_epoch(
         with autocast(device, amp), memory_mode(backward_memory):
             loss = classification_loss(model(images), target, loss_fn)
         optimizer.zero_grad(set_to_none=True)
-        finite = torch.isfinite(loss.detach())
-        if nonfinite == "skip" and not bool(finite):  # per-step sync only in skip mode
+        if nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):  # per-step sync only in skip mode
             skipped += 1
         else:
             if scaler is not None:
@@ -154,11 +166,11 @@ def train_one_epoch(
                     nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
                 optimizer.step()
             n = images.shape[0]
-            pending[0] += loss.detach().double() * n
-            pending[1] += n
+            window[len(window_steps)] = loss.detach()
+            window_steps.append((batch_index, n))
             state.images += n
-            first_bad = torch.where((first_bad < 0) & ~finite, torch.full_like(first_bad, batch_index), first_bad)
         state.step = batch_index + 1
+        # every rank reaches the same sync points (a window never holds more than sync_every steps)
         at_sync = state.step % sync_every == 0 or (log_every and state.step % log_every == 0)
         # one process needs no agreement to stop: act at once rather than at the next sync point
         stop_now = not dist.enabled and stop_requested()
