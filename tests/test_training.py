@@ -68,7 +68,7 @@ def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, d
     cfg = load_config(out / "config.yaml")
     assert cfg.spike_mode == mode and cfg.dim == 32 and cfg.num_classes == (10 if dataset == "cifar10" else 100)
     ckpt = ckpt_io.read_checkpoint(out / "last.pth.tar")
-    assert ckpt["config"] == cfg.to_dict() and ckpt["epoch"] == 2 and ckpt["neuron"]["mode"] == mode
+    assert ckpt["config"] == cfg.to_dict() and ckpt["epoch"] == 2 and ckpt["model_args"]["neuron"]["mode"] == mode
     ckpt_io.load_checkpoint(build_model(cfg), out / "best.pth.tar")
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

@@ -177,7 +177,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             "epoch": epoch, "step": state.step, "epoch_state": vars(state).copy(),
             "state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
-            "config": cfg.to_dict(), "neuron": cfg.neuron_spec().to_dict(), "model_args": cfg.model_kwargs(),
+            "config": cfg.to_dict(), "model_args": cfg.model_kwargs(),
             "best": best, "eval_set": splits.eval_name, "rng": rng,
         }
 
