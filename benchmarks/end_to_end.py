@@ -85,7 +85,7 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
             sync(device)
             t0 = time.perf_counter()
             stats = train_one_epoch(train_model, train_loader, optimizer, loss_fn, device, epoch=epoch, dist=dist,
-                                    mixup=mixup, amp=cfg.amp, sync_every=50, backward_memory=runtime.backward_memory,
+                                    mixup=mixup, amp=cfg.amp, sync_every=50,
                                     channels_last=channels_last, cuda_graphs=runtime.cuda_graphs)
             sync(device)
             train_s = time.perf_counter() - t0

@@ -142,7 +142,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
     x = torch.randn(size, device=device).contiguous(memory_format=memory_format)
     y = torch.randint(0, model.num_classes, (batch,), device=device)
     compiled = fast and args.compile
-    ops = functools.partial(memory_mode, args.backward_memory if fast else "full")
+    ops = functools.partial(memory_mode, model, args.backward_memory if fast else "full")
 
     if compiled:
         torch.compiler.reset()  # a fresh compile per setting, clear of earlier settings' graphs

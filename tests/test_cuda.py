@@ -97,7 +97,7 @@ def test_lean_and_min_backward_memory_give_full_s_results(amp):
     runs = {}
     for mode in ("full", "lean", "min"):
         model.zero_grad()
-        with memory_mode(mode), torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
+        with memory_mode(model, mode), torch.autocast("cuda", dtype=amp or torch.float32, enabled=amp is not None):
             saved = saved_tensor_bytes(lambda: model(x))
             out = model(x)
         out.float().logsumexp(-1).sum().backward()

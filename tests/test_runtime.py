@@ -131,3 +131,19 @@ def test_a_run_with_the_fused_optimizer_trains_and_resumes_with_the_other(tmp_pa
     code, _, err = run_cli(["train", "--resume", str(run), "--epochs", "2", "--fused-optimizer", "false"], capsys)
     assert code == 0, err
     assert "| adamw unfused |" in (run / "log.txt").read_text()
+
+
+def test_the_model_of_a_run_keeps_for_backward_what_its_runtime_decided():
+    from spikedriven.engine.trainer import place_model
+    from spikedriven.spike_ops import saved_tensor_bytes
+
+    saved = {}
+    for memory in ("auto", "lean"):  # auto is full on CPU
+        cfg = load_config(DEMO, {"device": "cpu", "backward_memory": memory, "dim": "16", "num_heads": "2"})
+        torch.manual_seed(0)
+        model = place_model(cfg, Runtime.resolve(cfg, torch.device("cpu")))
+        layers = [m for m in model.modules() if hasattr(m, "backward_memory")]
+        assert layers and {m.backward_memory for m in layers} == {"full" if memory == "auto" else "lean"}
+        images = torch.randn(4, cfg.in_channels, cfg.img_size, cfg.img_size)
+        saved[memory] = saved_tensor_bytes(lambda: model(images))
+    assert saved["lean"] < 0.7 * saved["auto"]

@@ -29,7 +29,7 @@ def count_loops(monkeypatch):
     original = SpikingNeuron.loop
 
     def loop(self, x):
-        calls.append(self.path)
+        calls.append(self.neuron_path)
         return original(self, x)
 
     monkeypatch.setattr(SpikingNeuron, "loop", loop)
@@ -37,7 +37,7 @@ def count_loops(monkeypatch):
 
 
 def own_settings(model):
-    return {name: m.path for name, m in neuron_layers(model).items()}
+    return {name: m.neuron_path for name, m in neuron_layers(model).items()}
 
 
 def test_rows_fields_and_types():
@@ -115,7 +115,7 @@ def test_neuron_paths_restored_after_an_exception(monkeypatch):
 
     with pytest.raises(KeyError):
         with neuron_path(model, "fused"):
-            assert all(m.path == "fused" for m in neuron_layers(model).values())
+            assert all(m.neuron_path == "fused" for m in neuron_layers(model).values())
             raise KeyError("inside")
     assert own_settings(model) == before
 
@@ -179,7 +179,7 @@ def test_bad_inputs():
         measure_speed(model, torch.empty(0, 1, 8, 8), "cpu")
     with pytest.raises(ConfigError, match="move it there"):
         measure_speed(model, example(), "meta")
-    with pytest.raises(ValueError, match="unknown neuron path 'jit'; the paths are fused, loop"):
+    with pytest.raises(ValueError, match="unknown neuron path 'jit'; valid neuron paths are: fused, loop"):
         with neuron_path(model, "jit"):
             pass
     assert set(own_settings(model).values()) == {"fused"}

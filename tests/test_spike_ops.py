@@ -1,6 +1,7 @@
 """Memory-lean spike operations: identical values and gradients, less kept for backward."""
 
 import copy
+import functools
 
 import pytest
 import torch
@@ -11,16 +12,12 @@ from torch import nn
 from spikedriven.models.sdt import SpikeDrivenTransformer
 from spikedriven.neurons import NEURONS, NeuronSpec, create_neuron
 from spikedriven.spike_ops import (
-    SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, norm_then, saved_tensor_bytes, spike_conv2d, spike_max_pool2d,
-    spike_mul,
+    SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, norm_then, saved_tensor_bytes, set_backward_memory,
+    spike_conv2d, spike_max_pool2d, spike_mul,
 )
 
-
-@pytest.fixture(autouse=True)
-def lean_on_cpu():
-    """"auto" keeps full tensors on CPU; these tests exercise the lean operations there."""
-    with memory_mode("lean"):
-        yield
+# "auto" keeps full tensors on CPU; these tests ask for the lean operations there
+LEAN = "lean"
 
 
 def spikes(*shape, rate=0.3):
@@ -53,7 +50,7 @@ def test_spike_conv_equals_conv(kernel, stride, bias, channels_last):
     out_w = torch.randn(F.conv2d(x, w, stride=stride, padding=kernel // 2).shape)
 
     def with_ops(x, w, b=None):
-        return spike_conv2d(x, w, b, stride, kernel // 2)
+        return spike_conv2d(x, w, b, stride, kernel // 2, memory=LEAN)
 
     def plain(x, w, b=None):
         return F.conv2d(x, w, b, stride, kernel // 2)
@@ -73,7 +70,8 @@ def test_spike_conv_under_bf16_autocast_equals_conv():
                 return conv(x, w, None, 1, 1)
         return autocast_conv
 
-    a, b = grads_of(run(spike_conv2d), x, w, weight=out_w), grads_of(run(F.conv2d), x, w, weight=out_w)
+    lean_conv = functools.partial(spike_conv2d, memory=LEAN)
+    a, b = grads_of(run(lean_conv), x, w, weight=out_w), grads_of(run(F.conv2d), x, w, weight=out_w)
     assert a[0].dtype == torch.bfloat16 and a[1][1].dtype == torch.float32
     assert_same(a, b)
 
@@ -81,13 +79,16 @@ def test_spike_conv_under_bf16_autocast_equals_conv():
 def test_spike_max_pool_and_mul_equal_plain_ops():
     x = spikes(4, 3, 8, 8).requires_grad_()
     w = torch.randn(4, 3, 4, 4)
-    assert_same(grads_of(lambda x: spike_max_pool2d(x, 3, 2, 1), x, weight=w),
+    assert_same(grads_of(lambda x: spike_max_pool2d(x, 3, 2, 1, memory=LEAN), x, weight=w),
                 grads_of(lambda x: F.max_pool2d(x, 3, 2, 1), x, weight=w))
     # broadcasting as in attention: [T, B, heads, d, N] * [T, B, heads, d, 1]
     a, b = spikes(2, 3, 4, 5, 6).requires_grad_(), spikes(2, 3, 4, 5, 1).requires_grad_()
     w = torch.randn(2, 3, 4, 5, 6)
-    assert_same(grads_of(spike_mul, a, b, weight=w), grads_of(torch.mul, a, b, weight=w))
-    assert saved_tensor_bytes(lambda: spike_mul(a, b)) * 4 == saved_tensor_bytes(lambda: a * b)
+    lean_mul = functools.partial(spike_mul, memory=LEAN)
+    assert_same(grads_of(lean_mul, a, b, weight=w), grads_of(torch.mul, a, b, weight=w))
+    assert saved_tensor_bytes(lambda: lean_mul(a, b)) * 4 == saved_tensor_bytes(lambda: a * b)
+    # a layer's own mode: "auto" is full on CPU, and lean is asked for per layer
+    assert saved_tensor_bytes(lambda: spike_mul(a, b)) == saved_tensor_bytes(lambda: a * b)
 
 
 @pytest.mark.parametrize("mode", ["lif", "if", "if_soft"])
@@ -102,7 +103,7 @@ def test_norm_then_equals_norm_and_neuron(mode):
     w = torch.randn(3, 4, 6, 5, 5)
 
     def lean(x):
-        return norm_then(x, norm, neuron.multi_step)
+        return norm_then(x, norm, neuron.multi_step, memory=LEAN)
 
     def plain(x):
         return neuron.multi_step(plain_norm(x.flatten(0, 1)).reshape(x.shape))
@@ -127,7 +128,7 @@ def test_norm_then_recomputes_under_the_forward_autocast():
                 return fn(x.to(torch.bfloat16))
         return wrapped
 
-    lean = run(lambda x: norm_then(x, norm, neuron.multi_step))
+    lean = run(lambda x: norm_then(x, norm, neuron.multi_step, memory=LEAN))
     plain = run(lambda x: neuron.multi_step(plain_norm(x.flatten(0, 1)).reshape(x.shape)))
     assert_same(grads_of(lean, x, weight=w), grads_of(plain, x, weight=w))
 
@@ -147,10 +148,10 @@ def test_model_with_lean_ops_equals_plain_model(mode, share, spike_mode, mlp_rat
         logits.square().sum().backward()
         return logits.detach()
 
-    with memory_mode(mode):
-        lean_bytes = saved_tensor_bytes(lambda: lean(images))
-        logits = step(lean)
-    with keep_full_tensors():
+    set_backward_memory(lean, mode)
+    lean_bytes = saved_tensor_bytes(lambda: lean(images))
+    logits = step(lean)
+    with keep_full_tensors(plain):
         plain_bytes = saved_tensor_bytes(lambda: plain(images))
         assert torch.equal(logits, step(plain))
     for (name, p), q in zip(lean.named_parameters(), plain.parameters()):
@@ -176,7 +177,8 @@ def test_min_mode_recomputes_the_convolution_exactly(first_layer, amp):
 
     def chain(pool, conv, norm, mode):
         def run(x):
-            with memory_mode(mode), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            with memory_mode(neuron, mode), memory_mode(conv, mode), memory_mode(pool, mode), \
+                    torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
                 return neuron(x, norm=norm, pre=(pool, conv))
         return run
 
@@ -217,12 +219,20 @@ def test_compiled_model_with_lean_ops_matches_eager():
 def test_memory_mode_auto_keeps_full_tensors_on_cpu_and_rejects_unknown_modes():
     model = SpikeDrivenTransformer(**tiny_model_kwargs())
     images = torch.randn(2, 3, 16, 16)
-    with memory_mode("auto"):
-        auto = saved_tensor_bytes(lambda: model(images))
-    with keep_full_tensors():
+    layers = [m for m in model.modules() if hasattr(m, "backward_memory")]
+    assert {m.backward_memory for m in layers} == {"auto"}  # a new model's layers
+    auto = saved_tensor_bytes(lambda: model(images))
+    with keep_full_tensors(model):
         full = saved_tensor_bytes(lambda: model(images))
     assert auto == full
-    assert saved_tensor_bytes(lambda: model(images)) < 0.6 * full  # the fixture's "lean"
-    with pytest.raises(ValueError, match="valid modes are: auto, min, lean, full"):
-        with memory_mode("small"):
+    with memory_mode(model, "lean"):
+        assert {m.backward_memory for m in layers} == {"lean"}
+        assert saved_tensor_bytes(lambda: model(images)) < 0.6 * full
+    assert {m.backward_memory for m in layers} == {"auto"}  # each layer's own setting came back
+    # every layer that calls the operations takes the mode: the blocks, the neurons, the spike layers
+    assert {type(m).__name__ for m in layers} >= {"SpikingPatchSplit", "SpikeDrivenSelfAttention", "SpikingMLP",
+                                                   "SpikeConv2d", "LIF"}
+    with pytest.raises(ValueError, match="unknown memory mode 'small'; valid memory modes are: auto, min, lean, full"):
+        with memory_mode(model, "small"):
             pass
+    assert {m.backward_memory for m in layers} == {"auto"}

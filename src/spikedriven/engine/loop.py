@@ -13,7 +13,6 @@ from torch import nn
 
 from .distributed import DistInfo, all_reduce_sum
 from ..errors import SpikedrivenError
-from ..spike_ops import memory_mode
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_NEEDS_CUDA = ("amp fp16 needs a CUDA GPU: on a CPU, float16 autocast runs about 30x slower than fp32 (measured on "
@@ -85,7 +84,6 @@ def train_one_epoch(
     scaler: Optional[torch.amp.GradScaler] = None,
     clip_grad: Optional[float] = None,
     channels_last: bool = False,
-    backward_memory: str = "auto",
     nonfinite: str = "stop",
     sync_every: int = 10,
     log_every: int = 0,
@@ -147,7 +145,7 @@ def train_one_epoch(
             images = images.contiguous(memory_format=torch.channels_last)
         if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
             torch.compiler.cudagraph_mark_step_begin()
-        with autocast(device, amp), memory_mode(backward_memory):
+        with autocast(device, amp):
             loss = classification_loss(model(images), target, loss_fn)
         optimizer.zero_grad(set_to_none=True)
         if nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):  # per-step sync only in skip mode

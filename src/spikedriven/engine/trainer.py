@@ -32,6 +32,7 @@ from ..data import build_datasets, build_eval_loader, build_test_dataset, build_
 from ..errors import ConfigError, DataError, user_message
 from ..models import build_model
 from ..runtime import Runtime
+from ..spike_ops import set_backward_memory
 from . import checkpoint as ckpt_io
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
@@ -70,11 +71,12 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
 
 
 def place_model(cfg: Config, runtime: Runtime) -> nn.Module:
-    """The model on the run's device, in the memory format its runtime chose."""
+    """The model on the run's device, in the memory format and with the backward memory its runtime chose."""
     if runtime.device.type == "cuda":
         # fixed input sizes: let cuDNN time its algorithms once and keep the fastest
         torch.backends.cudnn.benchmark = True
     model = build_model(cfg).to(runtime.device)
+    set_backward_memory(model, runtime.backward_memory)
     return model.to(memory_format=torch.channels_last) if runtime.channels_last else model
 
 
@@ -214,7 +216,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     stats = train_one_epoch(
                         train_model, batches, optimizer, loss_fn, device, epoch=epoch, dist=dist, mixup=mixup,
                         amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=runtime.channels_last,
-                        backward_memory=runtime.backward_memory, nonfinite=cfg.nonfinite, sync_every=10,
+                        nonfinite=cfg.nonfinite, sync_every=10,
                         log_every=cfg.log_interval, state=epoch_state, cuda_graphs=runtime.cuda_graphs,
                         stop_requested=stop, on_sync=progress,
                     )

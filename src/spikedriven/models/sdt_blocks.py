@@ -56,13 +56,16 @@ class SpikingPatchSplit(nn.Module):
         self.maxpool3 = _pool(pool[3])  # acts on the real-valued BN output
         self.rpe_neuron = neuron()
         self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False, levels=levels)
+        self.backward_memory = "auto"  # of its own norm_then calls (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj_neuron(x, pre=(self.proj_conv,), norm=self.proj_bn)
         x = self.proj_neuron1(x, pre=(self.maxpool, self.proj_conv1), norm=self.proj_bn1)
         x = self.proj_neuron2(x, pre=(self.maxpool1, self.proj_conv2), norm=self.proj_bn2)
-        feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3))
-        return norm_then(self.rpe_neuron(feat), self.rpe_bn, pre=(self.rpe_conv,)) + feat
+        memory = self.backward_memory
+        feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3),
+                         memory=memory)
+        return norm_then(self.rpe_neuron(feat), self.rpe_bn, pre=(self.rpe_conv,), memory=memory) + feat
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
         """Operations outside the layers and neurons, for energy models: the position code's residual."""
@@ -97,6 +100,7 @@ class SpikeDrivenSelfAttention(nn.Module):
         self.kv_neuron = attn_neuron()
         # q * kv multiplies spikes of `levels` levels each: the output convolution sees levels**2 levels
         self.proj_conv, self.proj_bn = _conv_bn(dim, dim, 1, bias=True, levels=levels * levels)
+        self.backward_memory = "auto"  # of its own spike products and norm_then (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, c, h, w = x.shape
@@ -108,14 +112,14 @@ class SpikeDrivenSelfAttention(nn.Module):
         v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn)
         if self.dvs_mode:
             k, v = per_step(self.frame_pool, k), per_step(self.frame_pool, v)
-        kv = spike_mul(k.reshape(heads), v.reshape(heads), self.levels)
+        kv = spike_mul(k.reshape(heads), v.reshape(heads), self.levels, self.backward_memory)
         if self.dvs_mode:
             kv = self._pool_heads(kv)
         kv = self.kv_neuron(kv.sum(dim=-1, keepdim=True))  # sum over tokens
-        y = spike_mul(q, kv, self.levels)
+        y = spike_mul(q, kv, self.levels, self.backward_memory)
         if self.dvs_mode:
             y = self._pool_heads(y)
-        return norm_then(y.reshape(t, b, c, h, w), self.proj_bn, pre=(self.proj_conv,)) + x
+        return norm_then(y.reshape(t, b, c, h, w), self.proj_bn, pre=(self.proj_conv,), memory=self.backward_memory) + x
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
         """Operations outside the layers and neurons, for energy models: the masks k * v and q * kv
@@ -138,16 +142,17 @@ class SpikingMLP(nn.Module):
         self.fc2_neuron = neuron()
         self.fc2_conv, self.fc2_bn = _conv_bn(hidden, dim, 1, bias=True, levels=levels)
         self.hidden_residual = hidden == dim
+        self.backward_memory = "auto"  # of its own norm_then calls (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
         s = self.fc1_neuron(x)
         if self.hidden_residual:
-            identity = norm_then(s, self.fc1_bn, pre=(self.fc1_conv,)) + identity
+            identity = norm_then(s, self.fc1_bn, pre=(self.fc1_conv,), memory=self.backward_memory) + identity
             s = self.fc2_neuron(identity)
         else:
             s = self.fc2_neuron(s, pre=(self.fc1_conv,), norm=self.fc1_bn)
-        return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,)) + identity
+        return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,), memory=self.backward_memory) + identity
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
         """Operations outside the layers and neurons, for energy models: the residual additions."""

@@ -16,13 +16,13 @@ elsewhere and otherwise the loop below runs.
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, ClassVar, Iterator, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
 from ..errors import ConfigError
+from ..layer_settings import LayerSetting
 from ..spike_ops import norm_then
 from .fused import fused_available, fused_multi_step
 from .spec import FusedForm, NeuronSpec, Param, StepOps, is_number
@@ -90,7 +90,8 @@ class SpikingNeuron(nn.Module):
         self.spec = NeuronSpec(spec.mode, **self.resolve(spec.params))
         for key, value in self.spec.params.items():
             setattr(self, key, value)
-        self.path = "fused"  # set through set_neuron_path / neuron_path
+        self.neuron_path = "fused"  # set through set_neuron_path / neuron_path
+        self.backward_memory = "auto"  # of the norm it may be given (spike_ops.set_backward_memory)
 
     # --------------------------------------------------------------- dynamics
     def initial_potential(self) -> float:
@@ -130,14 +131,14 @@ class SpikingNeuron(nn.Module):
         ``pre`` layers' output too (``spikedriven.spike_ops``).
         """
         if norm is not None:
-            return norm_then(x, norm, self.multi_step, pre, fn_params=tuple(self.parameters()))
+            return norm_then(x, norm, self.multi_step, pre, fn_params=tuple(self.parameters()), memory=self.backward_memory)
         if pre:
             raise ValueError("pre layers come with a norm: neuron(x, norm=bn, pre=(conv,))")
         return self.multi_step(x)
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes for input current ``[T, ...]``: the fused kernels where they run, else the loop."""
-        form = self.fused_form() if self.path == "fused" and self._membrane_probe is None else None
+        form = self.fused_form() if self.neuron_path == "fused" and self._membrane_probe is None else None
         if form is not None and fused_available(x):
             return fused_multi_step(x, form, **self.fused_gradient())
         return self.loop(x)
@@ -213,22 +214,7 @@ def below_threshold(value, settings) -> Optional[str]:
     return None if value < settings.get("v_threshold", float("inf")) else "must lie below v_threshold"
 
 
-def set_neuron_path(module: nn.Module, path: str) -> None:
-    """Every neuron layer in ``module`` (a model, or one neuron) runs ``path`` from now on (``NEURON_PATHS``)."""
-    if path not in NEURON_PATHS:
-        raise ValueError(f"unknown neuron path {path!r}; the paths are {', '.join(NEURON_PATHS)}")
-    for m in module.modules():
-        if isinstance(m, SpikingNeuron):
-            m.path = path
-
-
-@contextlib.contextmanager
-def neuron_path(module: nn.Module, path: str) -> Iterator[nn.Module]:
-    """``set_neuron_path`` inside the block; each layer's own path comes back afterwards, exceptions included."""
-    saved = [(m, m.path) for m in module.modules() if isinstance(m, SpikingNeuron)]
-    try:
-        set_neuron_path(module, path)
-        yield module
-    finally:
-        for m, path_before in saved:
-            m.path = path_before
+# the attribute every neuron layer holds: set_neuron_path(model, "loop"), or for one block neuron_path(model, "loop")
+NEURON_PATH = LayerSetting("neuron_path", NEURON_PATHS, "neuron path")
+set_neuron_path = NEURON_PATH.set
+neuron_path = NEURON_PATH.within

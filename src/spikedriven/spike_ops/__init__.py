@@ -21,19 +21,21 @@
 Forward results and gradients are identical to the plain PyTorch operations;
 only the memory held between forward and backward shrinks. For the CIFAR SDT
 at batch 256 in fp32: 9,631 MiB (full), 3,693 MiB (lean, 38 %), 1,284 MiB
-(min, 13 %). Lean applies on accelerators by default; ``memory_mode`` chooses
-(the config key ``backward_memory``), and ``keep_full_tensors()`` is the plain
-reference of benchmarks and tests.
+(min, 13 %). Lean applies on accelerators by default. Each layer that calls
+these holds its mode (``backward_memory``); ``set_backward_memory(model, mode)``
+sets it on a whole model (a run sets the config key ``backward_memory``, as its
+``Runtime`` resolved it), ``memory_mode(model, mode)`` within a block, and
+``keep_full_tensors(model)`` is the plain reference of benchmarks and tests.
 
     layers.py   the memory modes; convolution, max-pool and product of spikes kept as bool / uint8
     norm.py     norm_then: batch norm (after a convolution) and a neuron or pool, recomputed in backward
 """
 
 from .layers import (MEMORY_MODES, SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, saved_tensor_bytes,
-                     spike_conv2d, spike_max_pool2d, spike_mul)
+                     set_backward_memory, spike_conv2d, spike_max_pool2d, spike_mul)
 from .norm import norm_then, per_step
 
 __all__ = [
     "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then", "per_step",
-    "saved_tensor_bytes", "spike_conv2d", "spike_max_pool2d", "spike_mul",
+    "saved_tensor_bytes", "set_backward_memory", "spike_conv2d", "spike_max_pool2d", "spike_mul",
 ]  # fmt: skip

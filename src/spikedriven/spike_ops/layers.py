@@ -8,7 +8,6 @@ docstring gives the modes and what each saves.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Optional
 
 import torch
@@ -16,33 +15,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from ..layer_settings import LayerSetting
 from ..runtime import backward_memory_for
 
 
 MEMORY_MODES = ("auto", "min", "lean", "full")
-_memory_mode = "auto"
 
 
-@contextlib.contextmanager
-def memory_mode(mode: str):
-    """Within this block: ``"lean"`` uses the operations here, ``"min"`` them and
-    recomputed convolutions, ``"full"`` the plain PyTorch ones, ``"auto"`` (the
-    default) lean on accelerators, where memory bounds the batch, and full on
-    CPU, where the extra conversions and the recomputation cost more time than
-    the memory is worth."""
-    global _memory_mode
-    if mode not in MEMORY_MODES:
-        raise ValueError(f"unknown memory mode {mode!r}; valid modes are: {', '.join(MEMORY_MODES)}")
-    previous, _memory_mode = _memory_mode, mode
-    try:
-        yield
-    finally:
-        _memory_mode = previous
+# What backward keeps in a layer that calls the operations here (its ``backward_memory``): "lean" the
+# operations here, "min" them and recomputed convolutions, "full" the plain PyTorch ones, "auto" (a new
+# layer's setting) lean on accelerators, where memory bounds the batch, and full on CPU, where the extra
+# conversions and the recomputation cost more time than the memory is worth. A run sets its
+# Runtime.backward_memory on its model with set_backward_memory(model, mode); memory_mode(model, mode)
+# sets it within a block.
+BACKWARD_MEMORY = LayerSetting("backward_memory", MEMORY_MODES, "memory mode")
+set_backward_memory = BACKWARD_MEMORY.set
+memory_mode = BACKWARD_MEMORY.within
 
 
-def keep_full_tensors():
-    """The plain PyTorch operations within this block (the reference)."""
-    return memory_mode("full")
+def keep_full_tensors(module: nn.Module):
+    """The plain PyTorch operations in ``module`` within this block (the reference)."""
+    return memory_mode(module, "full")
 
 
 def saved_tensor_bytes(fn) -> int:
@@ -62,16 +55,17 @@ def saved_tensor_bytes(fn) -> int:
     return sum(storage.nbytes() for storage in storages.values())
 
 
-def _active_mode(*tensors: Optional[torch.Tensor]) -> str:
-    """The memory mode for a call on ``tensors``: ``"full"`` unless autograd records it."""
+def _active_mode(memory: str, *tensors: Optional[torch.Tensor]) -> str:
+    """The memory mode of a call on ``tensors`` in a layer set to ``memory``: ``"full"`` unless autograd
+    records the call."""
     if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in tensors):
         return "full"
-    return backward_memory_for(_memory_mode, tensors[0].device.type)
+    return backward_memory_for(memory, tensors[0].device.type)
 
 
-def _tracked(*tensors: Optional[torch.Tensor]) -> bool:
+def _tracked(memory: str, *tensors: Optional[torch.Tensor]) -> bool:
     """Whether the lean version of an operation applies (in the lean and min modes)."""
-    return _active_mode(*tensors) != "full"
+    return _active_mode(memory, *tensors) != "full"
 
 
 def _pack(x: torch.Tensor, levels: int) -> torch.Tensor:
@@ -134,9 +128,11 @@ class _SpikeConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
-def spike_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, levels=1):
-    """``F.conv2d`` for a spike input ``x`` (values k / levels), keeping ``x`` in one byte for backward."""
-    if not _tracked(x, weight, bias) or not x.is_floating_point():
+def spike_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, levels=1,
+                 memory="auto"):
+    """``F.conv2d`` for a spike input ``x`` (values k / levels), keeping ``x`` in one byte for backward
+    (``memory``: the layer's memory mode)."""
+    if not _tracked(memory, x, weight, bias) or not x.is_floating_point():
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
     pair = nn.modules.utils._pair
     return _SpikeConv2d.apply(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups, levels)
@@ -149,11 +145,13 @@ class SpikeConv2d(nn.Conv2d):
     def __init__(self, *args, levels: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.levels = levels
+        self.backward_memory = "auto"  # set_backward_memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super().forward(x)
-        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.levels)
+        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.levels,
+                            self.backward_memory)
 
 
 # ---------------------------------------------------------------- max-pool
@@ -182,10 +180,10 @@ def _as_list(value):
     return list(nn.modules.utils._pair(value))
 
 
-def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, levels=1):
+def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, levels=1, memory="auto"):
     """``F.max_pool2d`` for a spike input, keeping the input in one byte and no indices."""
     stride = kernel_size if stride is None else stride
-    if not _tracked(x) or not x.is_floating_point():
+    if not _tracked(memory, x) or not x.is_floating_point():
         return F.max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode)
     return _SpikeMaxPool2d.apply(x, kernel_size, stride, padding, dilation, ceil_mode, levels)
 
@@ -196,12 +194,13 @@ class SpikeMaxPool2d(nn.MaxPool2d):
     def __init__(self, *args, levels: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.levels = levels
+        self.backward_memory = "auto"  # set_backward_memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.return_indices:
             return super().forward(x)
         return spike_max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation, self.ceil_mode,
-                                self.levels)
+                                self.levels, self.backward_memory)
 
 
 # ----------------------------------------------------------------- product
@@ -227,9 +226,9 @@ class _SpikeMul(torch.autograd.Function):
         return grad_a, grad_b, None
 
 
-def spike_mul(a: torch.Tensor, b: torch.Tensor, levels: int = 1) -> torch.Tensor:
+def spike_mul(a: torch.Tensor, b: torch.Tensor, levels: int = 1, memory: str = "auto") -> torch.Tensor:
     """``a * b`` (broadcasting) for spikes ``a`` and ``b`` of ``levels`` levels, keeping both in one byte each."""
-    if not _tracked(a, b) or not (a.is_floating_point() and b.is_floating_point()):
+    if not _tracked(memory, a, b) or not (a.is_floating_point() and b.is_floating_point()):
         return a * b
     return _SpikeMul.apply(a, b, levels)
 

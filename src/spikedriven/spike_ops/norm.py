@@ -119,6 +119,7 @@ def norm_then(
     fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     pre: Sequence[nn.Module] = (),
     fn_params: Sequence[torch.Tensor] = (),
+    memory: str = "auto",
 ) -> torch.Tensor:
     """``fn(norm(pre(x)))`` for ``x`` ``[T, B, ...]``: the ``pre`` layers (a convolution,
     a max-pool before it) frame-wise, then the batch norm over ``[T*B, C, H, W]``.
@@ -128,14 +129,14 @@ def norm_then(
     ``fn`` uses (a learnable neuron's). In training with autograd, backward
     recomputes the batch norm and ``fn`` instead of keeping their outputs (see
     ``_NormThen``); in the ``"min"`` memory mode it recomputes the ``pre``
-    layers too and keeps only ``x``. Under ``torch.compile`` the compiler makes
+    layers too and keeps only ``x`` (``memory``: the calling layer's memory mode). Under ``torch.compile`` the compiler makes
     that choice itself, so the plain composition is traced.
     """
     pre, fn_params = tuple(pre), list(fn_params)
     mode, params = "full", []
     if norm.training and not torch.compiler.is_compiling():  # evaluation skips gathering the parameters
         params = [p for layer in pre for p in layer.parameters()]
-        mode = _active_mode(x, norm.weight, norm.bias, *params, *fn_params)
+        mode = _active_mode(memory, x, norm.weight, norm.bias, *params, *fn_params)
     if mode == "min" and pre:
         return _NormThen.apply(x, norm.weight, norm.bias, norm, fn or _identity, pre, _spike_levels_in(pre), len(params),
                                *params, *fn_params)
