@@ -109,8 +109,8 @@ def train_one_epoch(
     model.train()
     state = state or EpochState()
     images_before = state.images
-    # the losses of the steps since the last sync point (at most sync_every, or log_every, of them), and
-    # on the host the batch index and images of each
+    # the losses of the steps since the last sync point (at most sync_every of them: a sync point comes at
+    # every multiple of sync_every), and on the host the batch index and images of each
     window = torch.zeros(sync_every, dtype=torch.float64, device=device)
     window_steps: list[tuple[int, int]] = []
     skipped = 0
