@@ -75,8 +75,8 @@ def read_wandb_offline(run_dir: Path) -> list[dict]:
 
     # run.finish() returns once the run has ended, but W&B's service process writes the .wandb file through
     # a buffer that it flushes when it closes the run's stream, which may come later on a loaded machine (a
-    # CI run once read a file that held only its header). Shutting the service down closes every stream;
-    # a real run gets the same at the exit of its process.
+    # CI run once found no run record in the file). Shutting the service down closes every stream; a real
+    # run gets the same at the exit of its process.
     wandb.teardown()
     runs = []
     for path in sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb")):
