@@ -158,7 +158,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
             log.info("those weights were trained with other settings: %s", "; ".join(mismatched))
 
     log.info(runtime.describe(cfg))
-    log.info("neurons: %s; evaluation images %s", neuron_path(model, runtime),
+    log.info("neurons: %s; evaluation images %s", describe_neuron_path(model, runtime),
              "used as stored, a batch per lookup" if splits.eval.transform is None else "transformed one by one")
     train_model = compile_model(cfg, model, runtime)
     if dist.enabled:
@@ -283,7 +283,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     return run_dir
 
 
-def neuron_path(model: nn.Module, runtime: Runtime) -> str:
+def describe_neuron_path(model: nn.Module, runtime: Runtime) -> str:
     """Which implementation the model's neurons run, for the run's log."""
     layers = list(neuron_layers(model).values())
     if not layers:
