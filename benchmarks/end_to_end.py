@@ -36,7 +36,7 @@ from spikedriven.runtime import Runtime
 ROOT = Path(__file__).resolve().parents[1]
 # --quick: a few hundred images through a small model on the CPU
 QUICK_SIZES = dict(train_images=256, test_images=128, workers=2, batch=32)
-QUICK_OVERRIDES = dict(dim=32, layer=1, time_steps=2, device="cpu")
+QUICK_OVERRIDES = dict(embed_dim=32, depth=1, time_steps=2, device="cpu")
 
 
 def sync(device: torch.device) -> None:

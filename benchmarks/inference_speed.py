@@ -30,7 +30,7 @@ from spikedriven.engine.loop import AMP_DTYPES  # noqa: E402
 from spikedriven.models import build_model  # noqa: E402
 
 PUBLISHED_IMAGES_PER_S = {"if_soft": 1323.4, "if": 1244.2, "lif": 1161.2}
-QUICK = {"dim": 16, "num_heads": 2, "layer": 1, "img_size": 16}
+QUICK = {"embed_dim": 16, "num_heads": 2, "depth": 1, "img_size": 16}
 
 
 def main(argv=None) -> int:
@@ -53,7 +53,7 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, overrides)
         torch.manual_seed(0)
         model = build_model(cfg).to(device).eval()
-        example = torch.randn(max(args.batch_sizes), cfg.in_channels, cfg.img_size, cfg.img_size)
+        example = torch.randn(max(args.batch_sizes), cfg.in_chans, cfg.img_size, cfg.img_size)
         measured = measure_speed(model, example, device, AMP_DTYPES[args.amp], batch_sizes=args.batch_sizes,
                                  repeats=repeats, warmup=warmup)
         print(f"--- {mode} ({Path(args.config).name}{', quick' if args.quick else ''}; published: "

@@ -59,12 +59,12 @@ def measure(config: str, rates: dict | None) -> dict:
     model = build_model(cfg).eval()
     params = sum(p.numel() for p in model.parameters())
     # one time step is enough: the dense count per step does not depend on T
-    shape = (1, 1, cfg.in_channels, cfg.img_size, cfg.img_size)
+    shape = (1, 1, cfg.in_chans, cfg.img_size, cfg.img_size)
     with torch.no_grad(), OperationCounter(model) as counter:
         model(torch.zeros(shape))
     layers = counter.layers()
-    out = {"config": config, "layer": cfg.layer, "dim": cfg.dim, "T": cfg.time_steps, "params": params,
-           "params_with_dead": params + 64 * cfg.layer, "macs_per_step": sum(l.macs_per_step for l in layers)}
+    out = {"config": config, "depth": cfg.depth, "embed_dim": cfg.embed_dim, "time_steps": cfg.time_steps, "params": params,
+           "params_with_dead": params + 64 * cfg.depth, "macs_per_step": sum(l.macs_per_step for l in layers)}
     if rates is not None:
         energy = 0.0
         for i, l in enumerate(layers):
@@ -87,8 +87,8 @@ def main(argv=None) -> int:
     rates = role_rates(args.rates) if args.rates else None
     order = list(PUBLISHED)
     rows = sorted((measure(c, rates) for c in configs),  # the published models' order, then the rest
-                  key=lambda r: (order.index((r["layer"], r["dim"])) if (r["layer"], r["dim"]) in order else len(order), r["config"]))
-    head = "| config | blocks-dim | parameters | with the original's dead weights | published | dense MACs / step (G) |"
+                  key=lambda r: (order.index((r["depth"], r["embed_dim"])) if (r["depth"], r["embed_dim"]) in order else len(order), r["config"]))
+    head = "| config | depth-embed_dim | parameters | with the original's dead weights | published | dense MACs / step (G) |"
     line = "|---|---|---|---|---|---|"
     if rates is not None:
         head += " SNN energy / image (mJ) | ANN energy (mJ, one pass) | published energy (mJ) |"
@@ -96,8 +96,8 @@ def main(argv=None) -> int:
     print(head)
     print(line)
     for r in rows:
-        pub = PUBLISHED.get((r["layer"], r["dim"]))
-        cells = [Path(r["config"]).name, f"{r['layer']}-{r['dim']}", f"{r['params']:,}", f"{r['params_with_dead']:,}",
+        pub = PUBLISHED.get((r["depth"], r["embed_dim"]))
+        cells = [Path(r["config"]).name, f"{r['depth']}-{r['embed_dim']}", f"{r['params']:,}", f"{r['params_with_dead']:,}",
                  f"{pub[0]:,}" if pub else "-", f"{r['macs_per_step'] / 1e9:.2f}"]
         if rates is not None:
             cells += [f"{r['energy_mj']:.2f}", f"{r['ann_energy_mj']:.2f}", f"{pub[2]:.2f}" if pub else "-"]

@@ -76,7 +76,7 @@ def measure(cfg, device: torch.device, batch: int, steps: int, fused: bool, mixu
             group["foreach"] = True
     mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device)
     gen = torch.Generator().manual_seed(0)
-    images = torch.randn(steps, batch, cfg.in_channels, cfg.img_size, cfg.img_size, generator=gen)
+    images = torch.randn(steps, batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
     labels = torch.randint(cfg.num_classes, (steps, batch), generator=gen)
     batches = list(zip(images, labels))
     # one untimed step: lazily built state (the optimizer's moments, cuDNN plans) is not a per-step cost
@@ -125,19 +125,19 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=4, help="steps counted (one more runs first, uncounted)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="a small model (dim 32, 1 block, T = 2)")
+    p.add_argument("--quick", action="store_true", help="a small model (embed_dim 32, depth 1, T = 2)")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args()
     overrides = {"device": args.device}
     if args.quick:
-        overrides.update(dim=32, layer=1, time_steps=2)
+        overrides.update(embed_dim=32, depth=1, time_steps=2)
         args.batch, args.steps = min(args.batch, 8), min(args.steps, 3)
     cfg = load_config(args.config, overrides)
     device = torch.device(args.device)
     rows = [measure(cfg, device, args.batch, args.steps + 1, fused, mixup_on)
             for fused, mixup_on in ((False, True), (True, True), (True, False))]
 
-    print(f"{Path(args.config).name}: dim {cfg.dim}, {cfg.layer} block(s), T = {cfg.time_steps}, batch {args.batch}, "
+    print(f"{Path(args.config).name}: embed_dim {cfg.embed_dim}, depth {cfg.depth}, T = {cfg.time_steps}, batch {args.batch}, "
           f"{args.steps} steps on {device} (torch {torch.__version__}); aten operators dispatched per step, and "
           f"host ms per step")
     header = ["optimizer", "mixup", *PHASES, "outside model", "step ms"]

@@ -54,7 +54,7 @@ from spikedriven.spike_ops import MEMORY_MODES, memory_mode, saved_tensor_bytes
 PRECISIONS = ("fp32", "bf16")
 AMP = {"fp32": "none", "bf16": "bf16"}  # precision -> the config's amp setting
 PATHS = ("reference", "fast")
-QUICK_MODEL = dict(embed_dim=32, depth=1, img_size=16, T=2)
+QUICK_MODEL = dict(embed_dim=32, depth=1, img_size=16, time_steps=2)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -337,7 +337,7 @@ def measure_configs(args: argparse.Namespace, device: torch.device) -> int:
                 r = measure(fast, runner, True, precision, batch, args, device)
                 r["config"] = Path(path).name
                 rows.append(r)
-                print(f"{Path(path).name} T={kwargs['T']} {kwargs['img_size']}px {precision} batch {batch}: "
+                print(f"{Path(path).name} T={kwargs['time_steps']} {kwargs['img_size']}px {precision} batch {batch}: "
                       f"{_fmt(r['train_images_per_s'], '.1f')} train img/s, {_fmt(r['eval_images_per_s'], '.1f')} eval img/s, "
                       f"peak {_fmt(r['train_peak_mem_mib'], '.0f')} MiB", flush=True)
     if args.json:

@@ -9,11 +9,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = str(ROOT / "conf/digits/demo.yml")  # real data (scikit-learn's digits), no download
 # the demo at a size that trains an epoch in seconds on a CPU
-SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2",
+SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--embed-dim", "16", "--num-heads", "2",
          "--workers", "0", "--device", "cpu"]
 
 TINY_RUN = [
-    "--dim", "32", "--layer", "1", "--time-steps", "2", "--epochs", "2", "--warmup-epochs", "1",
+    "--embed-dim", "32", "--depth", "1", "--time-steps", "2", "--epochs", "2", "--warmup-epochs", "1",
     "--cooldown-epochs", "0", "--batch-size", "8", "--val-batch-size", "16", "--workers", "0",
     "--device", "cpu", "--log-interval", "2",
 ]
@@ -113,7 +113,7 @@ def read_wandb_offline(run_dir: Path) -> list[dict]:
 
 def tiny_model_kwargs(**overrides):
     """A small SDT that runs in milliseconds on CPU."""
-    kwargs = dict(num_classes=10, img_size=16, in_chans=3, embed_dim=32, depth=1, num_heads=4, mlp_ratio=2, T=2)
+    kwargs = dict(num_classes=10, img_size=16, in_chans=3, embed_dim=32, depth=1, num_heads=4, mlp_ratio=2, time_steps=2)
     kwargs.update(overrides)
     return kwargs
 
@@ -132,7 +132,7 @@ def original_style_checkpoint(model, path, ddp=True, ema=False):
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-5, "params": [0, 1]}]},
         "version": 2,
         "args": argparse.Namespace(spike_mode=model.neuron_spec.mode, dim=model.embed_dim, layer=len(model.block),
-                                   time_steps=model.T, num_classes=model.num_classes, TET=False),
+                                   time_steps=model.time_steps, num_classes=model.num_classes, TET=False),
         "metric": 94.53,
     }
     if ema:

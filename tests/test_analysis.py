@@ -134,7 +134,7 @@ def test_accuracy_and_loss_are_weighted_by_samples_and_top5_fits_few_classes():
 
 
 def test_counts_follow_the_spikes_of_an_sdt_with_t3():
-    model = SpikeDrivenTransformer(**tiny_model_kwargs(T=3, spike_mode="if"))
+    model = SpikeDrivenTransformer(**tiny_model_kwargs(time_steps=3, spike_mode="if"))
     for m in model.modules():  # weights that make every layer fire, so the comparison below means something
         if isinstance(m, nn.Conv2d):
             nn.init.normal_(m.weight, std=2 / math.sqrt(m.weight[0].numel()))
@@ -189,7 +189,7 @@ def test_cifar_model_dense_count_and_sops_at_full_firing(monkeypatch):
     # every neuron fires at every step, so every spike-fed layer sees rate 1.0
     monkeypatch.setattr(ThresholdNeuron, "fire", lambda self, h: torch.ones_like(h))
     model = timm.create_model("sdt", num_classes=10)
-    assert model.T == 4
+    assert model.time_steps == 4
     images = torch.randn(1, 2, 3, 32, 32)  # [B, T, C, H, W]: the input brings T = 2
     result = analyze(model, [(images, torch.tensor([3]))], "cpu")
     t = 2

@@ -13,7 +13,7 @@ from spikedriven.cli import main
 from helpers import DEMO
 
 PNG = b"\x89PNG\r\n\x1a\n"
-SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2"]
+SMALL = ["--epochs", "1", "--warmup-epochs", "0", "--embed-dim", "16", "--num-heads", "2"]
 STUDY = ["study", "-c", DEMO, "--modes", "lif,if_soft", "--thresholds", "1.0", "--seeds", "1", *SMALL]
 
 

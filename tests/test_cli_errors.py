@@ -42,7 +42,7 @@ CASES = [
     ("malformed yaml", lambda t, d: ["-c", write(t, "a.yml", "dim: [1, 2\n")], ["not valid YAML", "line"]),
     ("yaml not a mapping", lambda t, d: ["-c", write(t, "a.yml", "- a\n- b\n")], ["mapping"]),
     ("missing config", lambda t, d: ["-c", str(t / "nope.yml")], ["does not exist"]),
-    ("dim vs heads", lambda t, d: ["-c", CONF, "--dim", "40", "--num-heads", "3"], ["not divisible by num_heads"]),
+    ("dim vs heads", lambda t, d: ["-c", CONF, "--embed-dim", "40", "--num-heads", "3"], ["not divisible by num_heads"]),
     ("T < 1", lambda t, d: ["-c", CONF, "--time-steps", "0"], ["time_steps"]),
     ("pooling_stat", lambda t, d: ["-c", CONF, "--pooling-stat", "00112"], ["pooling_stat"]),
     ("spike mode", lambda t, d: ["-c", CONF, "--spike-mode", "lif2"], ["unknown spike mode 'lif2'", "if, if_soft, if_learnable, lif", "--plugins"]),
@@ -112,7 +112,7 @@ def ckpt(tmp_path, data):
     from spikedriven import save_checkpoint
     from spikedriven.models import build_model
 
-    cfg = load_config(CONF, {"dim": 32, "layer": 1, "time_steps": 2, "spike_mode": "if_soft", "data_dir": data, "workers": 0})
+    cfg = load_config(CONF, {"embed_dim": 32, "depth": 1, "time_steps": 2, "spike_mode": "if_soft", "data_dir": data, "workers": 0})
     path = save_checkpoint(tmp_path / "run" / "last.pth.tar",
                            {"state_dict": build_model(cfg).state_dict(), "config": cfg.to_dict(), "epoch": 1})
     return str(path)
@@ -122,7 +122,7 @@ def _other_size_checkpoint(t, d, **changes):
     from spikedriven import save_checkpoint
     from spikedriven.models import build_model
 
-    cfg = load_config(CONF, {"dim": 32, "layer": 1, "time_steps": 2, **changes})
+    cfg = load_config(CONF, {"embed_dim": 32, "depth": 1, "time_steps": 2, **changes})
     model = build_model(cfg)
     return str(save_checkpoint(t / "other.pth.tar", {"state_dict": model.state_dict(), "epoch": 1}))
 
@@ -146,8 +146,8 @@ CKPT_CASES = [
     ("eval missing checkpoint", lambda t, d, c: ["eval", "--checkpoint", str(t / "none.pth.tar")], ["does not exist"]),
     ("eval contradicting mode", lambda t, d, c: ["eval", "--checkpoint", c, "--spike-mode", "lif"], ["spike_mode='lif'", "--override"]),
     ("eval contradicting T", lambda t, d, c: ["eval", "--checkpoint", c, "--time-steps", "4"], ["time_steps=4"]),
-    ("eval other size", lambda t, d, c: ["eval", "-c", CONF, "--checkpoint", _other_size_checkpoint(t, d, dim=64), "--dim", "32", "--layer", "1", "--time-steps", "2", "--data-dir", d], ["does not fit", "shape mismatches"]),
-    ("eval other classes", lambda t, d, c: ["eval", "-c", CONF, "--checkpoint", _other_size_checkpoint(t, d, num_classes=100), "--dim", "32", "--layer", "1", "--time-steps", "2", "--data-dir", d], ["head.weight (100, 32) vs model (10, 32)"]),
+    ("eval other size", lambda t, d, c: ["eval", "-c", CONF, "--checkpoint", _other_size_checkpoint(t, d, embed_dim=64), "--embed-dim", "32", "--depth", "1", "--time-steps", "2", "--data-dir", d], ["does not fit", "shape mismatches"]),
+    ("eval other classes", lambda t, d, c: ["eval", "-c", CONF, "--checkpoint", _other_size_checkpoint(t, d, num_classes=100), "--embed-dim", "32", "--depth", "1", "--time-steps", "2", "--data-dir", d], ["head.weight (100, 32) vs model (10, 32)"]),
     ("eval val without split", lambda t, d, c: ["eval", "--checkpoint", c, "--split", "val"], ["val_size"]),
     ("eval negative energy", lambda t, d, c: ["eval", "--checkpoint", c, "--e-mac", "-1"], ["positive"]),
     ("compare nothing there", lambda t, d, c: ["compare", str(t / "nothing")], ["nothing"]),

@@ -60,9 +60,9 @@ def test_every_field_has_one_flag_and_every_flag_reads_back():
 
 def test_flags_win_over_the_file_and_the_file_over_the_defaults(tmp_path):
     path = tmp_path / "c.yml"
-    path.write_text("dim: 16\nnum_heads: 2\nlr: 0.01\n")
+    path.write_text("embed_dim: 16\nnum_heads: 2\nlr: 0.01\n")
     cfg = load_config(path, {"lr": "0.02"})
-    assert cfg.lr == 0.02 and cfg.dim == 16 and cfg.epochs == FIELDS["epochs"].default
+    assert cfg.lr == 0.02 and cfg.embed_dim == 16 and cfg.epochs == FIELDS["epochs"].default
 
 
 def test_requested_values_are_our_keys_with_where_each_came_from(tmp_path):
@@ -93,7 +93,71 @@ def test_a_saved_config_reads_back_the_same(tmp_path):
 
 def test_the_dataset_fills_in_its_mean_and_std_and_a_neuron_refuses_settings_it_does_not_take():
     cfg = load_config(DEMO)
-    assert cfg.mean is not None and len(cfg.mean) == cfg.in_channels
+    assert cfg.mean is not None and len(cfg.mean) == cfg.in_chans
     with pytest.raises(ConfigError, match="neuron 'if' takes no tau"):
         load_config(DEMO, {"spike_mode": "if", "tau": "3.0"})
     assert isinstance(load_config(DEMO, {"spike_mode": "if", "tau": "2.0"}), Config)  # at its default: accepted
+
+
+def test_the_config_and_the_model_call_each_setting_by_one_name():
+    import inspect
+
+    import timm
+
+    from spikedriven.config.schema import MODEL_FIELDS
+    from spikedriven.models import SpikeDrivenTransformer
+
+    cfg = load_config(DEMO)
+    kwargs = cfg.model_kwargs()
+    assert set(kwargs) == {*MODEL_FIELDS, "neuron"} and set(MODEL_FIELDS) <= set(FIELDS)
+    assert set(kwargs) <= set(inspect.signature(SpikeDrivenTransformer).parameters)
+    model = timm.create_model(cfg.model, **kwargs)
+    assert model.model_args == kwargs  # what a checkpoint records is what the config says, key for key
+    assert (len(model.block), model.embed_dim, model.time_steps) == (cfg.depth, cfg.embed_dim, cfg.time_steps)
+
+
+@pytest.mark.parametrize("given", [
+    ["--layer", "3", "--dim", "32", "--in-channels", "3"],  # the study's flags
+    ["--depth", "3", "--embed-dim", "32", "--in-chans", "3"],
+])
+def test_the_studys_spellings_are_flag_aliases(given):
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser)
+    cfg = load_config(DEMO, overrides_from_args(parser.parse_args(given)))
+    assert (cfg.depth, cfg.embed_dim, cfg.in_chans) == (3, 32, 3)
+
+
+def test_a_file_in_the_studys_spellings_reads_as_the_models_names(tmp_path):
+    path = tmp_path / "study.yml"
+    path.write_text("layer: 3\ndim: 32\nin_channels: 3\ntime_steps: 2\nnum_heads: 4\n")
+    cfg = load_config(path)
+    assert (cfg.depth, cfg.embed_dim, cfg.in_chans, cfg.time_steps) == (3, 32, 3, 2)
+    save_config(cfg, tmp_path / "config.yaml")  # a run records the one name
+    text = (tmp_path / "config.yaml").read_text()
+    assert "depth: 3" in text and "embed_dim: 32" in text and "\nlayer:" not in text and "\ndim:" not in text
+    # a run folder of an earlier version (config.yaml in the study's names) still reads
+    assert recorded_config({"layer": 3, "dim": 32, "num_heads": 4}, "old config.yaml").embed_dim == 32
+    # both spellings with different values: one sentence, not a silent pick
+    path.write_text("layer: 3\ndepth: 2\n")
+    with pytest.raises(ConfigError, match="depth is given twice with different values"):
+        load_config(path)
+
+
+def test_a_checkpoint_of_an_earlier_version_that_records_T_is_still_checked_and_built():
+    import timm
+    import torch
+
+    from spikedriven.engine.checkpoint import settings_mismatch
+
+    from helpers import tiny_model_kwargs
+
+    model = timm.create_model("sdt", **tiny_model_kwargs(time_steps=2))
+    old = {"format": "spikedriven", "model_args": {**{k: v for k, v in model.model_args.items() if k != "time_steps"},
+                                                   "T": 3}, "state_dict": model.state_dict()}
+    assert settings_mismatch(model, old) == ["time_steps 3 (the model has 2)"]
+    old["model_args"]["T"] = 2
+    assert settings_mismatch(model, old) == []
+    # an export's config.json of an earlier version passes T to timm.create_model
+    exported = {k: v for k, v in tiny_model_kwargs().items() if k != "time_steps"}
+    built = timm.create_model("sdt", **exported, T=3)
+    assert built.time_steps == 3 and built(torch.zeros(1, 3, 16, 16)).shape == (1, 10)

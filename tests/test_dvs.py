@@ -25,7 +25,7 @@ from helpers import read_summary
 ROOT = Path(__file__).resolve().parents[1]
 DVS_CONF = str(ROOT / "conf/cifar10-dvs/2_256_200E_t10_TET.yml")
 GESTURE_CONF = str(ROOT / "conf/gesture/2_256_200E_t10.yml")
-SMALL = ["--dim", "16", "--num-heads", "2", "--time-steps", "4", "--img-size", "32", "--epochs", "2", "--warmup-epochs",
+SMALL = ["--embed-dim", "16", "--num-heads", "2", "--time-steps", "4", "--img-size", "32", "--epochs", "2", "--warmup-epochs",
          "0", "--cooldown-epochs", "0", "--batch-size", "8", "--val-batch-size", "16", "--workers", "0", "--amp", "none",
          "--device", "cpu", "--log-interval", "50"]
 
@@ -189,12 +189,12 @@ def test_dvs_mode_pools_in_the_original_layout():
 def test_a_checkpoint_in_the_original_layout_loads_strictly(conf, tmp_path):
     from spikedriven import load_checkpoint
 
-    cfg = load_config(conf, {"dim": 32, "num_heads": 4, "time_steps": 3, "amp": "none"})
+    cfg = load_config(conf, {"embed_dim": 32, "num_heads": 4, "time_steps": 3, "amp": "none"})
     model = build_model(cfg).eval()
     state = {"module." + k: v for k, v in model.state_dict().items()}
-    for i in range(cfg.layer):
+    for i in range(cfg.depth):
         state[f"module.block.{i}.attn.talking_heads.weight"] = torch.randn(8, 8, 1)
-    args = argparse.Namespace(spike_mode="lif", dim=32, layer=cfg.layer, time_steps=3, num_classes=cfg.num_classes, TET=cfg.tet)
+    args = argparse.Namespace(spike_mode="lif", dim=32, layer=cfg.depth, time_steps=3, num_classes=cfg.num_classes, TET=cfg.tet)
     torch.save({"epoch": 199, "state_dict": state, "version": 2, "args": args}, tmp_path / "model_best.pth.tar")
     fresh = build_model(cfg).eval()
     load_checkpoint(fresh, tmp_path / "model_best.pth.tar")

@@ -131,7 +131,7 @@ def test_the_sdt_model_reproduces_the_legacy_totals_and_counts_structure():
     # the attention: masks 2 T C N and token sums T C (N - 1) per block, per image
     kw = tiny_model_kwargs(spike_mode="if_soft")
     n = (16 // 4) ** 2  # pooling 0011 halves the 16 px image twice
-    masks = 2 * kw["T"] * kw["embed_dim"] * n * kw["depth"]
+    masks = 2 * kw["time_steps"] * kw["embed_dim"] * n * kw["depth"]
     assert result["energy"]["neuron"]["by_kind_j"]["and"] == pytest.approx(masks * 0.03e-12)
 
 

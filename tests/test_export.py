@@ -79,14 +79,14 @@ def test_local_dir_loads_the_export(run, exported):
     loaded = timm.create_model(f"local-dir:{exported}", pretrained=True)
     x = torch.randn(2, 3, 32, 32)
     assert torch.equal(outputs(loaded, x), outputs(checkpoint_model(run), x))
-    assert loaded.pretrained_cfg["num_classes"] == 10 and loaded.T == 2
+    assert loaded.pretrained_cfg["num_classes"] == 10 and loaded.time_steps == 2
 
 
 def test_config_json_is_timm_hub_style(exported):
     cfg = json.loads((exported / "config.json").read_text())
     assert cfg["architecture"] == "sdt" and cfg["num_classes"] == 10
     args = cfg["model_args"]
-    assert args["T"] == 2 and args["embed_dim"] == 32 and args["depth"] == 1
+    assert args["time_steps"] == 2 and args["embed_dim"] == 32 and args["depth"] == 1
     assert args["neuron"]["mode"] == "if_soft" and args["neuron"]["v_threshold"] == 0.3
     pre = cfg["pretrained_cfg"]
     assert pre["input_size"] == [3, 32, 32] and pre["num_classes"] == 10

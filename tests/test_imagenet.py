@@ -21,7 +21,7 @@ from helpers import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf/imagenet/8_384_300E_t4.yml")
-TINY = ["--dim", "32", "--layer", "1", "--num-heads", "4", "--time-steps", "2", "--img-size", "32", "--num-classes", "4",
+TINY = ["--embed-dim", "32", "--depth", "1", "--num-heads", "4", "--time-steps", "2", "--img-size", "32", "--num-classes", "4",
         "--epochs", "2", "--warmup-epochs", "0", "--cooldown-epochs", "0", "--batch-size", "4", "--val-batch-size", "8",
         "--workers", "0", "--amp", "none", "--device", "cpu", "--log-interval", "50"]
 
@@ -39,7 +39,7 @@ def test_the_five_configs_build_the_original_models(name):
     cfg = load_config(ROOT / f"conf/imagenet/{name}_300E_t4.yml", {"amp": "none"})
     assert cfg.pooling_stat == "1111" and cfg.opt == "lamb" and cfg.time_steps == 4
     model = build_model(cfg)
-    assert sum(p.numel() for p in model.parameters()) + 64 * cfg.layer == PUBLISHED[name]
+    assert sum(p.numel() for p in model.parameters()) + 64 * cfg.depth == PUBLISHED[name]
 
 
 def test_model_sizes_benchmark_prints_the_table(tmp_path):
@@ -80,10 +80,10 @@ def test_large_valid_evaluates_at_288(imagenet, tmp_path):
 def test_the_original_checkpoint_layout_loads_strictly(tmp_path):
     from spikedriven import load_checkpoint
 
-    cfg = load_config(CONF, {"dim": 64, "layer": 2, "num_classes": 5, "img_size": 64, "amp": "none"})
+    cfg = load_config(CONF, {"embed_dim": 64, "depth": 2, "num_classes": 5, "img_size": 64, "amp": "none"})
     model = build_model(cfg).eval()
     state = {"module." + k: v for k, v in model.state_dict().items()}
-    for i in range(cfg.layer):
+    for i in range(cfg.depth):
         state[f"module.block.{i}.attn.talking_heads.weight"] = torch.randn(8, 8, 1)
     args = argparse.Namespace(spike_mode="lif", dim=64, layer=2, time_steps=4, num_classes=5, TET=False, pooling_stat="1111")
     torch.save({"epoch": 309, "state_dict": state, "version": 2, "args": args, "metric": 72.0}, tmp_path / "m.pth.tar")

@@ -162,7 +162,7 @@ def test_threshold_scales_the_histogram():
 
 
 def test_spikes_identical_with_and_without_recorder():
-    model = timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, T=2,
+    model = timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, time_steps=2,
                               spike_mode="lif")
     model.eval()
     x = torch.randn(3, 1, 8, 8) * 4
@@ -273,7 +273,7 @@ def test_empty_recorder_files(tmp_path):
 
 
 def test_tiny_sdt_covers_every_stateful_layer():
-    model = timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, T=2,
+    model = timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, time_steps=2,
                               spike_mode="if_soft")
     model.eval()
     with torch.no_grad(), MembraneRecorder(model) as rec:
@@ -292,7 +292,7 @@ def test_tiny_sdt_covers_every_stateful_layer():
 
 
 def test_tiny_sdt_multispike_is_all_skipped():
-    model = timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, T=2,
+    model = timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, time_steps=2,
                               spike_mode="multispike")
     with torch.no_grad(), MembraneRecorder(model.eval()) as rec:
         model(torch.randn(2, 1, 8, 8))

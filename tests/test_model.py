@@ -19,7 +19,7 @@ def n_params(model):
 def test_study_model_via_timm_has_the_published_size():
     model = timm.create_model(
         "sdt", num_classes=10, img_size=32, in_chans=3, embed_dim=256, depth=2, num_heads=8,
-        mlp_ratio=4, T=4, pooling_stat="0011", spike_mode="if_soft", v_threshold=1.0,
+        mlp_ratio=4, time_steps=4, pooling_stat="0011", spike_mode="if_soft", v_threshold=1.0,
     )
     assert isinstance(model, SpikeDrivenTransformer)
     assert n_params(model) == 2_566_954
@@ -108,7 +108,7 @@ def test_heads_group_channels_like_the_reference():
     [
         (dict(embed_dim=30), "divisible by 8"),
         (dict(embed_dim=32, num_heads=3), "num_heads"),
-        (dict(T=0), "T must be"),
+        (dict(time_steps=0), "time_steps must be"),
         (dict(pooling_stat="012"), "pooling_stat"),
         (dict(spike_mode="relu"), "registered neurons: if, if_soft"),
         (dict(depth=1.5), "depth"),

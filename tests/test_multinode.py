@@ -18,7 +18,7 @@ def _free_port() -> int:
 def test_two_torchrun_nodes_at_a_c10d_rendezvous_train_one_run(tmp_path):
     port, run = _free_port(), tmp_path / "run"
     train = ["-m", "spikedriven", "train", "-c", DEMO, "--epochs", "1", "--warmup-epochs", "0", "--cooldown-epochs",
-             "0", "--dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu", "--output", str(run)]
+             "0", "--embed-dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu", "--output", str(run)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
     env["OMP_NUM_THREADS"] = "1"
     nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",

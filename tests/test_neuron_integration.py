@@ -25,7 +25,7 @@ from helpers import DEMO, tiny_model_kwargs
 from helpers import read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0", "--log-interval", "50"]
+SMALL = ["--embed-dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0", "--log-interval", "50"]
 
 
 def n_params(model):
@@ -101,8 +101,8 @@ def test_plif_model_size_and_original_checkpoint_load_strictly(tmp_path):
     model.eval(), fresh.eval()
     images = torch.randn(2, 3, 32, 32)
     assert torch.equal(fresh(images), model(images))
-    with pytest.raises(spikedriven.CheckpointError, match=r"T 4 \(the model has 2\)"):  # the args record T
-        load_checkpoint(timm.create_model("sdt", num_classes=10, spike_mode="plif", T=2), tmp_path / "plif.pth.tar")
+    with pytest.raises(spikedriven.CheckpointError, match=r"time_steps 4 \(the model has 2\)"):  # the args record T
+        load_checkpoint(timm.create_model("sdt", num_classes=10, spike_mode="plif", time_steps=2), tmp_path / "plif.pth.tar")
     with pytest.raises(spikedriven.CheckpointError, match="unexpected keys: block.0.attn.k_neuron.w"):
         load_checkpoint(timm.create_model("sdt", num_classes=10, spike_mode="lif"), tmp_path / "plif.pth.tar")
 
@@ -152,7 +152,7 @@ def test_a_multispike_model_feeds_its_convolutions_spikes():
 def test_learnable_settings_get_no_weight_decay(name):
     from spikedriven.engine.recipe import build_optimizer_and_scheduler
 
-    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"dim": 32, "layer": 1, "spike_mode": name})
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"embed_dim": 32, "depth": 1, "spike_mode": name})
     model = SpikeDrivenTransformer(**cfg.model_kwargs())
     optimizer, _, _ = build_optimizer_and_scheduler(cfg, model)
     learnable = {id(p) for m in model.modules() if isinstance(m, SpikingNeuron) for p in m.parameters()}

@@ -15,7 +15,7 @@ import yaml
 from helpers import DEMO, read_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ["--dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0"]
+SMALL = ["--embed-dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
@@ -94,7 +94,7 @@ def test_a_checkpoint_whose_neuron_is_not_registered(tmp_path):
     from spikedriven.config import load_config
     from spikedriven.models import build_model
 
-    cfg = load_config(DEMO, {"dim": 16, "num_heads": 2})
+    cfg = load_config(DEMO, {"embed_dim": 16, "num_heads": 2})
     payload = {"state_dict": build_model(cfg).state_dict(), "config": {**cfg.to_dict(), "spike_mode": "beta_lif"}}
     path = save_checkpoint(tmp_path / "last.pth.tar", payload)
     done = spikedriven("eval", "--checkpoint", str(path))
@@ -104,7 +104,7 @@ def test_a_checkpoint_whose_neuron_is_not_registered(tmp_path):
 def test_a_study_of_a_plugin_neuron(tmp_path):
     (tmp_path / "my_neurons.py").write_text(readme_plugin())
     done = spikedriven("study", "-c", DEMO, "--plugins", str(tmp_path / "my_neurons.py"), "--modes", "beta_lif,if_soft",
-                       "--thresholds", "1.0", "--dim", "16", "--num-heads", "2", "--epochs", "1", "--warmup-epochs", "0",
+                       "--thresholds", "1.0", "--embed-dim", "16", "--num-heads", "2", "--epochs", "1", "--warmup-epochs", "0",
                        "--study-dir", str(tmp_path / "s"))
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "s" / "results.md").read_text()

@@ -140,7 +140,7 @@ def test_the_original_cifar_files_train_one_epoch(tmp_path, name, capsys):
     assert (tmp_path / "run" / "results.json").is_file()
     recorded = load_config(tmp_path / "run" / "config.yaml")
     keys = yaml.safe_load(raw)
-    assert (recorded.dim, recorded.time_steps, recorded.layer) == (keys["dim"], keys["time_steps"], keys["layer"])
+    assert (recorded.embed_dim, recorded.time_steps, recorded.depth) == (keys["dim"], keys["time_steps"], keys["layer"])
 
 
 # ------------------------------------------------------------------ flags

@@ -139,11 +139,11 @@ def test_the_model_of_a_run_keeps_for_backward_what_its_runtime_decided():
 
     saved = {}
     for memory in ("auto", "lean"):  # auto is full on CPU
-        cfg = load_config(DEMO, {"device": "cpu", "backward_memory": memory, "dim": "16", "num_heads": "2"})
+        cfg = load_config(DEMO, {"device": "cpu", "backward_memory": memory, "embed_dim": "16", "num_heads": "2"})
         torch.manual_seed(0)
         model = place_model(cfg, Runtime.resolve(cfg, torch.device("cpu")))
         layers = [m for m in model.modules() if hasattr(m, "backward_memory")]
         assert layers and {m.backward_memory for m in layers} == {"full" if memory == "auto" else "lean"}
-        images = torch.randn(4, cfg.in_channels, cfg.img_size, cfg.img_size)
+        images = torch.randn(4, cfg.in_chans, cfg.img_size, cfg.img_size)
         saved[memory] = saved_tensor_bytes(lambda: model(images))
     assert saved["lean"] < 0.7 * saved["auto"]

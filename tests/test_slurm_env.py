@@ -36,7 +36,7 @@ def _free_port() -> int:
 def test_two_srun_tasks_train_one_run_together(tmp_path):
     port, run = str(_free_port()), tmp_path / "run"
     args = [sys.executable, "-m", "spikedriven", "train", "-c", DEMO, "--epochs", "1", "--warmup-epochs", "0",
-            "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu",
+            "--cooldown-epochs", "0", "--embed-dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu",
             "--output", str(run)]
     base = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     procs = [subprocess.Popen(args, env={**base, "SLURM_NTASKS": "2", "SLURM_PROCID": str(rank), "SLURM_LOCALID":
@@ -52,7 +52,7 @@ def test_two_srun_tasks_train_one_run_together(tmp_path):
 
 
 STUDY = ["study", "-c", DEMO, "--modes", "if", "--thresholds", "1.0", "--seeds", "2", "--epochs", "1",
-         "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2"]
+         "--warmup-epochs", "0", "--embed-dim", "16", "--num-heads", "2"]
 
 
 def test_emit_sbatch_prints_one_array_task_per_run_and_the_report_job(tmp_path, capsys):

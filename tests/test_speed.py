@@ -14,8 +14,8 @@ from spikedriven.engine.recorder import neuron_layers
 from spikedriven.neurons import SpikingNeuron, neuron_path, set_neuron_path
 
 
-def tiny(mode="if_soft", T=2):
-    return timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, T=T,
+def tiny(mode="if_soft", time_steps=2):
+    return timm.create_model("sdt", img_size=8, in_chans=1, num_classes=10, embed_dim=16, depth=1, num_heads=2, time_steps=time_steps,
                              spike_mode=mode)
 
 

@@ -17,7 +17,7 @@ from helpers import read_summary, stop_after_steps
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
 STUDY = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "lif,if,if_soft", "--thresholds", "0.8,1.0",
-         "--seeds", "2", "--epochs", "2", "--warmup-epochs", "0", "--dim", "32", "--set", "val_batch_size=360"]
+         "--seeds", "2", "--epochs", "2", "--warmup-epochs", "0", "--embed-dim", "32", "--set", "val_batch_size=360"]
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_parallel_runs_with_devices(tmp_path, capsys):
     the GPU), each on its own share of the CPUs, which its auto loader workers see."""
     folder = tmp_path / "parallel"
     args = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--modes", "if", "--thresholds", "1.0", "--seeds", "2",
-            "--epochs", "1", "--warmup-epochs", "0", "--dim", "16", "--num-heads", "2", "--study-dir", str(folder),
+            "--epochs", "1", "--warmup-epochs", "0", "--embed-dim", "16", "--num-heads", "2", "--study-dir", str(folder),
             "--devices", "cpu,cpu", "--set", "workers=auto"]
     assert main(args) == 0
     assert sorted(p.name for p in (folder / "runs").glob("*.log")) == ["if-uth1-seed42.log", "if-uth1-seed43.log"]

@@ -18,7 +18,7 @@ from helpers import DEMO, read_summary
 submitit = pytest.importorskip("submitit")
 
 STUDY = ["study", "-c", DEMO, "--modes", "if", "--thresholds", "1.0", "--seeds", "2", "--epochs", "1",
-         "--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2", "--workers", "0",
+         "--warmup-epochs", "0", "--cooldown-epochs", "0", "--embed-dim", "16", "--num-heads", "2", "--workers", "0",
          "--device", "cpu"]
 
 
@@ -134,7 +134,7 @@ def test_a_preempted_task_saves_its_run_and_its_requeued_copy_finishes_it(tmp_pa
 
     run = tmp_path / "run"
     train = ["spikedriven", "train", "-c", DEMO, "--epochs", "3", "--warmup-epochs", "0", "--cooldown-epochs", "0",
-             "--dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu", "--log-interval", "5",
+             "--embed-dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu", "--log-interval", "5",
              "--output", str(run), "--resume", "auto"]
     task = RunTask("run", [train])
     worker = threading.Thread(target=lambda: pytest.raises(Exception, task))

@@ -13,7 +13,7 @@ from helpers import DEMO, read_summary, read_wandb_offline
 
 pytest.importorskip("wandb")
 
-SMALL = ["--warmup-epochs", "0", "--cooldown-epochs", "0", "--dim", "16", "--num-heads", "2", "--workers", "0",
+SMALL = ["--warmup-epochs", "0", "--cooldown-epochs", "0", "--embed-dim", "16", "--num-heads", "2", "--workers", "0",
          "--device", "cpu"]
 
 

@@ -66,7 +66,7 @@ def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, d
     assert all(math.isfinite(float(r["train_loss"])) and 0 <= float(r["eval_top1"]) <= 100 for r in rows)
 
     cfg = load_config(out / "config.yaml")
-    assert cfg.spike_mode == mode and cfg.dim == 32 and cfg.num_classes == (10 if dataset == "cifar10" else 100)
+    assert cfg.spike_mode == mode and cfg.embed_dim == 32 and cfg.num_classes == (10 if dataset == "cifar10" else 100)
     ckpt = ckpt_io.read_checkpoint(out / "last.pth.tar")
     assert ckpt["config"] == cfg.to_dict() and ckpt["epoch"] == 2 and ckpt["model_args"]["neuron"]["mode"] == mode
     ckpt_io.load_checkpoint(build_model(cfg), out / "best.pth.tar")
@@ -177,7 +177,7 @@ def test_torchrun_ranks_reduce_accuracy_and_firing_rates_over_every_sample(tmp_p
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "spikedriven",
            "train", "-c", DEMO, "--output", str(out), "--epochs", "2", "--warmup-epochs", "0", "--cooldown-epochs", "0",
-           "--dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu"]
+           "--embed-dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert main(["eval", "--checkpoint", str(out / "last.pth.tar"), "--eval-output", str(tmp_path / "e")]) == 0
@@ -188,7 +188,7 @@ def test_torchrun_ranks_reduce_accuracy_and_firing_rates_over_every_sample(tmp_p
 
 
 def test_lr_schedule_matches_the_study_epoch_by_epoch():
-    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"dim": 32, "layer": 1})
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"embed_dim": 32, "depth": 1})
     optimizer, scheduler, total = recipe.build_optimizer_and_scheduler(cfg, build_model(cfg))
     assert total == 310
     for t in range(total):

@@ -30,7 +30,7 @@ from helpers import DEMO, assert_same_run, read_summary, stop_after_steps
 
 ROOT = Path(__file__).resolve().parents[1]
 # 44 steps an epoch (1,437 images, batch 32, last partial batch dropped); a second and a half an epoch
-SMALL = ["--dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0", "--log-interval", "10"]
+SMALL = ["--embed-dim", "16", "--num-heads", "2", "--epochs", "2", "--warmup-epochs", "0", "--log-interval", "10"]
 STEPS_PER_EPOCH = 1437 // 32
 
 
@@ -371,7 +371,7 @@ def two_setting_study(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("plots") / "s"
     assert main(["study", "-c", DEMO, "--modes", "if,if_soft", "--thresholds", "1.0", *SMALL, "--study-dir", str(folder)]) == 0
-    overrides = {"dim": 16, "num_heads": 2, "epochs": 2, "warmup_epochs": 0, "log_interval": 10}
+    overrides = {"embed_dim": 16, "num_heads": 2, "epochs": 2, "warmup_epochs": 0, "log_interval": 10}
     return Study(DEMO, overrides, plan_runs(["if", "if_soft"], [1.0], [1.0], [42]), folder)
 
 

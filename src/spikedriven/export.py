@@ -87,7 +87,7 @@ def hub_config(cfg: Config) -> dict:
     size = cfg.img_size
     pretrained_cfg: dict[str, Any] = {
         "tag": "spikedriven", "custom_load": False,
-        "input_size": [cfg.in_channels, size, size], "fixed_input_size": False,
+        "input_size": [cfg.in_chans, size, size], "fixed_input_size": False,
         "interpolation": cfg.interpolation, "crop_pct": cfg.crop_pct, "crop_mode": "center",
         "mean": list(cfg.mean) if cfg.mean is not None else None,
         "std": list(cfg.std) if cfg.std is not None else None,
@@ -95,10 +95,10 @@ def hub_config(cfg: Config) -> dict:
         "first_conv": "patch_embed.proj_conv", "classifier": "head",
     }
     if cfg.eval_img_size and cfg.eval_img_size != size:
-        pretrained_cfg["test_input_size"] = [cfg.in_channels, cfg.eval_img_size, cfg.eval_img_size]
+        pretrained_cfg["test_input_size"] = [cfg.in_chans, cfg.eval_img_size, cfg.eval_img_size]
     # a round trip through JSON here, so a setting that would not survive one fails the export, not the load
     model_args = json.loads(json.dumps(cfg.model_kwargs()))
-    return {"architecture": cfg.model, "num_classes": cfg.num_classes, "num_features": cfg.dim,
+    return {"architecture": cfg.model, "num_classes": cfg.num_classes, "num_features": cfg.embed_dim,
             "model_args": model_args, "pretrained_cfg": pretrained_cfg}
 
 
@@ -147,10 +147,10 @@ def model_card(cfg: Config, ckpt: Mapping, checkpoint: Path, output: Path) -> st
     out.write(f"# Spike-driven Transformer ({cfg.model}) trained on {cfg.dataset}\n\n")
     out.write("Exported with `spikedriven export`; weights in model.safetensors, timm config in config.json.\n\n")
     out.write("## Training\n\n")
-    out.write(f"- dataset: {cfg.dataset} ({cfg.num_classes} classes, {cfg.in_channels}x{cfg.img_size}x{cfg.img_size} input)\n")
+    out.write(f"- dataset: {cfg.dataset} ({cfg.num_classes} classes, {cfg.in_chans}x{cfg.img_size}x{cfg.img_size} input)\n")
     out.write(f"- neuron: {neuron['mode']} ({neuron_text})\n")
     out.write(f"- time steps T: {cfg.time_steps}\n")
-    out.write(f"- model: {cfg.layer} block(s), width {cfg.dim}, {cfg.num_heads} heads\n")
+    out.write(f"- model: depth {cfg.depth}, embed_dim {cfg.embed_dim}, {cfg.num_heads} heads\n")
     epochs = f"{done + 1} of {cfg.epochs} planned" if done is not None else f"unknown ({cfg.epochs} planned)"
     out.write(f"- epochs trained: {epochs}\n")
     out.write(f"- exported checkpoint: {checkpoint.name}\n")

@@ -168,11 +168,11 @@ def model_lines(cfg) -> list[str]:
     # one step suffices: the dense count per step does not depend on T, so a step costs T-times less
     # than the forward the report describes
     with torch.no_grad(), OperationCounter(model) as counter:
-        model(torch.zeros(1, 1, cfg.in_channels, cfg.img_size, cfg.img_size))
+        model(torch.zeros(1, 1, cfg.in_chans, cfg.img_size, cfg.img_size))
     per_step = sum(layer.macs_per_step for layer in counter.layers())
     return [
-        (f"model         {cfg.model}: {cfg.layer} block{'s' if cfg.layer != 1 else ''}, dim {cfg.dim}, "
-         f"T={cfg.time_steps}, {cfg.in_channels}x{cfg.img_size}x{cfg.img_size} input"),
+        (f"model         {cfg.model}: {cfg.depth} block{'s' if cfg.depth != 1 else ''}, embed_dim {cfg.embed_dim}, "
+         f"T={cfg.time_steps}, {cfg.in_chans}x{cfg.img_size}x{cfg.img_size} input"),
         f"parameters    {params:,}",
         (f"dense MACs    {per_step * cfg.time_steps / 1e6:,.2f} M per image ({per_step / 1e6:,.2f} M per time step x "
          f"T={cfg.time_steps}, bias excluded)"),

@@ -31,17 +31,10 @@ log = logging.getLogger("spikedriven")
 
 # Settings that define the trained network: changing one changes what is analysed.
 MODEL_SETTINGS = (
-    "model", "layer", "dim", "num_heads", "mlp_ratio", "time_steps", "pooling_stat", "num_classes", "img_size",
-    "in_channels", "tet", "spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha",
+    "model", "depth", "embed_dim", "num_heads", "mlp_ratio", "time_steps", "pooling_stat", "num_classes", "img_size",
+    "in_chans", "tet", "spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha",
     "detach_reset", "attn_v_threshold", "neuron_args", "dvs_mode", "dataset", "mean", "std",
 )
-
-# What the original code's pickled argparse Namespace records, under its own names.
-ORIGINAL_ARG_NAMES = {
-    "spike_mode": "spike_mode", "dim": "dim", "layer": "layer", "time_steps": "time_steps",
-    "num_classes": "num_classes", "num_heads": "num_heads", "pooling_stat": "pooling_stat",
-    "mlp_ratio": "mlp_ratio", "img_size": "img_size", "TET": "tet",
-}
 
 
 def _differs(a: Any, b: Any) -> bool:
@@ -80,8 +73,7 @@ def resolve_eval_config(
             )
         return from_mapping(overrides, source="command line", base=recorded), conflicts
     cfg = load_config(config_path, overrides)
-    recorded = {ours: value for theirs, ours in ORIGINAL_ARG_NAMES.items()
-                if (value := ckpt_io.original_args(ckpt).get(theirs)) is not None}
+    recorded = ckpt_io.recorded_model_args(ckpt)
     conflicts = _conflicts(recorded, cfg.to_dict())
     if conflicts and not override:
         raise ConfigError(

@@ -21,8 +21,9 @@ SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spi
             "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
 
 
-# Short and original spellings of flags: timm's -b / -j, the study's --TET.
-FLAG_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "tet": ["--TET"]}
+# Short and original spellings of flags: timm's -b / -j, the study's --TET, --layer, --dim, --in-channels.
+FLAG_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "tet": ["--TET"], "depth": ["--layer"], "embed_dim": ["--dim"],
+                "in_chans": ["--in-channels"]}
 
 
 def _shown_default(f: dataclasses.Field) -> str:

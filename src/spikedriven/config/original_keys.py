@@ -19,8 +19,10 @@ import difflib
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional
 
-# The original's spellings of our fields that hyphen-to-underscore does not give.
-SPELLINGS = {"TET": "tet", "TET_means": "tet_means", "TET_lamb": "tet_lamb"}
+# The original's spellings of our fields that hyphen-to-underscore does not give. The model's sizes are
+# named as the model names them (timm's depth, embed_dim, in_chans); the original's names are read as those.
+SPELLINGS = {"TET": "tet", "TET_means": "tet_means", "TET_lamb": "tet_lamb",
+             "layer": "depth", "dim": "embed_dim", "in_channels": "in_chans"}
 
 FALSE_WORDS = {False, None, 0, "", "false", "False", "no", "none", "None", "0"}
 
@@ -95,7 +97,7 @@ FOREIGN: dict[str, Foreign] = {
     "bn_momentum": Foreign(_at(None), "batch norm's own default"),
     "bn_tf": Foreign(_off, "off"),
     "gp": Foreign(_at(None), "the model's own pooling"),
-    "input_size": Foreign(_at(None), "in_channels and img_size give it", "is not read; give in_channels and img_size"),
+    "input_size": Foreign(_at(None), "in_chans and img_size give it", "is not read; give in_chans and img_size"),
     "split_bn": Foreign(_off, "off", "is not implemented (split batch norm for augmentation splits)"),
     "sync_bn": Foreign(_off, "off", "is not implemented (synchronised batch norm)"),
     "dist_bn": Foreign(_at("", None), "off",
@@ -166,10 +168,8 @@ AMP_WORDS = {True: "fp16", False: "none", "true": "fp16", "false": "none", "True
 
 
 def normalised(key: str) -> str:
-    key = str(key)
-    if key in SPELLINGS:
-        return SPELLINGS[key]
-    return key.replace("-", "_")
+    key = str(key).replace("-", "_")
+    return SPELLINGS.get(key, key)
 
 
 @dataclass

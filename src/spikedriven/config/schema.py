@@ -32,7 +32,7 @@ class Config:
     download: bool = _f(False, "download the dataset with torchvision if it is missing (needs internet)")
     num_classes: int = _f(10, "number of classes")
     img_size: int = _f(32, "input image size (square)")
-    in_channels: int = _f(3, "input channels")
+    in_chans: int = _f(3, "input channels (the study's in_channels)")
     mean: Optional[list] = _f(None, "normalisation mean per channel (none: the dataset's own, e.g. CIFAR-10's)")
     std: Optional[list] = _f(None, "normalisation std per channel (none: the dataset's own)")
     crop_pct: float = _f(1.0, "centre-crop fraction at evaluation")
@@ -65,10 +65,10 @@ class Config:
     bce_target_thresh: Optional[float] = _f(None, "with bce_loss: targets above this become 1 (none: soft targets)")
     # --- model
     model: str = _f("sdt", "model name in the timm registry")
-    layer: int = _f(2, "number of transformer blocks")
-    dim: int = _f(256, "embedding dimension")
+    depth: int = _f(2, "number of transformer blocks (the study's layer)")
+    embed_dim: int = _f(256, "embedding dimension (the study's dim)")
     num_heads: int = _f(8, "attention heads")
-    mlp_ratio: float = _f(4.0, "MLP hidden size / dim")
+    mlp_ratio: float = _f(4.0, "MLP hidden size / embed_dim")
     time_steps: int = _f(4, "time steps T")
     pooling_stat: str = _f("0011", "max-pool after each of the four SPS stages (four 0/1 flags)")
     dvs_mode: bool = _f(False, "the original's attention for event data: 3x3 max-pools on k, v, k*v and q*kv")
@@ -153,12 +153,7 @@ class Config:
 
     def model_kwargs(self) -> dict:
         """Arguments for ``timm.create_model(self.model, **kwargs)``."""
-        return dict(
-            num_classes=self.num_classes, img_size=self.img_size, in_chans=self.in_channels, embed_dim=self.dim,
-            depth=self.layer, num_heads=self.num_heads, mlp_ratio=self.mlp_ratio, T=self.time_steps,
-            pooling_stat=self.pooling_stat, attn_v_threshold=self.attn_v_threshold, tet=self.tet, dvs_mode=self.dvs_mode,
-            neuron=self.neuron_spec().to_dict(),
-        )
+        return {**{name: getattr(self, name) for name in MODEL_FIELDS}, "neuron": self.neuron_spec().to_dict()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -181,7 +176,7 @@ class Config:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
-        for name in ("num_classes", "img_size", "in_channels", "layer", "dim", "num_heads", "time_steps", "batch_size", "val_batch_size"):
+        for name in ("num_classes", "img_size", "in_chans", "depth", "embed_dim", "num_heads", "time_steps", "batch_size", "val_batch_size"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.workers is None or self.workers >= 0, f"workers must be >= 0 or auto, got {self.workers}")
         need(self.eval_img_size is None or self.eval_img_size >= 1, f"eval_img_size must be >= 1, got {self.eval_img_size}")
@@ -191,12 +186,12 @@ class Config:
         for name in ("val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch", "aug_repeats"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.epochs + self.cooldown_epochs >= 1, "epochs + cooldown_epochs must be at least 1")
-        need(self.dim % 8 == 0, f"dim must be divisible by 8 (SPS widths dim/8, dim/4, dim/2), got {self.dim}")
-        need(self.dim % self.num_heads == 0, f"dim {self.dim} is not divisible by num_heads {self.num_heads}")
+        need(self.embed_dim % 8 == 0, f"embed_dim must be divisible by 8 (SPS widths embed_dim/8, /4, /2), got {self.embed_dim}")
+        need(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         need(len(self.pooling_stat) == 4 and not set(self.pooling_stat) - {"0", "1"},
              f"pooling_stat must be four 0/1 flags such as '0011', got {self.pooling_stat!r}")
-        need(len(self.mean) == self.in_channels and len(self.std) == self.in_channels,
-             f"mean and std need {self.in_channels} values (in_channels), got {len(self.mean)} and {len(self.std)}")
+        need(len(self.mean) == self.in_chans and len(self.std) == self.in_chans,
+             f"mean and std need {self.in_chans} values (in_chans), got {len(self.mean)} and {len(self.std)}")
         need(all(s > 0 for s in self.std), "every std value must be > 0")
         need(len(self.scale) == 2 and 0 < self.scale[0] <= self.scale[1] <= 1, f"scale must be [low, high] within (0, 1], got {self.scale}")
         need(len(self.ratio) == 2 and 0 < self.ratio[0] <= self.ratio[1], f"ratio must be [low, high] with 0 < low <= high, got {self.ratio}")
@@ -226,6 +221,10 @@ class Config:
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
+# The fields that are the model's constructor arguments, under the model's own names (timm's where timm
+# has one); the study's spellings of them (layer, dim, in_channels) are read as these (original_keys).
+MODEL_FIELDS = ("num_classes", "img_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "time_steps",
+                "pooling_stat", "attn_v_threshold", "tet", "dvs_mode")
 # The neuron settings with config fields of their own (the study's and SpikingJelly's names);
 # any other setting of a neuron goes through neuron_args.
 NEURON_FIELDS = ("v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha", "detach_reset")

@@ -124,7 +124,7 @@ def write_fake_cifar(root: str | Path, dataset: str = "torch/cifar10", n_train: 
 
 
 class _Cifar(DatasetDef):
-    in_channels = 3
+    in_chans = 3
 
     def _layout(self) -> CifarLayout:
         return CIFAR[self.name]

@@ -32,13 +32,13 @@ def read_digits(img_size: int, train: bool) -> tuple[np.ndarray, np.ndarray]:
 
 @register_dataset
 class Digits(DatasetDef):
-    name, title, num_classes, in_channels = "sklearn/digits", "scikit-learn digits (8x8)", 10, 3
+    name, title, num_classes, in_chans = "sklearn/digits", "scikit-learn digits (8x8)", 10, 3
     layout = "nothing: scikit-learn ships it"
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
     def check_config(self, cfg) -> None:
-        if cfg.num_classes != 10 or cfg.in_channels != 3:
-            raise DataError("sklearn/digits has 10 classes and is served as 3-channel images: set num_classes: 10, in_channels: 3")
+        if cfg.num_classes != 10 or cfg.in_chans != 3:
+            raise DataError("sklearn/digits has 10 classes and is served as 3-channel images: set num_classes: 10, in_chans: 3")
 
     def datasets(self, cfg):
         return array_datasets(cfg, read_digits(cfg.img_size, True), read_digits(cfg.img_size, False))

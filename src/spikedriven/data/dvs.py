@@ -87,7 +87,7 @@ class EventDatasetDef(DatasetDef):
     """An event-camera dataset in SpikingJelly's layout; subclasses say how the raw files become ``events_np``."""
 
     frames = True
-    in_channels = 2
+    in_chans = 2
     sensor: ClassVar[tuple[int, int]] = (128, 128)
     mean, std = (0.0, 0.0), (1.0, 1.0)  # event counts are used as they are
 

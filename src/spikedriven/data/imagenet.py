@@ -46,13 +46,13 @@ def scan(folder: Path, class_to_idx: dict | None = None) -> tuple[list[Path], np
 
 @register_dataset
 class ImageNet(DatasetDef):
-    name, title, num_classes, in_channels = "imagenet", "ImageNet-1K", 1000, 3
+    name, title, num_classes, in_chans = "imagenet", "ImageNet-1K", 1000, 3
     layout = "train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
     def check_config(self, cfg) -> None:
-        if cfg.in_channels != 3:
-            raise DataError(f"imagenet images have 3 channels but in_channels is {cfg.in_channels}")
+        if cfg.in_chans != 3:
+            raise DataError(f"imagenet images have 3 channels but in_chans is {cfg.in_chans}")
 
     def datasets(self, cfg):
         root = Path(cfg.data_dir)

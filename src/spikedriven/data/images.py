@@ -106,7 +106,7 @@ def build_transforms(cfg: "Config", train: bool, normalize: bool = False, image_
     ``eval_size``: evaluate at another size than ``img_size`` (ImageNet at 288)."""
     size = eval_size if (eval_size and not train) else cfg.img_size
     transform = create_transform(
-        input_size=(cfg.in_channels, size, size),
+        input_size=(cfg.in_chans, size, size),
         is_training=train,
         scale=tuple(cfg.scale),
         ratio=tuple(cfg.ratio),

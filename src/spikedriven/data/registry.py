@@ -27,7 +27,7 @@ class DatasetDef:
     aliases: ClassVar[tuple[str, ...]] = ()  # the original configs' names for it
     title: ClassVar[str] = ""
     num_classes: ClassVar[int]
-    in_channels: ClassVar[int]
+    in_chans: ClassVar[int]
     frames: ClassVar[bool] = False  # samples are [T, C, H, W] event frames (the input then brings its own T)
     layout: ClassVar[str] = ""  # where it lies under --data-dir, for messages and `spikedriven info`
     mean: ClassVar[tuple[float, ...]] = ()  # its normalisation, the config's default
@@ -36,8 +36,8 @@ class DatasetDef:
     def check_config(self, cfg: "Config") -> None:
         if cfg.num_classes != self.num_classes:
             raise DataError(f"{self.name} has {self.num_classes} classes but num_classes is {cfg.num_classes}")
-        if cfg.in_channels != self.in_channels:
-            raise DataError(f"{self.name} samples have {self.in_channels} channels but in_channels is {cfg.in_channels}")
+        if cfg.in_chans != self.in_chans:
+            raise DataError(f"{self.name} samples have {self.in_chans} channels but in_chans is {cfg.in_chans}")
 
     def datasets(self, cfg: "Config") -> tuple["SeededDataset", "SeededDataset"]:
         """The training set (training transform) and the test set (evaluation transform)."""

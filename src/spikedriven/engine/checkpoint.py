@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from ..atomic import atomic_write
+from ..config.original_keys import normalised
 from ..errors import CheckpointError
+from ..models import renamed_args
 
 FORMAT_NAME = "spikedriven"
 FORMAT_VERSION = 1
@@ -136,14 +138,16 @@ def fit_report(model: nn.Module, state_dict: Mapping[str, Any]) -> Optional[str]
     return "; ".join(parts) or None
 
 
-# The original code's argument names for model settings, as its pickled Namespace records them.
-ORIGINAL_SETTING_NAMES = {"spike_mode": "spike_mode", "time_steps": "T", "TET": "tet", "pooling_stat": "pooling_stat",
-                          "num_heads": "num_heads"}
+# The model settings the original code's pickled argparse Namespace records, under its names (read as
+# ours, the model's argument names, by the config's vocabulary: dim is embed_dim, TET is tet).
+ORIGINAL_MODEL_ARGS = ("spike_mode", "dim", "layer", "time_steps", "num_classes", "num_heads", "pooling_stat",
+                       "mlp_ratio", "img_size", "TET")
 
 
 def flat_model_args(args: Mapping) -> dict:
-    """Model settings with the neuron's spelled out: ``{"T": 4, "spike_mode": "lif", "tau": 2.0, ...}``."""
-    flat = {k: v for k, v in args.items() if k != "neuron"}
+    """Model settings with the neuron's spelled out: ``{"time_steps": 4, "spike_mode": "lif", "tau": 2.0, ...}``,
+    under today's argument names (a checkpoint of an earlier version may record ``T``)."""
+    flat = {k: v for k, v in renamed_args(args).items() if k != "neuron"}
     neuron = args.get("neuron")
     if isinstance(neuron, Mapping):
         flat["spike_mode"] = neuron.get("mode")
@@ -156,7 +160,7 @@ def recorded_model_args(ckpt: Mapping) -> dict:
     if not is_original_format(ckpt):
         return flat_model_args(ckpt.get("model_args") or {})
     args = original_args(ckpt)
-    return {ours: args[theirs] for theirs, ours in ORIGINAL_SETTING_NAMES.items() if args.get(theirs) is not None}
+    return {normalised(theirs): args[theirs] for theirs in ORIGINAL_MODEL_ARGS if args.get(theirs) is not None}
 
 
 def settings_mismatch(model: nn.Module, ckpt: Mapping) -> list[str]:

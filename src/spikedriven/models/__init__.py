@@ -1,8 +1,8 @@
 """Model definitions; importing this package registers them with timm."""
 
-from .sdt import SpikeDrivenTransformer, sdt
+from .sdt import SpikeDrivenTransformer, renamed_args, sdt
 
-__all__ = ["SpikeDrivenTransformer", "build_model", "sdt"]
+__all__ = ["SpikeDrivenTransformer", "build_model", "renamed_args", "sdt"]
 
 
 def build_model(cfg):

@@ -22,7 +22,15 @@ from ..errors import ConfigError
 from ..neurons import NeuronSpec, create_neuron, neuron_class, resolve_spec
 from .sdt_blocks import Block, NeuronFactory, SpikingPatchSplit
 
-__all__ = ["SpikeDrivenTransformer", "sdt"]
+__all__ = ["RENAMED_ARGS", "SpikeDrivenTransformer", "renamed_args", "sdt"]
+
+# Arguments under the names that checkpoints and exports written by earlier versions record.
+RENAMED_ARGS = {"T": "time_steps"}
+
+
+def renamed_args(args: Mapping[str, Any]) -> dict:
+    """``args`` with earlier versions' argument names replaced by today's."""
+    return {RENAMED_ARGS.get(key, key): value for key, value in args.items()}
 
 
 NeuronArg = Union[NeuronSpec, Mapping[str, Any], str, NeuronFactory, None]
@@ -33,7 +41,7 @@ class SpikeDrivenTransformer(nn.Module):
 
     Args (timm's names where timm has one):
         img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio: sizes.
-        T: time steps a 4-D image is repeated over (a 5-D ``[B, T, C, H, W]`` input brings its own).
+        time_steps: T, the time steps a 4-D image is repeated over (a 5-D ``[B, T, C, H, W]`` input brings its own).
         pooling_stat: four "0"/"1" flags, max-pool after each SPS stage.
         neuron: the neuron of every layer, as timm passes ``act_layer``: a ``NeuronSpec``, a
             mapping such as ``{"mode": "plif", "tau": 2.0}``, a registered name, or a factory
@@ -54,7 +62,7 @@ class SpikeDrivenTransformer(nn.Module):
         depth: int = 2,
         num_heads: int = 8,
         mlp_ratio: float = 4.0,
-        T: int = 4,
+        time_steps: int = 4,
         pooling_stat: str = "0011",
         neuron: NeuronArg = None,
         attn_neuron: NeuronArg = None,
@@ -64,17 +72,17 @@ class SpikeDrivenTransformer(nn.Module):
         **neuron_settings: Any,
     ):
         super().__init__()
-        _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, T, pooling_stat)
+        _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, time_steps, pooling_stat)
         neuron_factory, attn_factory = self._neuron_factories(neuron, attn_neuron, attn_v_threshold, neuron_settings)
         self.spike_levels = neuron_factory().output_levels()  # what the spike-fed layers see
         self.model_args = dict(
             img_size=img_size, in_chans=in_chans, num_classes=num_classes, embed_dim=embed_dim, depth=depth,
-            num_heads=num_heads, mlp_ratio=mlp_ratio, T=T, pooling_stat=pooling_stat, attn_v_threshold=attn_v_threshold,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, time_steps=time_steps, pooling_stat=pooling_stat, attn_v_threshold=attn_v_threshold,
             tet=tet, dvs_mode=dvs_mode, neuron=self.neuron_spec.to_dict() if self.neuron_spec is not None else None,
         )
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.embed_dim = self.num_features = embed_dim
-        self.T, self.tet = T, tet
+        self.time_steps, self.tet = time_steps, tet
 
         levels = self.spike_levels
         self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron_factory, levels)
@@ -118,7 +126,7 @@ class SpikeDrivenTransformer(nn.Module):
     def to_time_major(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` -> repeated ``[T, B, C, H, W]``; ``[B, T, C, H, W]`` -> ``[T, B, C, H, W]``."""
         if x.dim() == 4:
-            x = x.unsqueeze(0).expand(self.T, *x.shape)
+            x = x.unsqueeze(0).expand(self.time_steps, *x.shape)
         elif x.dim() == 5:
             x = x.transpose(0, 1)
         else:
@@ -145,12 +153,13 @@ class SpikeDrivenTransformer(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, T, pooling_stat):
+def _check_sizes(img_size, in_chans, num_classes, embed_dim, depth, num_heads, mlp_ratio, time_steps, pooling_stat):
     def positive_int(name, value, minimum=1):
         if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
-    for name, value in (("img_size", img_size), ("in_chans", in_chans), ("depth", depth), ("num_heads", num_heads), ("T", T)):
+    for name, value in (("img_size", img_size), ("in_chans", in_chans), ("depth", depth), ("num_heads", num_heads),
+                        ("time_steps", time_steps)):
         positive_int(name, value)
     positive_int("num_classes", num_classes, minimum=0)
     positive_int("embed_dim", embed_dim, minimum=8)
@@ -228,6 +237,7 @@ def sdt(pretrained: bool = False, **kwargs) -> SpikeDrivenTransformer:
     ``pretrained=True`` loads the weights named by ``pretrained_cfg_overlay=dict(file=...)`` (an exported
     model.safetensors) or by an exported folder given as ``timm.create_model("local-dir:FOLDER")``.
     """
+    kwargs = renamed_args(kwargs)
     if pretrained:
         kwargs["pretrained_cfg_overlay"] = _weights_overlay(kwargs)
     return build_model_with_cfg(SpikeDrivenTransformer, "sdt", pretrained, **kwargs)

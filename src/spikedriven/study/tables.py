@@ -175,7 +175,7 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional
     last_n = min(r["last10_epochs"] for r in rows)
     eval_set = "test set" if rows[0]["best_picked_on"] == "test" else "held-out split"
     lines = [
-        f"# Neuron-model study: {cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
+        f"# Neuron-model study: {cfg.dataset}, {cfg.depth}-{cfg.embed_dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
         "",
         "## Accuracy",
         "",
@@ -237,6 +237,6 @@ def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[fl
              (r["final_top1_mean"], r["final_top1_std"]), (r["best_top1_mean"], r["best_top1_std"]),
              (r["last10_top1_mean"], r["last10_top1_std"]),
              None if r["vs_baseline"] is None else _interval(r), None if r["p_value"] is None else _p(r)] for r in rows]
-    caption = (f"{cfg.dataset}, {cfg.layer}-{cfg.dim}, T = {cfg.time_steps}: top-1 (%), mean and std over seeds; "
+    caption = (f"{cfg.dataset}, {cfg.depth}-{cfg.embed_dim}, T = {cfg.time_steps}: top-1 (%), mean and std over seeds; "
                f"difference of mean final top-1 against {_baseline_text(baseline)}")
     return latex_table(headers, body, bold_best=(3, 4, 5), caption=caption)
