@@ -76,3 +76,14 @@ def test_step_overhead_counts_what_a_training_step_dispatches_outside_the_model(
     # the loop's own bookkeeping: a copy into the loss window per step, and the sync point's few every 10 steps
     assert fused["ops_per_step"]["loop"] <= 8
     assert "outside model" in done.stdout
+
+
+def test_ddp_scaling_trains_one_run_with_two_gloo_processes_and_reports_its_images_per_second(tmp_path):
+    out = tmp_path / "ddp.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/ddp_scaling.py"), "--procs", "1", "2", "--epochs", "1",
+                           "--json", str(out), "--", "--embed-dim", "16", "--num-heads", "2", "--workers", "0"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    one, two = json.loads(out.read_text())
+    assert (one["procs"], two["procs"]) == (1, 2) and one["images_per_s"] > 0 and two["images_per_s"] > 0
+    assert "| 2 |" in done.stdout and "x |" in done.stdout

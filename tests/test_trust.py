@@ -172,6 +172,40 @@ def test_resume_applies_changeable_settings_and_replans_the_schedule(finished, r
     assert float(rows[2]["lr"]) > 2 * cfg.min_lr
 
 
+def _in_earlier_names(run: Path) -> None:
+    """Rewrite a run folder as an earlier version wrote it: the study's layer / dim / in_channels in its config,
+    the model's T in the checkpoints' model_args."""
+    import yaml
+
+    old = {"depth": "layer", "embed_dim": "dim", "in_chans": "in_channels"}
+    for name in ("last.pth.tar", "best.pth.tar"):
+        ckpt = ckpt_io.read_checkpoint(run / name)
+        ckpt["config"] = {old.get(k, k): v for k, v in ckpt["config"].items()}
+        ckpt["model_args"] = {("T" if k == "time_steps" else k): v for k, v in ckpt["model_args"].items()}
+        torch.save(ckpt, run / name)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({old.get(k, k): v for k, v in config.items()}, sort_keys=False))
+
+
+def test_a_run_folder_of_an_earlier_version_resumes_and_evaluates(run_copy, capsys):
+    _in_earlier_names(run_copy)
+    assert "\ndim: 16" in (run_copy / "config.yaml").read_text()
+    code, out, err = run_cli(["eval", "--checkpoint", str(run_copy / "last.pth.tar"), "--eval-output",
+                              str(run_copy / "eval_again")], capsys)
+    assert code == 0, err
+    again = json.loads((run_copy / "eval_again" / "metrics.json").read_text())
+    assert again["top1"] == json.loads((run_copy / "eval_last" / "metrics.json").read_text())["top1"]
+    # a contradicting T is still caught in a checkpoint that records it as T
+    code, _, err = run_cli(["eval", "--checkpoint", str(run_copy / "last.pth.tar"), "--time-steps", "3"], capsys)
+    assert code == 2 and "time_steps=3" in err
+    code, _, err = run_cli(["train", "--resume", str(run_copy), "--epochs", "3"], capsys)
+    assert code == 0, err
+    assert [r["epoch"] for r in read_summary(run_copy)] == ["0", "1", "2"]
+    text = (run_copy / "config.yaml").read_text()  # the resumed run records today's names
+    assert "\nembed_dim: 16" in text and "\ndim:" not in text
+    assert ckpt_io.read_checkpoint(run_copy / "last.pth.tar")["model_args"]["time_steps"] == 2
+
+
 def test_an_overridden_evaluation_has_its_own_folder_and_is_marked(run_copy, tmp_path, capsys):
     real = (run_copy / "eval_last" / "metrics.json").read_text()
     code, out, err = run_cli(["eval", "--checkpoint", str(run_copy / "last.pth.tar"), "--spike-mode", "lif", "--override"], capsys)
