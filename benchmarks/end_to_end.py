@@ -26,6 +26,7 @@ from spikedriven.config import load_config
 from spikedriven.data import build_datasets, build_eval_loader, build_train_loader, build_transforms
 from spikedriven.engine.distributed import DistInfo, resolve_device
 from spikedriven.engine.loop import evaluate, train_one_epoch
+from spikedriven.engine.recorder import SpikeRecorder
 from spikedriven.spike_ops import MEMORY_MODES
 from spikedriven.testing import write_fake_cifar
 from spikedriven.engine.recipe import build_optimizer_and_scheduler, make_mixup_and_loss
@@ -90,7 +91,10 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
             sync(device)
             train_s = time.perf_counter() - t0
             t0 = time.perf_counter()
-            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp, channels_last=channels_last)
+            recorder = SpikeRecorder(train_model)  # as a run evaluates: the compiled model, counting its spikes
+            metrics = evaluate(train_model, eval_loader, device, dist=dist, amp=cfg.amp, channels_last=channels_last,
+                               recorders=(recorder,), cuda_graphs=runtime.cuda_graphs)
+            recorder.firing_rates(dist)
             sync(device)
             eval_s = time.perf_counter() - t0
             times.append(train_s + eval_s)

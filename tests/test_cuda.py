@@ -157,3 +157,31 @@ def test_train_and_eval_on_cuda_through_the_command_line(tmp_path):
     assert "torch.compile mode reduce-overhead (auto)" in (run / "log.txt").read_text()
     done = subprocess.run(base + ["eval", "--checkpoint", str(run / "last.pth.tar")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_compiled_evaluation_with_cuda_graphs_counts_the_spikes_the_eager_model_emits():
+    """The per-epoch evaluation of a compiled run: the neurons count inside the CUDA graphs, and a second
+    evaluation (the next epoch) replays them without compiling again."""
+    import torch._dynamo
+
+    from spikedriven import SpikeRecorder
+
+    torch.manual_seed(0)
+    model = SpikeDrivenTransformer(spike_mode="lif").to(CUDA)
+    batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(6)] + \
+              [(torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,)))]  # a partial last batch
+    with SpikeRecorder(model) as eager:
+        ref = evaluate(model, batches, CUDA)
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(model, mode="reduce-overhead")
+    graphs = []
+    for _ in range(2):
+        with SpikeRecorder(compiled) as rec:
+            got = evaluate(compiled, batches, CUDA, cuda_graphs=True)
+        graphs.append(torch._dynamo.utils.counters["stats"]["unique_graphs"])
+        assert got["eval_top1"] == pytest.approx(ref["eval_top1"], abs=100 / 424 + 1e-9)  # a sample at most
+        assert rec.element_counts == eager.element_counts
+        for name, counts in eager.spike_counts.items():  # inductor's fp32 may move a potential across u_th
+            assert rel(rec.spike_counts[name], counts) < 1e-3, name
+    assert graphs[0] == graphs[1] and not torch._dynamo.utils.counters["graph_break"]

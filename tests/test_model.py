@@ -117,3 +117,17 @@ def test_heads_group_channels_like_the_reference():
 def test_impossible_sizes_are_refused(bad, word):
     with pytest.raises(ConfigError, match=word):
         SpikeDrivenTransformer(**tiny_model_kwargs(**bad))
+
+
+def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
+    from helpers import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    code = text.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    model = timm.create_model("sdt", num_classes=10, spike_mode="if_soft", v_threshold=1.0)
+    spikedriven.save_checkpoint(tmp_path / "best.pth.tar", {"state_dict": model.state_dict(), "model_args": model.model_args})
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    assert scope["logits"].shape == (2, 10)
+    assert len(scope["rates"]) == 4 + 2 * 7 + 1 and 0 <= scope["mean"] <= 1

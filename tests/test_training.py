@@ -187,6 +187,30 @@ def test_torchrun_ranks_reduce_accuracy_and_firing_rates_over_every_sample(tmp_p
     assert logged > 0 and logged == round(metrics["mean_firing_rate"], 4)
 
 
+def test_a_compiled_run_evaluates_its_compiled_model_and_logs_what_the_eager_model_measures(tmp_path, monkeypatch):
+    """With compile on, the per-epoch evaluation runs the compiled model (the neurons count their spikes inside
+    its graph), once per mode, not once per epoch; its top-1 and firing rate are what `spikedriven eval`
+    measures on the eager model. (aot_eager: dynamo's graphs without inductor, which the GPU session checks.)"""
+    import torch._dynamo
+
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: real_compile(model, backend="aot_eager"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    out = tmp_path / "compiled"
+    assert main(["train", "-c", DEMO, "--output", str(out), "--epochs", "2", "--warmup-epochs", "0", "--cooldown-epochs",
+                 "0", "--embed-dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu", "--compile", "true",
+                 "--compile-mode", "default"]) == 0
+    stats = torch._dynamo.utils.counters["stats"]
+    assert not torch._dynamo.utils.counters["graph_break"] and 2 <= stats["unique_graphs"] <= 4  # train, eval; partial batches
+    torch._dynamo.reset()
+    assert main(["eval", "--checkpoint", str(out / "last.pth.tar"), "--eval-output", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert float(read_summary(out)[-1]["eval_top1"]) == pytest.approx(metrics["top1"])
+    logged = float(re.findall(r"epoch 1 \|.*mean firing rate (\d\.\d{4})", (out / "log.txt").read_text())[0])
+    assert logged > 0 and logged == round(metrics["mean_firing_rate"], 4)
+
+
 def test_lr_schedule_matches_the_study_epoch_by_epoch():
     cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"embed_dim": 32, "depth": 1})
     optimizer, scheduler, total = recipe.build_optimizer_and_scheduler(cfg, build_model(cfg))

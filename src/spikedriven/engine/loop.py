@@ -203,14 +203,16 @@ def evaluate(
     channels_last: bool = False,
     recorders: Sequence[ContextManager] = (),
     stop_requested: Callable[[], bool] = lambda: False,
+    cuda_graphs: bool = False,
 ) -> dict:
     """The one evaluation pass (training's per-epoch evaluation, ``spikedriven eval``, the study and the
     benchmarks): cross-entropy, top-1 and top-5 (percent) over every sample of every rank, with
     ``recorders`` (a ``SpikeRecorder``, an ``OperationCounter``, ...) active over the same forward passes.
     Batches are ``(images, labels, ...)``; per-step logits ``[T, B, K]`` (TET) are averaged over T.
 
-    A single process raises ``StopRequested`` between batches once ``stop_requested()``
-    (under torchrun the pass runs to its end: the ranks would have to agree)."""
+    ``model`` may be compiled (``cuda_graphs``: its graphs run as CUDA graphs, whose outputs each batch
+    consumes before the next replaces them). A single process raises ``StopRequested`` between batches
+    once ``stop_requested()`` (under torchrun the pass runs to its end: the ranks would have to agree)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
@@ -229,6 +231,8 @@ def evaluate(
                 target = target.to(device, non_blocking=True)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
+                if cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
                 with autocast(device, amp):
                     logits = model(images)
                 if logits.dim() == 3:

@@ -161,6 +161,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     log.info("neurons: %s; evaluation images %s", describe_neuron_path(model, runtime),
              "used as stored, a batch per lookup" if splits.eval.transform is None else "transformed one by one")
     train_model = compile_model(cfg, model, runtime)
+    # the per-epoch evaluation runs the compiled model too: its neurons count their spikes inside the graph
+    eval_model = train_model
     if dist.enabled:
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -230,11 +232,11 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     progress.close()
                 train_seconds = time.perf_counter() - started
 
-                # the eager model: recording hooks inside a compiled one would recompile it every epoch
-                recorder = SpikeRecorder(model)
+                recorder = SpikeRecorder(eval_model)
                 try:
-                    metrics = evaluate(model, eval_loader, device, dist=dist, amp=cfg.amp,
-                                       channels_last=runtime.channels_last, recorders=(recorder,), stop_requested=stop)
+                    metrics = evaluate(eval_model, eval_loader, device, dist=dist, amp=cfg.amp,
+                                       channels_last=runtime.channels_last, recorders=(recorder,), stop_requested=stop,
+                                       cuda_graphs=runtime.cuda_graphs)
                 except StopRequested:  # the epoch's training is saved whole; the resumed run evaluates it
                     raise stopped(epoch, epoch_state) from None
                 except DataError as e:

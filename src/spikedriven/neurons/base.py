@@ -92,6 +92,9 @@ class SpikingNeuron(nn.Module):
             setattr(self, key, value)
         self.neuron_path = "fused"  # set through set_neuron_path / neuron_path
         self.backward_memory = "auto"  # of the norm it may be given (spike_ops.set_backward_memory)
+        # set by a SpikeRecorder: each forward then leaves its spike counts in spike_tally (see tally)
+        self.tally_spikes = False
+        self.spike_tally: Optional[torch.Tensor] = None
 
     # --------------------------------------------------------------- dynamics
     def initial_potential(self) -> float:
@@ -131,10 +134,27 @@ class SpikingNeuron(nn.Module):
         ``pre`` layers' output too (``spikedriven.spike_ops``).
         """
         if norm is not None:
-            return norm_then(x, norm, self.multi_step, pre, fn_params=tuple(self.parameters()), memory=self.backward_memory)
-        if pre:
+            spikes = norm_then(x, norm, self.multi_step, pre, fn_params=tuple(self.parameters()), memory=self.backward_memory)
+        elif pre:
             raise ValueError("pre layers come with a norm: neuron(x, norm=bn, pre=(conv,))")
-        return self.multi_step(x)
+        else:
+            spikes = self.multi_step(x)
+        if self.tally_spikes:
+            tally = self.tally(spikes)
+            # a layer called twice in one forward adds up; its recorder takes the sum after each forward
+            self.spike_tally = tally if self.spike_tally is None else self.spike_tally + tally
+        return spikes
+
+    def tally(self, spikes: torch.Tensor) -> torch.Tensor:
+        """``[T + 1]`` float64: the spikes of each step (a multi-level spike k / levels counts as k events),
+        then the neurons a step holds. Counted in the forward and left as an attribute, never read back in
+        it, so that a compiled model counts inside its graph (even as a CUDA graph) and a recorder sums the
+        tallies between forwards."""
+        per_step = spikes.detach().flatten(1).sum(1, dtype=torch.float64)
+        levels = self.output_levels()
+        if levels != 1:
+            per_step = per_step * levels
+        return torch.cat([per_step, per_step.new_full((1,), spikes[0].numel())])
 
     def multi_step(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes for input current ``[T, ...]``: the fused kernels where they run, else the loop."""
