@@ -87,3 +87,13 @@ def test_ddp_scaling_trains_one_run_with_two_gloo_processes_and_reports_its_imag
     one, two = json.loads(out.read_text())
     assert (one["procs"], two["procs"]) == (1, 2) and one["images_per_s"] > 0 and two["images_per_s"] > 0
     assert "| 2 |" in done.stdout and "x |" in done.stdout
+
+
+def test_eval_recording_compares_the_eager_and_the_compiled_evaluation_with_the_recorder_on(tmp_path):
+    out = tmp_path / "eval.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/eval_recording.py"), "--quick", "--backend", "aot_eager",
+                           "--json", str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert rows["eager"]["mean_firing_rate"] > 0 and rows["compiled"]["mean_firing_rate"] == rows["eager"]["mean_firing_rate"]
+    assert rows["compiled"]["top1"] == rows["eager"]["top1"] and "compiled / eager" in done.stdout

@@ -166,10 +166,12 @@ def test_a_compiled_evaluation_with_cuda_graphs_counts_the_spikes_the_eager_mode
 
     from spikedriven import SpikeRecorder
 
+    from helpers import tiny_model_kwargs
+
     torch.manual_seed(0)
-    model = SpikeDrivenTransformer(spike_mode="lif").to(CUDA)
-    batches = [(torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))) for _ in range(6)] + \
-              [(torch.randn(40, 3, 32, 32), torch.randint(0, 10, (40,)))]  # a partial last batch
+    model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode="lif", time_steps=4)).to(CUDA)  # compiles fast
+    batches = [(3 * torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))) for _ in range(6)] + \
+              [(3 * torch.randn(40, 3, 16, 16), torch.randint(0, 10, (40,)))]  # a partial last batch
     with SpikeRecorder(model) as eager:
         ref = evaluate(model, batches, CUDA)
     torch._dynamo.reset()
