@@ -213,10 +213,11 @@ def counts_per_image(counter: OperationCounter, recorder: SpikeRecorder) -> Coun
         layers.append(LayerCount(s.name, s.spike_input, s.time_steps, s.macs_per_step, s.ops_per_image(), events,
                                  s.output_elements / n, s.weights))
     neurons = []
+    elements = recorder.element_counts  # read once: each read collects and copies from the device
     for name, counts in recorder.spike_counts.items():
         module = recorder.layers[name]
         ops = module.ops
-        neurons.append(NeuronCount(name, module.name, counts.numel(), recorder.element_counts[name] / n,
+        neurons.append(NeuronCount(name, module.name, counts.numel(), elements[name] / n,
                                    float(counts.sum()) / n, ops.add, ops.mul, ops.compare, ops.select,
                                    ops.state_reads, ops.state_writes))
     structure = {kind: total / n for kind, total in counter.structure.items()}

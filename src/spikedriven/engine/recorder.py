@@ -79,7 +79,10 @@ class SpikeRecorder:
     def element_counts(self) -> dict[str, int]:
         """Per layer: neurons x samples seen at each step."""
         self.collect()
-        return {name: int(total[-1]) for name, total in self._totals.items()}
+        if not self._totals:
+            return {}
+        elements = torch.stack([total[-1] for total in self._totals.values()]).tolist()  # one copy from the device
+        return {name: int(n) for name, n in zip(self._totals, elements)}
 
     def _keep(self, name: str):
         def keep(module, inputs, output):
