@@ -5,6 +5,7 @@ and reports what it says it does.
 """
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -97,3 +98,81 @@ def test_eval_recording_compares_the_eager_and_the_compiled_evaluation_with_the_
     rows = json.loads(out.read_text())
     assert rows["eager"]["mean_firing_rate"] > 0 and rows["compiled"]["mean_firing_rate"] == rows["eager"]["mean_firing_rate"]
     assert rows["compiled"]["top1"] == rows["eager"]["top1"] and "compiled / eager" in done.stdout
+
+
+def test_speed_table_measures_the_study_command_with_the_training_defaults(tmp_path):
+    """Each row runs the training command's own setup (config, Runtime, optimizer, mixup, the loop), and the
+    recorded facts are what the rows were asked to do."""
+    out = tmp_path / "speed_table.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed_table.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.read_text())
+    defaults, memory, best = report["defaults"], report["memory"], report["best"]
+    assert (defaults["batch"], defaults["amp"], memory["batch"], memory["amp"]) == (8, "none", 16, "none")
+    assert [(r["batch"], r["amp"]) for r in best] == [(16, "bf16"), (32, "bf16")]
+    for row in (defaults, memory, *best):
+        # the CPU's defaults, as a run on this machine decides them, and the study command's neuron
+        assert (row["compile"], row["fused_optimizer"], row["backward_memory"], row["spike_mode"]) == (
+            "off", False, "full", "if_soft")
+        assert row["train_images"] == 2 * row["batch"] and row["train_s"] > 0  # --quick: 2 timed steps
+        assert row["train_peak_bytes"] is None  # not measured on a CPU
+    assert defaults["eval_images"] == 16 and defaults["eval_s"] > 0
+    assert "| train, batch 8, fp32, no flags | 1,978 img/s |" in done.stdout
+    assert "| peak memory, batch 16, fp32 | 14.1 GB | - | <= 4.70 GB | not measured |" in done.stdout
+
+
+def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed_table", ROOT / "benchmarks/speed_table.py")
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        speed_table = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(speed_table)
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    common = dict(compile="reduce-overhead", graphs_compiled=2, first_steps_s=41.5)
+    speed = {
+        "environment": {"device": "NVIDIA H200", "torch": "2.11.0"},
+        # 1,920 images in 0.3 s: 6,400 img/s; evaluation 1,920 in 0.075 s: 25,600 img/s, 4.0x
+        "defaults": dict(batch=64, amp="none", train_images=1920, train_s=0.3, eval_images=1920, eval_s=0.075, **common),
+        "memory": dict(batch=256, amp="none", train_images=7680, train_s=1.0, train_peak_bytes=4_500_000_000),
+        # bf16: 30,720 in 1.2 s (25,600 img/s) beats 7,680 in 0.4 s (19,200 img/s)
+        "best": [dict(batch=1024, amp="bf16", train_images=30720, train_s=1.2),
+                 dict(batch=256, amp="bf16", train_images=7680, train_s=0.4)],
+    }
+    # 49,984 + 10,000 images in 6.0 + 2.0 s: 7,498 img/s; 310 epochs of 8 s are 41.3 minutes
+    e2e = dict(batch=64, amp="none", train_images=49984, eval_images=10000, train_s=6.0, eval_s=2.0)
+    (tmp_path / "speed_table.json").write_text(json.dumps(speed))
+    (tmp_path / "end_to_end_defaults.json").write_text(json.dumps(e2e))
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed_table.py"), "--report", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.splitlines()
+    assert "(NVIDIA H200, torch 2.11.0)" in lines[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[3:]}
+    assert rows["train, batch 64, fp32, no flags"][1:4] == ["6,400 img/s", ">= 6,000 img/s", "yes"]
+    assert rows["train, best setting (bf16, batch <= 1024)"][1:4] == ["25,600 img/s", ">= 25,000 img/s", "yes"]
+    assert rows["train, best setting (bf16, batch <= 1024)"][4].startswith("batch 1024; b1024 25,600, b256 19,200")
+    assert rows["peak memory, batch 256, fp32"][1:4] == ["4.50 GB", "<= 4.70 GB", "yes"]
+    assert rows["eval / train at batch 64"][1:4] == ["4.00x", ">= 4.00x", "yes"]
+    assert rows["end to end, the defaults (50k train + 10k eval)"][1:4] == ["7,498 img/s", ">= 20,000 img/s", "no"]
+    assert "41.3 min for 310 epochs" in rows["end to end, the defaults (50k train + 10k eval)"][4]
+    assert rows["end to end, best setting"][1:4] == ["-", ">= 20,000 img/s", "not measured"]
+    assert speed_table.met("peak_memory", 4.71) == "no" and speed_table.met("train_best", 24999.0) == "no"
+
+
+def test_the_gpu_session_script_runs_every_part_at_toy_sizes(tmp_path):
+    """What a session with a lent GPU runs first, tried as QUICK=1 on the CPU: every part exits 0 and the table
+    is printed from what the parts wrote."""
+    env = {**os.environ, "QUICK": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_session.sh")], capture_output=True, text=True,
+                          timeout=900, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    parts = ["cuda_tests", "speed_table", "end_to_end_defaults", "end_to_end_best", "step_overhead", "inference"]
+    for part in parts:
+        assert (tmp_path / f"{part}.txt").read_text().rstrip().endswith(f"exit 0 ({part})")
+    table = (tmp_path / "table.md").read_text()
+    assert table.count("\n| ") == 7 and "not measured |" in table  # the header and 6 rows; peak memory: no CUDA here
+    assert "| end to end, the defaults (50k train + 10k eval) | - | " in table and "amp none" in table
