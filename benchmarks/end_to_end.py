@@ -106,8 +106,10 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
         if eval_per_image:  # timm's evaluation transform on each image, as if it changed them
             splits.eval.transform = build_transforms(cfg, False)
         runtime = Runtime.resolve(cfg, device)
-        train_loader = build_train_loader(cfg, splits.train, device_type=device.type, workers=runtime.workers)
-        eval_loader = build_eval_loader(cfg, splits.eval, device_type=device.type, workers=runtime.workers)
+        train_loader = build_train_loader(cfg, splits.train, device=device, workers=runtime.workers,
+                                          channels_last=runtime.channels_last)
+        eval_loader = build_eval_loader(cfg, splits.eval, device=device, workers=runtime.workers,
+                                        channels_last=runtime.channels_last)
 
         workers = train_loader.num_workers
         t0 = time.perf_counter()

@@ -176,3 +176,15 @@ def test_the_gpu_session_script_runs_every_part_at_toy_sizes(tmp_path):
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") == 7 and "not measured |" in table  # the header and 6 rows; peak memory: no CUDA here
     assert "| end to end, the defaults (50k train + 10k eval) | - | " in table and "amp none" in table
+
+
+def test_loader_transfer_times_each_way_a_batch_can_leave_a_worker(tmp_path):
+    out = tmp_path / "transfer.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/loader_transfer.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["collate"] for r in rows] == ["float32 tensors", "uint8 tensors", "spikedriven"]
+    # --quick: 128 images in batches of 16, a pass each
+    assert all(r["batches"] == 8 and r["wall_ms_per_batch"] > 0 and r["main_cpu_ms_per_batch"] >= 0 for r in rows)
+    assert "main-process CPU ms" in done.stdout

@@ -1,6 +1,7 @@
 """What only a GPU can show: the fused neurons against the per-step loop on CUDA, the model's two paths,
 lean and min backward against full, a bf16 analysis pass, loops that wait for the GPU at sync points
-only, and a short run through the command line (compiled with CUDA graphs by default).
+only, loader batches normalised on the GPU as on the CPU, and a short run through the command line
+(compiled with CUDA graphs by default).
 
 CI has no GPU: these are skipped there. ``benchmarks/gpu_session.sh`` runs them (``pytest -m gpu``)."""
 
@@ -187,3 +188,28 @@ def test_a_compiled_evaluation_with_cuda_graphs_counts_the_spikes_the_eager_mode
         for name, counts in eager.spike_counts.items():  # inductor's fp32 may move a potential across u_th
             assert rel(rec.spike_counts[name], counts) < 1e-3, name
     assert graphs[0] == graphs[1] and not torch._dynamo.utils.counters["graph_break"]
+
+
+def test_loader_batches_are_normalised_on_the_gpu_with_the_cpus_numbers_and_no_waits(tmp_path):
+    """The workers hand on uint8 bytes and the GPU normalises them: bit for bit the CPU's batches (float32
+    division is correctly rounded on both), channels-last as the run asks, copied without the host waiting."""
+    from spikedriven.config import load_config
+    from spikedriven.data import build_datasets, build_eval_loader, build_train_loader
+
+    write_fake_cifar(tmp_path, "torch/cifar10", n_train=96, n_test=40)
+    cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml",
+                      {"data_dir": str(tmp_path), "workers": 1, "batch_size": 16, "val_batch_size": 16})
+    splits = build_datasets(cfg)
+    for build, dataset in ((build_train_loader, splits.train), (build_eval_loader, splits.eval)):
+        on_cpu = build(cfg, dataset, device="cpu")
+        on_gpu = build(cfg, dataset, device=CUDA, channels_last=True)
+        if build is build_train_loader:
+            on_cpu.sampler.set_epoch(2)
+            on_gpu.sampler.set_epoch(2)
+        expected = list(on_cpu)
+        got = []
+        assert count_waits(lambda: got.extend(on_gpu)) == 0
+        assert len(got) == len(expected) > 1
+        for (x, y), (x_gpu, y_gpu) in zip(expected, got):
+            assert x_gpu.device.type == "cuda" and x_gpu.is_contiguous(memory_format=torch.channels_last)
+            assert torch.equal(x_gpu.cpu(), x) and torch.equal(y_gpu.cpu(), y)

@@ -74,3 +74,29 @@ def test_a_compiled_model_is_recorded_inside_its_graph_and_not_recompiled_by_the
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == graphs == 1
     with pytest.raises(ValueError, match="before torch.compile"):
         SpikeRecorder(compiled, keep_spikes=True)
+
+
+def test_the_evaluation_pass_runs_a_partial_last_batch_on_the_eager_model_and_counts_it():
+    """A compiled model would compile again for the partial batch (and then run graphs for any size); the
+    evaluation pass runs it on the model it compiled instead: one graph, the eager pass's counts and top-1."""
+    import torch._dynamo
+
+    from spikedriven.engine.loop import evaluate
+
+    torch.manual_seed(0)
+    model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode="if_soft", time_steps=2))
+    batches = [(torch.randn(4, 3, 16, 16) * 3, torch.randint(0, 10, (4,))) for _ in range(3)]
+    batches.append((torch.randn(3, 3, 16, 16) * 3, torch.randint(0, 10, (3,))))  # the partial last batch
+    with SpikeRecorder(model) as eager:
+        reference = evaluate(model, batches, torch.device("cpu"))
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(model, backend="aot_eager")
+    for _ in range(2):  # two epochs' evaluations
+        with SpikeRecorder(compiled) as rec:
+            metrics = evaluate(compiled, batches, torch.device("cpu"))
+        assert metrics["eval_images"] == 15 and metrics["eval_top1"] == reference["eval_top1"]
+        assert rec.element_counts == eager.element_counts
+        assert all(torch.equal(rec.spike_counts[n], eager.spike_counts[n]) for n in eager.spike_counts)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1  # eval mode, batch 4: no second graph
+    assert not torch._dynamo.utils.counters["graph_break"]

@@ -202,7 +202,8 @@ def test_a_compiled_run_evaluates_its_compiled_model_and_logs_what_the_eager_mod
                  "0", "--embed-dim", "16", "--num-heads", "2", "--workers", "0", "--device", "cpu", "--compile", "true",
                  "--compile-mode", "default"]) == 0
     stats = torch._dynamo.utils.counters["stats"]
-    assert not torch._dynamo.utils.counters["graph_break"] and 2 <= stats["unique_graphs"] <= 4  # train, eval; partial batches
+    # train and eval; the partial last evaluation batch (360 = 2 x 128 + 104) runs on the eager model
+    assert not torch._dynamo.utils.counters["graph_break"] and stats["unique_graphs"] == 2
     torch._dynamo.reset()
     assert main(["eval", "--checkpoint", str(out / "last.pth.tar"), "--eval-output", str(tmp_path / "e")]) == 0
     metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
@@ -310,13 +311,13 @@ def test_batch_normalisation_equals_per_image_transform(cifar_root, train):
     """uint8 images normalised per batch give exactly the per-image ToTensor + Normalize numbers."""
     import random
 
-    from spikedriven.data import NormalizingCollate, build_datasets, build_transforms
+    from spikedriven.data import ImageCollate, ImageNormalizer, build_datasets, build_transforms
 
     cfg = load_config(ROOT / "conf/cifar10/2_256_300E_t4.yml", {"data_dir": str(cifar_root)})
     splits = build_datasets(cfg)
     dataset = splits.train if train else splits.eval
     reference = build_transforms(cfg, train, normalize=True, image_size=32)
-    collate = NormalizingCollate(cfg.mean, cfg.std)
+    collate, normalize = ImageCollate(), ImageNormalizer(cfg.mean, cfg.std)
     import numpy as np
 
     def seed(i):  # timm's augmentations draw from all three generators
@@ -328,5 +329,9 @@ def test_batch_normalisation_equals_per_image_transform(cifar_root, train):
         assert image.dtype == np.uint8 and image.shape == (32, 32, 3)
         seed(i)
         expected = reference(Image.fromarray(dataset.images[i]))
-        batch, labels = collate([(image, label)])
-        assert torch.equal(batch[0], expected) and int(labels[0]) == label
+        images, labels = collate([(image, label)])
+        assert images.dtype == np.uint8 and images.shape == (1, 32, 32, 3)  # the workers hand on bytes
+        for channels_last in (False, True):
+            batch = normalize(torch.from_numpy(images), channels_last)
+            assert torch.equal(batch[0], expected) and int(labels[0]) == label
+            assert batch.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)

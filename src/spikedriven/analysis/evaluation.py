@@ -153,7 +153,7 @@ def evaluate_checkpoint(
     if split == "val" and not cfg.val_size:
         raise ConfigError("--split val needs the run's held-out split (val_size > 0 in its config)")
     dataset = build_datasets(cfg).eval if split == "val" else build_test_dataset(cfg)
-    loader = build_eval_loader(cfg, dataset, device_type=device.type, workers=Runtime.resolve(cfg, device).workers)
+    loader = build_eval_loader(cfg, dataset, device=device, workers=Runtime.resolve(cfg, device).workers)
 
     model = build_model(cfg)
     ckpt_io.load_into(model, ckpt, checkpoint, use_ema=use_ema, check_settings=not overridden)

@@ -1,8 +1,8 @@
 """Image datasets and their transforms (timm's transform factory).
 
 A sample leaves the dataset as a uint8 ``[H, W, C]`` array: the transform
-ends in the PIL image, and the loader converts and normalises whole batches
-(``loaders.NormalizingCollate``), with exactly the numbers of timm's per-image
+ends in the PIL image, and whole batches are converted and normalised on the run's
+device (``batches.ImageNormalizer``), with exactly the numbers of timm's per-image
 ``ToTensor`` + ``Normalize``.
 """
 
@@ -99,7 +99,7 @@ def build_transforms(cfg: "Config", train: bool, normalize: bool = False, image_
                      eval_size: Optional[int] = None):
     """timm's transform for ``cfg``. By default it ends in the PIL image, which
     the dataset hands on as a uint8 array, and the loaders normalise whole
-    batches (``NormalizingCollate``); ``normalize=True`` gives the per-image
+    batches (``batches.ImageNormalizer``); ``normalize=True`` gives the per-image
     float pipeline, the reference. For square images of ``image_size`` a
     training crop that would return them unchanged (``scale`` and ``ratio``
     [1, 1] at ``img_size``, the study's "no random crop") is left out.

@@ -5,9 +5,9 @@ the random augmentation of each sample is seeded from (seed, epoch, index)
 alone: which worker process draws it, how many workers there are and how many
 processes share the data change nothing, so workers can persist across epochs
 and a resumed run can start mid-epoch without loading what it skips. Samples
-leave the workers unnormalised (uint8 images, count frames); the collate
-converts and normalises whole batches. Mixup is applied in the training loop
-(``engine``), so switching it off at an epoch really happens.
+leave the workers as uint8 images (or count frames), and the loaders deliver
+them on the run's device, normalised there (``batches``). Mixup is applied in the
+training loop (``engine``), so switching it off at an epoch really happens.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Union
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from ..errors import DataError
 from ..runtime import workers_for
+from .batches import DeviceBatches, FramesCollate, ImageCollate, ImageNormalizer
 from .registry import dataset_def
 
 if TYPE_CHECKING:
@@ -127,51 +128,16 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-# ------------------------------------------------------------------ collates
-
-
-class NormalizingCollate:
-    """Stacks a batch of uint8 ``[H, W, C]`` images into ``[B, C, H, W]`` and
-    normalises it in one go.
-
-    The numbers are exactly those of the per-image ``ToTensor`` + ``Normalize``
-    (the same float32 operations, broadcast over the batch), for a fraction of
-    their cost: converting each image to a tensor took a sixth of a worker's
-    time. Called with one ``(images, labels)`` batch instead of a list of
-    samples, it converts that batch.
-    """
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-
-    def __call__(self, samples):
-        if isinstance(samples, tuple):  # a whole batch looked up at once
-            images, labels = samples
-        else:
-            images = np.stack([image for image, _ in samples])
-            labels = np.array([label for _, label in samples], dtype=np.int64)
-        chw = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
-        return chw.to(torch.float32).div_(255).sub_(self.mean).div_(self.std), torch.from_numpy(labels)
-
-
-class FramesCollate:
-    """Stacks event frames ``[T, C, H, W]`` into the model's 5-D input ``[B, T, C, H, W]``,
-    normalised per channel (mean 0, std 1, the DVS configs' values, leave the counts as they are)."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, 1, -1, 1, 1)
-        self.identity = all(m == 0 for m in mean) and all(s == 1 for s in std)
-
-    def __call__(self, samples):
-        frames = torch.stack([torch.as_tensor(f) for f, _ in samples]).to(torch.float32)
-        labels = torch.tensor([label for _, label in samples], dtype=torch.int64)
-        return (frames if self.identity else frames.sub_(self.mean).div_(self.std)), labels
+def device_batches(loader: DataLoader, cfg: "Config", device, channels_last: bool) -> DeviceBatches:
+    """``loader``'s batches on ``device``: images arrive as uint8 and are normalised there, frames arrive
+    normalised (``data.batches``)."""
+    if loader.dataset.kind == "frames":
+        return DeviceBatches(loader, device)
+    return DeviceBatches(loader, device, ImageNormalizer(cfg.mean, cfg.std), channels_last)
 
 
 def make_collate(dataset: SeededDataset, cfg: "Config"):
-    return (FramesCollate if dataset.kind == "frames" else NormalizingCollate)(cfg.mean, cfg.std)
+    return FramesCollate(cfg.mean, cfg.std) if dataset.kind == "frames" else ImageCollate()
 
 
 # ------------------------------------------------------------------ datasets and loaders
@@ -204,13 +170,15 @@ def build_test_dataset(cfg: "Config") -> SeededDataset:
     return definition.datasets(cfg)[1]
 
 
-def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu",
-                       workers: Optional[int] = None) -> DataLoader:
+def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1,
+                       device: Union[torch.device, str] = "cpu", workers: Optional[int] = None,
+                       channels_last: bool = False) -> DeviceBatches:
     """Shuffled per epoch from (seed, epoch) alone and augmented per sample from
     (seed, epoch, index), so a resumed run sees the same batches; call
     ``loader.sampler.set_epoch(epoch, skip)`` before each epoch. With ``aug_repeats``
     > 1, timm's repeated-augmentation sampler orders the epoch (each image that many
-    times per epoch, differently augmented, spread over the processes)."""
+    times per epoch, differently augmented, spread over the processes). Batches come
+    out on ``device``, ready for the model (``channels_last`` where the run chose it)."""
     per_rank = len(dataset) // world
     if cfg.batch_size > per_rank:
         raise DataError(f"batch_size {cfg.batch_size} is larger than the {per_rank} training samples per process; lower --batch-size")
@@ -220,26 +188,31 @@ def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, wor
         order = RepeatAugSampler(dataset, num_replicas=world, rank=rank, shuffle=True, num_repeats=cfg.aug_repeats)
     else:
         order = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
-    workers = workers_for(cfg.workers, device_type) if workers is None else workers  # a run's Runtime gives it
-    return DataLoader(
+    device = torch.device(device)
+    workers = workers_for(cfg.workers, device.type) if workers is None else workers  # a run's Runtime gives it
+    loader = DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=EpochSampler(order), num_workers=workers, drop_last=True,
-        collate_fn=make_collate(dataset, cfg), pin_memory=device_type == "cuda", persistent_workers=workers > 0,
+        collate_fn=make_collate(dataset, cfg), pin_memory=device.type == "cuda", persistent_workers=workers > 0,
     )
+    return device_batches(loader, cfg, device, channels_last)
 
 
-def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1, device_type: str = "cpu",
-                      workers: Optional[int] = None) -> DataLoader:
-    """This process's shard of ``dataset`` in order. Samples used as stored are
-    fetched a whole batch per lookup in this process (no workers: there is no
-    per-sample work to share out); otherwise each is transformed by the
-    loader's workers."""
+def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1,
+                      device: Union[torch.device, str] = "cpu", workers: Optional[int] = None,
+                      channels_last: bool = False) -> DeviceBatches:
+    """This process's shard of ``dataset`` in order, on ``device``. Samples used as
+    stored are fetched a whole batch per lookup in this process (no workers: there is
+    no per-sample work to share out); otherwise each is transformed by the loader's workers."""
     shard = ShardSampler(len(dataset), rank, world)
-    collate, pin = make_collate(dataset, cfg), device_type == "cuda"
+    device = torch.device(device)
+    collate, pin = make_collate(dataset, cfg), device.type == "cuda"
     if dataset.whole_batches:
         batches = BatchSampler(shard, cfg.val_batch_size, drop_last=False)
-        return DataLoader(dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin)
-    workers = workers_for(cfg.workers, device_type) if workers is None else workers  # a run's Runtime gives it
-    return DataLoader(
-        dataset, batch_size=cfg.val_batch_size, sampler=shard, collate_fn=collate, num_workers=workers,
-        pin_memory=pin, persistent_workers=workers > 0,
-    )
+        loader = DataLoader(dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin)
+    else:
+        workers = workers_for(cfg.workers, device.type) if workers is None else workers  # a run's Runtime gives it
+        loader = DataLoader(
+            dataset, batch_size=cfg.val_batch_size, sampler=shard, collate_fn=collate, num_workers=workers,
+            pin_memory=pin, persistent_workers=workers > 0,
+        )
+    return device_batches(loader, cfg, device, channels_last)

@@ -211,10 +211,15 @@ def evaluate(
     Batches are ``(images, labels, ...)``; per-step logits ``[T, B, K]`` (TET) are averaged over T.
 
     ``model`` may be compiled (``cuda_graphs``: its graphs run as CUDA graphs, whose outputs each batch
-    consumes before the next replaces them). A single process raises ``StopRequested`` between batches
+    consumes before the next replaces them); it then runs the batches of the first batch's size, and the
+    model it compiled the others. A single process raises ``StopRequested`` between batches
     once ``stop_requested()`` (under torchrun the pass runs to its end: the ranks would have to agree)."""
     was_training = model.training
     model.eval()
+    # A compiled model compiles again for a batch of a new size, and from then on runs graphs for any size
+    # (slower kernels, and under CUDA graphs one recording per size): the batches of another size than the
+    # first (a partial last one) run on the eager model it compiled, whose neurons count their spikes alike.
+    eager, full_size = getattr(model, "_orig_mod", None), None
     sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, top1, top5
     images_seen, num_classes = 0, 0  # counted here: a host number copied to the GPU per batch would wait for its queue to drain
     start = time.perf_counter()
@@ -231,10 +236,12 @@ def evaluate(
                 target = target.to(device, non_blocking=True)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
-                if cuda_graphs:
+                full_size = full_size or images.shape[0]
+                runner = model if eager is None or images.shape[0] == full_size else eager
+                if cuda_graphs and runner is model:
                     torch.compiler.cudagraph_mark_step_begin()
                 with autocast(device, amp):
-                    logits = model(images)
+                    logits = runner(images)
                 if logits.dim() == 3:
                     logits = logits.mean(0)
                 logits = logits.float()

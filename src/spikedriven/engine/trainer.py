@@ -111,8 +111,10 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     runtime = Runtime.resolve(cfg, device, dist)  # every "auto" of the config, decided once
     seed_everything(cfg.seed)
     splits = build_datasets(cfg)
-    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, device.type, workers=runtime.workers)
-    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device.type, workers=runtime.workers)
+    train_loader = build_train_loader(cfg, splits.train, dist.rank, dist.world, device, workers=runtime.workers,
+                                      channels_last=runtime.channels_last)
+    eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device, workers=runtime.workers,
+                                    channels_last=runtime.channels_last)
 
     model = place_model(cfg, runtime)
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer)
@@ -308,7 +310,7 @@ def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eva
         "spike_mode": cfg.spike_mode, "v_threshold": cfg.v_threshold, "seed": cfg.seed,
     }
     if eval_name == "val":
-        test_loader = build_eval_loader(cfg, build_test_dataset(cfg), device_type=device.type)
+        test_loader = build_eval_loader(cfg, build_test_dataset(cfg), device=device)
         single = DistInfo()
         results["final_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
         ckpt_io.load_checkpoint(model, run_dir / "best.pth.tar")
