@@ -22,6 +22,7 @@ The report computes each figure from the recorded images, seconds and bytes.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import time
 from pathlib import Path
@@ -62,13 +63,28 @@ def sync(device: torch.device) -> None:
 
 
 def synthetic_batches(setup: end_to_end.TrainingSetup, batch: int, n: int) -> list:
-    """``n`` batches of the study's shape on the device (one random batch, repeated: the model's work does not
-    depend on the values, and no loader or copy is timed)."""
+    """``n`` batches of the study's shape on the device, in the run's memory format, made before the timing (no
+    loader or copy is timed). Each is its own tensor: mixup mixes a batch in place."""
     cfg, device = setup.cfg, setup.runtime.device
     gen = torch.Generator(device="cpu").manual_seed(0)
     images = torch.randn(batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen).to(device)
+    if setup.runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
     labels = torch.randint(0, cfg.num_classes, (batch,), generator=gen).to(device)
-    return [(images, labels)] * n
+    return [(images.clone(), labels) for _ in range(n)]
+
+
+def release_earlier_rows(device: torch.device) -> int:
+    """Free what earlier rows' compiled graphs hold; the bytes still allocated (not this row's)."""
+    torch._dynamo.reset()  # each row compiles for itself, as a run at its batch size does
+    if device.type != "cuda":
+        return 0
+    trees = getattr(getattr(torch, "_inductor", None), "cudagraph_trees", None)
+    if trees is not None and hasattr(trees, "reset_cudagraph_trees"):
+        trees.reset_cudagraph_trees()  # the CUDA graphs' memory pools
+    gc.collect()
+    torch.cuda.empty_cache()
+    return torch.cuda.memory_allocated(device)
 
 
 def measure(batch: int, amp: str, args: argparse.Namespace, with_eval: bool = False) -> dict:
@@ -76,8 +92,9 @@ def measure(batch: int, amp: str, args: argparse.Namespace, with_eval: bool = Fa
     overrides = {"batch_size": batch, "val_batch_size": batch, "amp": amp, "device": args.device}
     if args.quick:
         overrides.update(QUICK_OVERRIDES)
-    torch._dynamo.reset()  # each row compiles for itself, as a run at its batch size does
-    setup = end_to_end.training_setup(end_to_end.study_config(overrides))
+    cfg = end_to_end.study_config(overrides)
+    held_before = release_earlier_rows(torch.device(args.device))
+    setup = end_to_end.training_setup(cfg)
     device, runtime = setup.runtime.device, setup.runtime
     row = {"batch": batch, "amp": amp, "compile": runtime.compile_mode or "off", "cuda_graphs": runtime.cuda_graphs,
            "backward_memory": runtime.backward_memory, "channels_last": runtime.channels_last,
@@ -85,25 +102,28 @@ def measure(batch: int, amp: str, args: argparse.Namespace, with_eval: bool = Fa
 
     # the first steps compile (and record the CUDA graphs): timed apart, not part of the rate
     graphs_before = counters["stats"]["unique_graphs"]
+    if device.type == "cuda":  # the peak over the whole row, compiling included: what a run must fit
+        torch.cuda.reset_peak_memory_stats(device)
+    warmup, timed = synthetic_batches(setup, batch, args.warmup), synthetic_batches(setup, batch, args.steps)
     sync(device)
     start = time.perf_counter()
-    setup.train_epoch(synthetic_batches(setup, batch, args.warmup))
+    setup.train_epoch(warmup)
     sync(device)
     row["first_steps_s"] = round(time.perf_counter() - start, 2)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     start = time.perf_counter()
-    stats = setup.train_epoch(synthetic_batches(setup, batch, args.steps))
+    stats = setup.train_epoch(timed)
     sync(device)
-    row.update(train_images=stats["images"], train_s=time.perf_counter() - start,
-               train_peak_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+    train_s = time.perf_counter() - start
+    # this row's own peak: what earlier rows still held is not its
+    peak = torch.cuda.max_memory_allocated(device) - held_before if device.type == "cuda" else None
+    row.update(train_images=stats["images"], train_s=train_s, train_peak_bytes=peak, held_before_bytes=held_before)
     # a compile that failed under compile: auto falls back to eager without stopping the run: count the graphs
     row["graphs_compiled"] = counters["stats"]["unique_graphs"] - graphs_before
     if with_eval:
-        setup.evaluate(synthetic_batches(setup, batch, args.warmup))  # the evaluation graph compiles here
+        setup.evaluate(warmup)  # the evaluation graph compiles here
         sync(device)
         start = time.perf_counter()
-        metrics = setup.evaluate(synthetic_batches(setup, batch, args.steps))
+        metrics = setup.evaluate(timed)
         sync(device)
         row.update(eval_images=metrics["eval_images"], eval_s=time.perf_counter() - start,
                    graphs_compiled=counters["stats"]["unique_graphs"] - graphs_before)
