@@ -84,3 +84,26 @@ def test_iterating_starts_the_loader_at_once_as_the_loader_itself_does():
         iter(iterable)
         draws.append(torch.rand(1))
     assert torch.equal(draws[0], draws[1])
+
+
+def test_the_normaliser_divides_by_tensors_so_a_gpu_gives_the_cpus_numbers():
+    """CUDA divides by a host scalar as a multiplication by its reciprocal, which differs from the division for 126
+    of the 256 byte values: every division the normaliser makes takes a tensor divisor, which CUDA divides by.
+    (The GPU test compares the two devices' batches bit for bit; this keeps the reason visible on CPU.)"""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    values = torch.arange(256, dtype=torch.float32)
+    assert int((values * (1 / torch.tensor(255.0)) != values / torch.tensor(255.0)).sum()) == 126
+
+    divisors = []
+
+    class Divisions(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.overloadpacket in (torch.ops.aten.div, torch.ops.aten.div_):
+                divisors.append(args[1])
+            return func(*args, **(kwargs or {}))
+
+    batch = torch.from_numpy(np.stack([image for image, _ in images(2)]))
+    with Divisions():
+        ImageNormalizer(MEAN, STD)(batch)
+    assert len(divisors) == 2 and all(isinstance(d, torch.Tensor) for d in divisors)

@@ -41,22 +41,26 @@ class ImageCollate:
 class ImageNormalizer:
     """uint8 ``[B, H, W, C]`` images to float32 ``[B, C, H, W]`` as ``(x / 255 - mean) / std``, on the
     images' device: exactly the numbers of per-image ``ToTensor`` + ``Normalize`` (the same float32
-    operations, broadcast over the batch; float32 division is correctly rounded on CPUs and GPUs alike)."""
+    operations, broadcast over the batch)."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
-        self._constants: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._constants: dict[torch.device, tuple[torch.Tensor, ...]] = {}
 
     def __call__(self, images: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
-        if images.device not in self._constants:
-            self._constants[images.device] = self.mean.to(images.device), self.std.to(images.device)
-        mean, std = self._constants[images.device]
+        device = images.device
+        if device not in self._constants:
+            # 255 as a tensor on the device, not a Python number: CUDA divides by a host scalar as a multiplication
+            # by its reciprocal, which can differ from the division in the last bit; by a tensor it divides, as
+            # the CPU does (float32 division is correctly rounded on both)
+            self._constants[device] = (torch.tensor(255.0, device=device), self.mean.to(device), self.std.to(device))
+        scale, mean, std = self._constants[device]
         # [B, H, W, C] seen as [B, C, H, W] is already channels-last, and each operation below keeps that layout
         chw = images.permute(0, 3, 1, 2)
         if not channels_last:
             chw = chw.contiguous()  # on the uint8 bytes: a quarter of what a float copy would move
-        return chw.div(255).sub_(mean).div_(std)
+        return chw.div(scale).sub_(mean).div_(std)
 
 
 class FramesCollate:
