@@ -35,7 +35,7 @@ from .cifar import CIFAR, read_cifar  # noqa: E402  (imported by the loop above 
 
 __all__ = [
     "CIFAR", "DATASETS", "ArrayImageDataset", "DatasetDef", "DeviceBatches", "EpochSampler", "FolderImageDataset",
-    "FramesCollate", "ImageCollate", "ImageNormalizer", "SeededDataset", "ShardSampler", "Splits", "build_datasets", "build_eval_loader",
-    "build_test_dataset", "build_train_loader", "build_transforms", "dataset_def", "eval_transform_is_identity",
-    "read_cifar", "register_dataset", "seeded_generators", "square_size",
+    "FramesCollate", "ImageCollate", "ImageNormalizer", "SeededDataset", "ShardSampler", "Splits", "build_datasets",
+    "build_eval_loader", "build_test_dataset", "build_train_loader", "build_transforms", "dataset_def",
+    "eval_transform_is_identity", "read_cifar", "register_dataset", "seeded_generators", "square_size",
 ]  # fmt: skip
