@@ -157,9 +157,10 @@ def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path)
     assert rows["train, best setting (bf16, batch <= 1024)"][4].startswith("batch 1024; b1024 25,600, b256 19,200")
     assert rows["peak memory, batch 256, fp32"][1:4] == ["4.50 GB", "<= 4.70 GB", "yes"]
     assert rows["eval / train at batch 64"][1:4] == ["4.00x", ">= 4.00x", "yes"]
-    assert rows["end to end, the defaults (50k train + 10k eval)"][1:4] == ["7,498 img/s", ">= 20,000 img/s", "no"]
-    assert "41.3 min for 310 epochs" in rows["end to end, the defaults (50k train + 10k eval)"][4]
-    assert rows["end to end, best setting"][1:4] == ["-", ">= 20,000 img/s", "not measured"]
+    assert rows["end to end (train + eval epoch), the defaults"][1:4] == ["7,498 img/s", ">= 20,000 img/s", "no"]
+    assert rows["end to end (train + eval epoch), the defaults"][4].startswith(
+        "49,984 + 10,000 images, batch 64, amp none, 41.3 min for 310 epochs")
+    assert rows["end to end (train + eval epoch), best setting"][1:4] == ["-", ">= 20,000 img/s", "not measured"]
     assert speed_table.met("peak_memory", 4.71) == "no" and speed_table.met("train_best", 24999.0) == "no"
 
 
@@ -175,7 +176,7 @@ def test_the_gpu_session_script_runs_every_part_at_toy_sizes(tmp_path):
         assert (tmp_path / f"{part}.txt").read_text().rstrip().endswith(f"exit 0 ({part})")
     table = (tmp_path / "table.md").read_text()
     assert table.count("\n| ") == 7 and "not measured |" in table  # the header and 6 rows; peak memory: no CUDA here
-    assert "| end to end, the defaults (50k train + 10k eval) | - | " in table and "amp none" in table
+    assert "| end to end (train + eval epoch), the defaults | - | " in table and "amp none" in table
 
 
 def test_loader_transfer_times_each_way_a_batch_can_leave_a_worker(tmp_path):
