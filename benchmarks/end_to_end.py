@@ -21,6 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -82,13 +83,13 @@ def study_config(overrides: dict) -> Config:
     return load_config(STUDY_CONFIG, {"spike_mode": "if_soft", **overrides})
 
 
-def training_setup(cfg: Config) -> TrainingSetup:
-    device = resolve_device(cfg.device)
+def training_setup(cfg: Config, runtime: Optional[Runtime] = None) -> TrainingSetup:
+    """``runtime``: the decisions already taken for this config (as for its loaders), else taken here."""
+    runtime = runtime or Runtime.resolve(cfg, resolve_device(cfg.device))  # the training command's, on this machine
     seed_everything(cfg.seed)
-    runtime = Runtime.resolve(cfg, device)  # the training command's decisions on this machine
     model = place_model(cfg, runtime)
     optimizer, _, _ = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer)
-    mixup, loss_fn = make_mixup_and_loss(cfg, True, device)
+    mixup, loss_fn = make_mixup_and_loss(cfg, True, runtime.device)
     return TrainingSetup(cfg, runtime, model, compile_model(cfg, model, runtime), optimizer, mixup, loss_fn)
 
 
@@ -127,8 +128,7 @@ def run(train_images: int, test_images: int, workers: int | str, batch: int, amp
         if epochs == 0:  # --data-only
             return {"workers": workers, "batch": batch, "train_images": n, "eval_images": n_eval, **data}
 
-        setup = training_setup(cfg)
-        runtime = setup.runtime
+        setup = training_setup(cfg, runtime)
         times = []
         for epoch in range(epochs):  # the first epoch also compiles; the last one is the steady state
             sync(device)

@@ -33,6 +33,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import end_to_end  # this folder's end-to-end benchmark: the training command's setup
+from end_to_end import sync
 
 # The original code's figures, measured in an earlier session on one H200 with torch 2.11 (CIFAR-10 2-256,
 # T = 4, AdamW). The original cannot run on a machine without its own environment, so they are quoted here
@@ -56,11 +57,6 @@ QUICK_OVERRIDES = dict(embed_dim=32, depth=1, time_steps=2)
 
 
 # ------------------------------------------------------------------ measuring
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def synthetic_batches(setup: end_to_end.TrainingSetup, batch: int, n: int) -> list:

@@ -128,16 +128,12 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
-def device_batches(loader: DataLoader, cfg: "Config", device, channels_last: bool) -> DeviceBatches:
-    """``loader``'s batches on ``device``: images arrive as uint8 and are normalised there, frames arrive
-    normalised (``data.batches``)."""
-    if loader.dataset.kind == "frames":
-        return DeviceBatches(loader, device)
-    return DeviceBatches(loader, device, ImageNormalizer(cfg.mean, cfg.std), channels_last)
-
-
-def make_collate(dataset: SeededDataset, cfg: "Config"):
-    return FramesCollate(cfg.mean, cfg.std) if dataset.kind == "frames" else ImageCollate()
+def batch_steps(dataset: SeededDataset, cfg: "Config") -> tuple[Callable, Optional[ImageNormalizer]]:
+    """The collate a worker runs and the normalisation on the device (``data.batches``): images leave the
+    workers as uint8 and are normalised on the device, frames are normalised by their collate."""
+    if dataset.kind == "frames":
+        return FramesCollate(cfg.mean, cfg.std), None
+    return ImageCollate(), ImageNormalizer(cfg.mean, cfg.std)
 
 
 # ------------------------------------------------------------------ datasets and loaders
@@ -190,11 +186,12 @@ def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, wor
         order = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed, drop_last=True)
     device = torch.device(device)
     workers = workers_for(cfg.workers, device.type) if workers is None else workers  # a run's Runtime gives it
+    collate, normalize = batch_steps(dataset, cfg)
     loader = DataLoader(
         dataset, batch_size=cfg.batch_size, sampler=EpochSampler(order), num_workers=workers, drop_last=True,
-        collate_fn=make_collate(dataset, cfg), pin_memory=device.type == "cuda", persistent_workers=workers > 0,
+        collate_fn=collate, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
     )
-    return device_batches(loader, cfg, device, channels_last)
+    return DeviceBatches(loader, device, normalize, channels_last)
 
 
 def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1,
@@ -205,7 +202,7 @@ def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, worl
     no per-sample work to share out); otherwise each is transformed by the loader's workers."""
     shard = ShardSampler(len(dataset), rank, world)
     device = torch.device(device)
-    collate, pin = make_collate(dataset, cfg), device.type == "cuda"
+    (collate, normalize), pin = batch_steps(dataset, cfg), device.type == "cuda"
     if dataset.whole_batches:
         batches = BatchSampler(shard, cfg.val_batch_size, drop_last=False)
         loader = DataLoader(dataset, batch_size=None, sampler=batches, collate_fn=collate, pin_memory=pin)
@@ -215,4 +212,4 @@ def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, worl
             dataset, batch_size=cfg.val_batch_size, sampler=shard, collate_fn=collate, num_workers=workers,
             pin_memory=pin, persistent_workers=workers > 0,
         )
-    return device_batches(loader, cfg, device, channels_last)
+    return DeviceBatches(loader, device, normalize, channels_last)
