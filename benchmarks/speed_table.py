@@ -10,9 +10,11 @@ its config, the Runtime's "auto" decisions for this machine (compile with CUDA g
 memory, channels-last, the fused optimizer on a GPU), the same optimizer, mixup and loss, and the loop's own
 ``train_one_epoch`` and ``evaluate`` (with the spike recorder, as the per-epoch evaluation). Only the
 batch size and ``amp`` change between rows. The batches here are generated on the device, so these rows
-are the model step alone; the end-to-end rows (loaders, augmentation, evaluation set) come from
-``benchmarks/end_to_end.py``'s JSON (``end_to_end_defaults.json`` and ``end_to_end_best.json`` in the
-report folder, as ``benchmarks/gpu_session.sh`` writes them).
+are the model step alone. The end-to-end rows (loaders, augmentation, evaluation set) come from the
+report folder's JSON, as ``benchmarks/gpu_session.sh`` writes it: ``run_rate.json`` (``benchmarks/run_rate.py``:
+the command itself, with the defaults, an epoch timed whole from the run's log) and ``end_to_end_best.json``
+and ``end_to_end_defaults.json`` (``benchmarks/end_to_end.py``: an epoch and its evaluation through the
+command's setup and loop, without what a run does between epochs, and the loaders alone beside it).
 
 Each row's model is built and compiled afresh (a run at that batch size compiles for it alone), and the
 JSON is rewritten after each row, so a time limit that stops the script keeps the rows measured so far.
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -167,7 +170,8 @@ def read_json(path: Path) -> Optional[dict]:
         return None
 
 
-def table_rows(speed: Optional[dict], e2e_defaults: Optional[dict], e2e_best: Optional[dict]) -> list[dict]:
+def table_rows(speed: Optional[dict], e2e_defaults: Optional[dict], e2e_best: Optional[dict],
+               run: Optional[dict] = None) -> list[dict]:
     """Each row's figure, computed from the measurements (None where a measurement is missing)."""
     speed = speed or {}
     defaults, memory, best = speed.get("defaults") or {}, speed.get("memory") or {}, speed.get("best") or []
@@ -189,6 +193,20 @@ def table_rows(speed: Optional[dict], e2e_defaults: Optional[dict], e2e_best: Op
             how += f"; loaders alone {result['data_only_images_per_s']:,.0f} img/s, first epoch {result['first_epoch_s']} s"
         return images / seconds, how
 
+    def run_row(result: Optional[dict]) -> tuple[Optional[float], str]:
+        if not result or not result.get("epoch_periods_s"):
+            return None, ""
+        period = statistics.median(result["epoch_periods_s"])
+        how = (f"`{result['command']}`, {result['train_images']:,} + {result['eval_images']:,} images, an epoch "
+               f"every {period:.2f} s from the run's log ({len(result['epoch_periods_s'])} timed), "
+               f"{310 * period / 60:.1f} min for 310 epochs")
+        if result.get("train_and_eval_s") is not None:  # the rest is what the run does between epochs
+            how += f"; training and evaluation {result['train_and_eval_s']} s of it"
+        if result.get("first_epoch_s") is not None:
+            how += f", first epoch {result['first_epoch_s']} s"
+        return (result["train_images"] + result["eval_images"]) / period, how
+
+    e2e_r, e2e_r_how = run_row(run)
     e2e_d, e2e_d_how = end_to_end_row(e2e_defaults)
     e2e_b, e2e_b_how = end_to_end_row(e2e_best)
     small, memory_batch = defaults.get("batch", 64), memory.get("batch", 256)  # smaller in a --quick run
@@ -205,6 +223,8 @@ def table_rows(speed: Optional[dict], e2e_defaults: Optional[dict], e2e_best: Op
              unit="GB", how="torch.cuda.max_memory_allocated" if peak else ""),
         dict(key="eval_over_train", setting=f"eval / train at batch {small}", value=evaluation / train if evaluation and train else None,
              unit="x", how=f"eval {evaluation:,.0f} img/s" if evaluation else ""),
+        dict(key="end_to_end", setting="end to end, the study's command as run (the defaults)", value=e2e_r,
+             unit="img/s", how=e2e_r_how),
         dict(key="end_to_end", setting="end to end (train + eval epoch), the defaults", value=e2e_d, unit="img/s",
              how=e2e_d_how),
         dict(key="end_to_end", setting="end to end (train + eval epoch), best setting", value=e2e_b, unit="img/s",
@@ -243,7 +263,8 @@ def print_table(rows: list[dict], environment: Optional[dict]) -> None:
 
 def report_folder(folder: Path) -> None:
     speed = read_json(folder / "speed_table.json")
-    rows = table_rows(speed, read_json(folder / "end_to_end_defaults.json"), read_json(folder / "end_to_end_best.json"))
+    rows = table_rows(speed, read_json(folder / "end_to_end_defaults.json"), read_json(folder / "end_to_end_best.json"),
+                      read_json(folder / "run_rate.json"))
     print_table(rows, (speed or {}).get("environment"))
 
 

@@ -146,6 +146,11 @@ def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path)
     e2e = dict(batch=64, amp="none", train_images=49984, eval_images=10000, train_s=6.0, eval_s=2.0)
     (tmp_path / "speed_table.json").write_text(json.dumps(speed))
     (tmp_path / "end_to_end_defaults.json").write_text(json.dumps(e2e))
+    # the command as run: an epoch every 9.0 s (the median of 8, 9 and 10): 59,984 images / 9 s = 6,665 img/s;
+    # 310 epochs of 9 s are 46.5 minutes
+    run = dict(command="spikedriven train -c conf/cifar10/2_256_300E_t4.yml --spike-mode if_soft", train_images=49984,
+               eval_images=10000, epoch_periods_s=[8.0, 10.0, 9.0], train_and_eval_s=8.5, first_epoch_s=95.2)
+    (tmp_path / "run_rate.json").write_text(json.dumps(run))
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed_table.py"), "--report", str(tmp_path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -157,6 +162,11 @@ def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path)
     assert rows["train, best setting (bf16, batch <= 1024)"][4].startswith("batch 1024; b1024 25,600, b256 19,200")
     assert rows["peak memory, batch 256, fp32"][1:4] == ["4.50 GB", "<= 4.70 GB", "yes"]
     assert rows["eval / train at batch 64"][1:4] == ["4.00x", ">= 4.00x", "yes"]
+    assert rows["end to end, the study's command as run (the defaults)"][1:4] == ["6,665 img/s", ">= 20,000 img/s", "no"]
+    assert rows["end to end, the study's command as run (the defaults)"][4] == (
+        "`spikedriven train -c conf/cifar10/2_256_300E_t4.yml --spike-mode if_soft`, 49,984 + 10,000 images, an epoch "
+        "every 9.00 s from the run's log (3 timed), 46.5 min for 310 epochs; training and evaluation 8.5 s of it, "
+        "first epoch 95.2 s |")  # the row's last cell, with the table's closing bar
     assert rows["end to end (train + eval epoch), the defaults"][1:4] == ["7,498 img/s", ">= 20,000 img/s", "no"]
     assert rows["end to end (train + eval epoch), the defaults"][4].startswith(
         "49,984 + 10,000 images, batch 64, amp none, 41.3 min for 310 epochs")
@@ -171,12 +181,13 @@ def test_the_gpu_session_script_runs_every_part_at_toy_sizes(tmp_path):
     done = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_session.sh")], capture_output=True, text=True,
                           timeout=900, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
-    parts = ["cuda_tests", "speed_table", "end_to_end_defaults", "end_to_end_best", "step_overhead", "inference"]
+    parts = ["cuda_tests", "speed_table", "run_rate", "end_to_end_best", "step_overhead", "inference"]
     for part in parts:
         assert (tmp_path / f"{part}.txt").read_text().rstrip().endswith(f"exit 0 ({part})")
     table = (tmp_path / "table.md").read_text()
-    assert table.count("\n| ") == 7 and "not measured |" in table  # the header and 6 rows; peak memory: no CUDA here
-    assert "| end to end (train + eval epoch), the defaults | - | " in table and "amp none" in table
+    assert table.count("\n| ") == 8 and "not measured |" in table  # the header and 7 rows; peak memory: no CUDA here
+    assert "| end to end, the study's command as run (the defaults) | - | " in table and "an epoch every" in table
+    assert "| end to end (train + eval epoch), best setting | - | " in table and "amp bf16" in table
 
 
 def test_loader_transfer_times_each_way_a_batch_can_leave_a_worker(tmp_path):
@@ -189,3 +200,42 @@ def test_loader_transfer_times_each_way_a_batch_can_leave_a_worker(tmp_path):
     # --quick: 128 images in batches of 16, a pass each
     assert all(r["batches"] == 8 and r["wall_ms_per_batch"] > 0 and r["main_cpu_ms_per_batch"] >= 0 for r in rows)
     assert "main-process CPU ms" in done.stdout
+
+
+def test_checkpoint_save_times_both_ways_of_writing_an_epochs_checkpoints(tmp_path):
+    out = tmp_path / "checkpoint_save.json"
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/checkpoint_save.py"), "--quick", "--json", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    r = json.loads(out.read_text())
+    assert r["parameters"] > 0 and r["file_mb"] > 0 and r["repeats"] == 2  # --quick
+    assert all(r[key] > 0 for key in ("before_ms", "now_training_thread_ms", "now_until_on_disk_ms", "steps_alone_ms",
+                                      "steps_beside_a_write_ms"))
+    expected = r["before_ms"] - r["now_training_thread_ms"] - max(r["steps_beside_a_write_ms"] - r["steps_alone_ms"], 0)
+    assert abs(r["saved_per_improving_epoch_ms"] - expected) <= 0.03  # each figure is rounded to 0.01 ms
+    assert "saved for the training loop per improving epoch" in done.stdout
+
+
+def test_run_rate_times_whole_epochs_from_the_runs_log():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import run_rate
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    log = "\n".join([
+        "2026-12-06 10:00:00,000 INFO runtime: cuda | ...",
+        "2026-12-06 10:01:40,500 INFO epoch 0 | step 10/781 | loss 2.3 | lr 1e-06 | 9,000 img/s | ETA 0:00:05",
+        "2026-12-06 10:01:41,250 INFO epoch 0 | lr 1e-06 | train loss 2.3 (mixup) | test loss 2.2 top1 10.00",
+        "2026-12-06 10:01:44,000 INFO epoch 1 | step 10/781 | loss 2.2 | lr 0.0005 | 9,000 img/s | ETA 0:00:02",
+        "2026-12-06 10:01:45,000 INFO epoch 1 | lr 0.0005 | train loss 2.2 (mixup) | test loss 2.1 top1 20.00",
+        "2026-12-06 10:01:49,500 INFO epoch 2 | lr 0.0005 | train loss 2.1 (mixup) | test loss 2.0 top1 30.00",
+    ])
+    rows = [{"epoch": "0", "epoch_seconds": "99.0"}, {"epoch": "1", "epoch_seconds": "3.5"},
+            {"epoch": "2", "epoch_seconds": "4.1"}]
+    r = run_rate.summarise(log, rows, train_images=49984, eval_images=10000)
+    # epoch lines (not step lines) at 101.25, 105.0 and 109.5 s: periods 3.75 and 4.5, median 4.125 s;
+    # 59,984 / 4.125 = 14,541.6 images/s, 310 x 4.125 s = 21.3 min; the first epoch ends 101.25 s after the first line
+    assert r["epoch_periods_s"] == [3.75, 4.5] and r["epoch_s"] == 4.125 and r["epochs_logged"] == 3
+    assert r["images_per_s"] == 14541.6 and r["projected_310_epochs_min"] == 21.3 and r["first_epoch_s"] == 101.25
+    assert r["train_and_eval_s"] == 3.8  # the median of epochs 1 and 2 as summary.csv timed them
+    assert "epoch_s" not in run_rate.summarise(log.split("\n2026-12-06 10:01:45")[0], rows, 1, 1)  # one epoch: no period

@@ -34,6 +34,7 @@ from ..models import build_model
 from ..runtime import Runtime
 from ..spike_ops import set_backward_memory
 from . import checkpoint as ckpt_io
+from .checkpoint_writer import CheckpointWriter
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
 from .progress import EpochProgress, log_epoch
@@ -188,18 +189,21 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         }
 
     stop = StopFlag()
+    # the epochs' checkpoints are written while the next epoch trains; each stop waits for them
+    writer = CheckpointWriter()
 
     def stopped(epoch: int, state: EpochState) -> RunStopped:
         """Save where the run stopped (with every generator's state, so it continues exactly)."""
         path = run_dir / "last.pth.tar"
         if dist.is_main:
-            ckpt_io.save_checkpoint(path, payload(epoch, state, rng_state()))
+            writer.save(payload(epoch, state, rng_state()), path)
+            writer.wait()
             log.warning("stopped at epoch %d, step %d; checkpoint saved to %s", epoch, state.step, path)
             log.warning("resume with: %s", resume_hint(path))
         return RunStopped(128 + (stop.signal or signal.SIGINT), f"training interrupted; resume with: {resume_hint(path)}")
 
     try:
-        with stop.installed():
+        with writer, stop.installed():
             for epoch in range(start_epoch, total_epochs):
                 started = time.perf_counter()
                 # a mid-epoch resume starts the sampler where the run stopped
@@ -261,12 +265,13 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 if dist.is_main:
                     summary.append(row)
                     log_epoch(scalars, row, rates, mean_rate, learned_settings(model), stats, mixup_on, splits.eval_name)
-                    if improved:
-                        ckpt_io.save_checkpoint(run_dir / "best.pth.tar", payload(epoch + 1, epoch_state))
-                    ckpt_io.save_checkpoint(run_dir / "last.pth.tar", payload(epoch + 1, epoch_state))
+                    # best first: a kill between the two leaves best the newer, which a resume detects
+                    paths = [run_dir / "best.pth.tar"] if improved else []
+                    writer.save(payload(epoch + 1, epoch_state), *paths, run_dir / "last.pth.tar")
                 barrier(dist)
                 if not dist.enabled and stop() and epoch + 1 < total_epochs:
-                    # last.pth.tar, just written, already holds this point: the next epoch reseeds from (seed, epoch)
+                    # last.pth.tar, just saved, already holds this point: the next epoch reseeds from (seed, epoch)
+                    writer.wait()
                     path = run_dir / "last.pth.tar"
                     log.warning("stopped after epoch %d; resume with: %s", epoch, resume_hint(path))
                     raise RunStopped(128 + (stop.signal or signal.SIGINT), f"training interrupted; resume with: {resume_hint(path)}")
