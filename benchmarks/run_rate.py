@@ -39,6 +39,7 @@ QUICK_SIZES = dict(train_images=256, test_images=128, epochs=3)
 STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
 EPOCH_LINE = re.compile(STAMP + r" INFO epoch (\d+) \| lr ")  # the epoch's line, not a step's ("epoch 3 | step 10/781")
 FIRST_LINE = re.compile(STAMP + r" ")
+SIZES_LINE = re.compile(r" INFO run folder .* \| (\d+) train / (\d+) \w+ images \| ")  # the sets as the run read them
 
 
 def _time(stamp: str) -> float:
@@ -92,10 +93,13 @@ def run(train_images: int, test_images: int, epochs: int, flags: list[str], time
         cfg = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").is_file() else {}
         runtime = next((line.split(" INFO ", 1)[1] for line in log_text.splitlines() if " INFO runtime: " in line), "")
     batch = cfg.get("batch_size", 0)
+    sizes = SIZES_LINE.search(log_text)
+    n_train, n_eval = (int(sizes.group(1)), int(sizes.group(2))) if sizes else (0, 0)
     result = {"command": " ".join(["spikedriven", "train", *STUDY_COMMAND[:1], "conf/cifar10/2_256_300E_t4.yml",
                                    *STUDY_COMMAND[2:], *flags]),
               "exit": code, "wall_s": round(wall, 1), "batch": batch, "amp": cfg.get("amp"), "runtime": runtime,
-              **summarise(log_text, rows, train_images // batch * batch if batch else 0, test_images)}
+              # one process: an epoch's whole batches of the training set, all of the evaluation set
+              **summarise(log_text, rows, n_train // batch * batch if batch else 0, n_eval)}
     if code != 0:
         result["stderr_tail"] = tail
     return result

@@ -239,3 +239,7 @@ def test_run_rate_times_whole_epochs_from_the_runs_log():
     assert r["images_per_s"] == 14541.6 and r["projected_310_epochs_min"] == 21.3 and r["first_epoch_s"] == 101.25
     assert r["train_and_eval_s"] == 3.8  # the median of epochs 1 and 2 as summary.csv timed them
     assert "epoch_s" not in run_rate.summarise(log.split("\n2026-12-06 10:01:45")[0], rows, 1, 1)  # one epoch: no period
+    # the sets' sizes as the run read them (a generated set may hold fewer images than asked for)
+    line = ("2026-12-06 21:28:06,239 INFO run folder /tmp/x/run | torch/cifar10 | if_soft mode u_th=1 | 255 train / "
+            "128 test images | cpu | 28942 parameters")
+    assert run_rate.SIZES_LINE.search(line).groups() == ("255", "128")
