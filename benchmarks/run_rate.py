@@ -33,7 +33,7 @@ import yaml
 from spikedriven.testing import write_fake_cifar
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDY_COMMAND = ["-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--spike-mode", "if_soft"]
+STUDY_CONFIG = "conf/cifar10/2_256_300E_t4.yml"  # the study's command: -c STUDY_CONFIG --spike-mode if_soft
 QUICK_FLAGS = ["--embed-dim", "32", "--depth", "1", "--time-steps", "2", "--batch-size", "32", "--device", "cpu"]
 QUICK_SIZES = dict(train_images=256, test_images=128, epochs=3)
 STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
@@ -79,7 +79,8 @@ def run(train_images: int, test_images: int, epochs: int, flags: list[str], time
     with tempfile.TemporaryDirectory() as tmp:
         write_fake_cifar(tmp, "torch/cifar10", n_train=train_images, n_test=test_images, seed=0)
         out = Path(tmp) / "run"
-        command = [sys.executable, "-m", "spikedriven", "train", *STUDY_COMMAND, "--data-dir", tmp, "--output", str(out),
+        command = [sys.executable, "-m", "spikedriven", "train", "-c", str(ROOT / STUDY_CONFIG), "--spike-mode", "if_soft",
+                   "--data-dir", tmp, "--output", str(out),
                    "--epochs", str(epochs), "--warmup-epochs", "1", "--cooldown-epochs", "0", *flags]
         started = time.perf_counter()
         try:
@@ -89,14 +90,14 @@ def run(train_images: int, test_images: int, epochs: int, flags: list[str], time
             code, tail = "timeout", (e.stderr or b"")[-1500:].decode(errors="replace")
         wall = time.perf_counter() - started
         log_text = (out / "log.txt").read_text() if (out / "log.txt").is_file() else ""
-        rows = list(csv.DictReader(open(out / "summary.csv", newline=""))) if (out / "summary.csv").is_file() else []
+        summary = out / "summary.csv"
+        rows = list(csv.DictReader(summary.read_text().splitlines())) if summary.is_file() else []
         cfg = yaml.safe_load((out / "config.yaml").read_text()) if (out / "config.yaml").is_file() else {}
         runtime = next((line.split(" INFO ", 1)[1] for line in log_text.splitlines() if " INFO runtime: " in line), "")
     batch = cfg.get("batch_size", 0)
     sizes = SIZES_LINE.search(log_text)
     n_train, n_eval = (int(sizes.group(1)), int(sizes.group(2))) if sizes else (0, 0)
-    result = {"command": " ".join(["spikedriven", "train", *STUDY_COMMAND[:1], "conf/cifar10/2_256_300E_t4.yml",
-                                   *STUDY_COMMAND[2:], *flags]),
+    result = {"command": " ".join(["spikedriven", "train", "-c", STUDY_CONFIG, "--spike-mode", "if_soft", *flags]),
               "exit": code, "wall_s": round(wall, 1), "batch": batch, "amp": cfg.get("amp"), "runtime": runtime,
               # one process: an epoch's whole batches of the training set, all of the evaluation set
               **summarise(log_text, rows, n_train // batch * batch if batch else 0, n_eval)}

@@ -1,8 +1,8 @@
 """Checkpoints that reach the disk on a background thread while the next epoch trains.
 
 Every epoch ends by writing ``last.pth.tar`` (and ``best.pth.tar`` when it improved): for the study's
-model with its AdamW state that is 31 MB a file, and serialising plus fsync took the training loop about
-60 ms a file on the development machine (``benchmarks/checkpoint_save.py``), wait that repeats every epoch.
+model with its AdamW state that is 29.5 MiB a file, and serialising plus fsync kept the training loop
+waiting about 90 ms for the two on the development machine (``benchmarks/checkpoint_save.py``), every epoch.
 ``CheckpointWriter.save`` takes a host copy of every tensor of the payload at once, so the steps that
 follow cannot change what gets written, and a single thread writes the files in the order given, each
 atomically (``save_checkpoint``): a kill at any moment leaves every file whole, old or new.
