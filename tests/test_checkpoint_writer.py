@@ -136,6 +136,24 @@ def test_leaving_on_another_exception_logs_a_failed_write_and_lets_that_exceptio
         "a checkpoint write failed as the run stopped: could not write checkpoint")
 
 
+def test_a_ctrl_c_while_waiting_for_the_writes_is_not_logged_as_a_failed_write(monkeypatch):
+    lines = _Lines()
+    logging.getLogger("spikedriven").addHandler(lines)
+    writer = CheckpointWriter()
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(writer, "wait", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with writer:
+                raise KeyError("the run's own failure")
+    finally:
+        logging.getLogger("spikedriven").removeHandler(lines)
+    assert lines.lines == []
+
+
 def test_a_run_writes_its_epoch_checkpoints_on_the_writer_thread_best_first(tmp_path, monkeypatch):
     writes = []
     save = ckpt_io.save_checkpoint

@@ -78,7 +78,7 @@ class CheckpointWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.wait()
-        except BaseException as failure:
+        except Exception as failure:  # a Ctrl-C while waiting is not a failed write: it goes on as it is
             if exc_type is None:
                 raise
             log.error("a checkpoint write failed as the run stopped: %s", failure)
