@@ -1,5 +1,7 @@
 """Fixtures every test gets; shared helpers are in helpers.py."""
 
+import logging
+
 import pytest
 import torch
 
@@ -8,3 +10,22 @@ import torch
 def _deterministic_threads():
     torch.manual_seed(0)
     yield
+
+
+class _Kept(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def warnings_seen():
+    """The warnings and errors of the spikedriven logger, seen by a handler of its own (a run's logging
+    set-up may have detached that logger from the root, where caplog listens)."""
+    logger, kept = logging.getLogger("spikedriven"), _Kept()
+    logger.addHandler(kept)
+    yield lambda: list(kept.messages)
+    logger.removeHandler(kept)

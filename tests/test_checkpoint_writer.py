@@ -1,7 +1,6 @@
 """Checkpoints written on a background thread: what is written, in which order, and what a failure says."""
 
 import errno
-import logging
 import threading
 from pathlib import Path
 
@@ -112,46 +111,28 @@ def test_a_failed_write_is_raised_at_the_next_save_or_wait_as_one_sentence(tmp_p
             pass
 
 
-class _Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.ERROR)
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
-
-
-def test_leaving_on_another_exception_logs_a_failed_write_and_lets_that_exception_go_on(tmp_path, monkeypatch):
+def test_leaving_on_another_exception_logs_a_failed_write_and_lets_that_exception_go_on(tmp_path, monkeypatch,
+                                                                                      warnings_seen):
     monkeypatch.setattr(ckpt_io, "save_checkpoint", _disk_full)
-    lines = _Lines()  # on the logger itself: a run's logging setup stops it propagating to the root
-    logging.getLogger("spikedriven").addHandler(lines)
-    try:
-        with pytest.raises(KeyError):
-            with CheckpointWriter() as writer:
-                writer.save({"state_dict": {}, "epoch": 1}, tmp_path / "last.pth.tar")
-                raise KeyError("the run's own failure")
-    finally:
-        logging.getLogger("spikedriven").removeHandler(lines)
-    assert len(lines.lines) == 1 and lines.lines[0].startswith(
+    with pytest.raises(KeyError):
+        with CheckpointWriter() as writer:
+            writer.save({"state_dict": {}, "epoch": 1}, tmp_path / "last.pth.tar")
+            raise KeyError("the run's own failure")
+    assert len(warnings_seen()) == 1 and warnings_seen()[0].startswith(
         "a checkpoint write failed as the run stopped: could not write checkpoint")
 
 
-def test_a_ctrl_c_while_waiting_for_the_writes_is_not_logged_as_a_failed_write(monkeypatch):
-    lines = _Lines()
-    logging.getLogger("spikedriven").addHandler(lines)
+def test_a_ctrl_c_while_waiting_for_the_writes_is_not_logged_as_a_failed_write(monkeypatch, warnings_seen):
     writer = CheckpointWriter()
 
     def interrupted():
         raise KeyboardInterrupt
 
     monkeypatch.setattr(writer, "wait", interrupted)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            with writer:
-                raise KeyError("the run's own failure")
-    finally:
-        logging.getLogger("spikedriven").removeHandler(lines)
-    assert lines.lines == []
+    with pytest.raises(KeyboardInterrupt):
+        with writer:
+            raise KeyError("the run's own failure")
+    assert warnings_seen() == []
 
 
 def test_a_run_writes_its_epoch_checkpoints_on_the_writer_thread_best_first(tmp_path, monkeypatch):

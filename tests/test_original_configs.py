@@ -1,6 +1,5 @@
 """The original's config files and flags: every file runs, every problem of a file in one message."""
 
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -17,25 +16,6 @@ from helpers import DEMO, SMALL, read_summary, run_cli
 from original_configs import ORIGINAL_CONFIGS
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _Kept(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.WARNING)
-        self.messages = []
-
-    def emit(self, record):
-        self.messages.append(record.getMessage())
-
-
-@pytest.fixture
-def warnings_seen():
-    """The warnings of the spikedriven logger, seen by a handler of its own (a run's logging set-up may
-    have detached that logger from the root, where caplog listens)."""
-    logger, kept = logging.getLogger("spikedriven"), _Kept()
-    logger.addHandler(kept)
-    yield lambda: list(kept.messages)
-    logger.removeHandler(kept)
 
 
 def _write(tmp_path, name):
