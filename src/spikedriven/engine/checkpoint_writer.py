@@ -35,7 +35,7 @@ def host_copy(value: Any) -> Any:
         for key, item in value.items():
             out[key] = host_copy(item)
         return out
-    if isinstance(value, (list, tuple)) and type(value) in (list, tuple):
+    if type(value) in (list, tuple):  # not their subclasses (a named tuple is built otherwise)
         return type(value)(host_copy(item) for item in value)
     return value
 
