@@ -132,18 +132,24 @@ def count_waits(fn) -> int:
     return sum("synchroniz" in str(w.message) for w in seen)
 
 
-def test_the_loops_wait_for_the_gpu_at_sync_points_only():
-    """A wait per batch would leave the GPU idle while the host prepares the next one."""
+def test_the_loops_wait_for_the_gpu_at_the_end_only():
+    """A wait per batch would leave the GPU idle while the host prepares the next one. A loss window is read a
+    sync point after it was sent (copied into pinned memory without waiting), so the training loop waits as
+    often with 10 sync points as with 2."""
+    from spikedriven.engine.loop import InFlight
+
+    sent = InFlight(torch.arange(5, dtype=torch.float64, device=CUDA), [], 0)
+    assert sent.host.is_pinned() and sent.read() == [0.0, 1.0, 2.0, 3.0, 4.0]
     model = SpikeDrivenTransformer(spike_mode="if_soft").to(CUDA)
     batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(40)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     single = DistInfo()
     train_one_epoch(model, batches[:2], optimizer, loss_fn, CUDA, epoch=0, dist=single)  # first-call set-up aside
-    n_train = count_waits(lambda: train_one_epoch(model, batches, optimizer, loss_fn, CUDA, epoch=0, dist=single,
-                                                  sync_every=20))
+    n_train = {every: count_waits(lambda: train_one_epoch(model, batches, optimizer, loss_fn, CUDA, epoch=0,
+                                                          dist=single, sync_every=every)) for every in (4, 20)}
     n_eval = count_waits(lambda: evaluate(model, batches, CUDA, dist=single))
-    assert n_train < len(batches) // 2, f"{n_train} waits over {len(batches)} steps with a sync point every 20"
+    assert n_train[4] == n_train[20] < len(batches) // 10, f"waits by sync period: {n_train}"
     assert n_eval < len(batches) // 4, f"{n_eval} waits over {len(batches)} batches"
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .distributed import DistInfo, all_reduce_sum
-from ..errors import SpikedrivenError
+from ..errors import DataError, SpikedrivenError
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 FP16_NEEDS_CUDA = ("amp fp16 needs a CUDA GPU: on a CPU, float16 autocast runs about 30x slower than fp32 (measured on "
@@ -61,6 +61,27 @@ def classification_loss(logits: torch.Tensor, target: torch.Tensor, loss_fn: Cal
     return loss_fn(logits, target)
 
 
+class InFlight:
+    """Device values on their way to the host. The copy is queued behind the steps that made them and the host
+    waits only when it reads them, a sync point later, by which time the GPU has long finished them: reading at
+    once (``.tolist()``) would let the GPU's queue run dry while the host waited, then prepared the next batch."""
+
+    def __init__(self, values: torch.Tensor, steps: list[tuple[int, int]], step: int):
+        self.steps, self.step = steps, step  # (batch index, images) of each step in ``values``; the last step + 1
+        self.copied: Optional[torch.cuda.Event] = None
+        if values.is_cuda:
+            self.host = values.to("cpu", non_blocking=True)  # into pinned memory, which a non-blocking copy needs
+            self.copied = torch.cuda.Event()
+            self.copied.record()
+        else:
+            self.host = values
+
+    def read(self) -> list[float]:
+        if self.copied is not None:
+            self.copied.synchronize()
+        return self.host.tolist()
+
+
 @dataclass
 class EpochState:
     """Progress inside an epoch, so an interrupted epoch can resume where it stopped."""
@@ -95,16 +116,18 @@ def train_one_epoch(
     """Train over ``batches``; returns mean loss, images seen (in the whole epoch and
     in this call, which differ after a mid-epoch resume) and steps skipped.
 
-    Each step's loss stays on the device, in a window that is read back only every
-    ``sync_every`` steps and at every multiple of ``log_every`` (a "sync point"),
-    so the GPU is not synchronised on every step and a step adds one copy to the loss
-    window to the model's own work, not a chain of small bookkeeping kernels (each a
-    launch the host pays for: ``benchmarks/step_overhead.py`` counts them); the sums
-    and the finiteness check are done on the window's values at the sync point.
-    ``on_sync(step, mean loss, images)`` then reports the steps since the last one.
+    Each step's loss stays on the device, in a window sent to the host only every
+    ``sync_every`` steps and at every multiple of ``log_every`` (a "sync point"), and a
+    step adds one copy to the loss window to the model's own work, not a chain of small
+    bookkeeping kernels (each a launch the host pays for: ``benchmarks/step_overhead.py``
+    counts them). A window is read one sync point after it was sent (``InFlight``), so
+    the host never waits for the GPU to finish the queued steps and the GPU never idles
+    while the host prepares the next batch; at a stop and at the epoch's end the host
+    reads both. The sums and the finiteness check are done on the window's values when
+    read; ``on_sync(step, mean loss, images)`` then reports the steps up to ``step``.
     Non-finite losses, and stop requests under torchrun, are agreed on by all ranks
-    at sync points, so no rank is left waiting in a collective; a single process reads
-    its stop flag, a host-side bool, after every step.
+    at sync points (acted on when read), so no rank is left waiting in a collective; a
+    single process reads its stop flag, a host-side bool, after every step.
     """
     model.train()
     state = state or EpochState()
@@ -113,68 +136,95 @@ def train_one_epoch(
     # every multiple of sync_every), and on the host the batch index and images of each
     window = torch.zeros(sync_every, dtype=torch.float64, device=device)
     window_steps: list[tuple[int, int]] = []
+    in_flight: Optional[InFlight] = None  # the window sent at the last sync point, not yet read
     skipped = 0
 
-    def sync_point() -> bool:
-        """Fold the window into ``state``; True when every rank should stop now."""
-        losses = window[:len(window_steps)]
-        bad_here = (~torch.isfinite(losses)).any().double()
-        stop_here = torch.full((), float(stop_requested()), dtype=torch.float64, device=device)
-        flags = all_reduce_sum(torch.stack([bad_here, stop_here]), dist)
-        # one read-back for everything: each would make the host wait for the GPU
-        bad_anywhere, stop_anywhere, *values = torch.cat([flags, losses]).tolist()
+    def fold(sent: InFlight) -> bool:
+        """Add a sent window to ``state``; True when every rank should stop now."""
+        bad_anywhere, stop_anywhere, *values = sent.read()
         if bad_anywhere > 0:
-            bad_steps = [index for (index, _), value in zip(window_steps, values) if not math.isfinite(value)]
+            bad_steps = [index for (index, _), value in zip(sent.steps, values) if not math.isfinite(value)]
             _raise_if_nonfinite(bad_steps[0] if bad_steps else None, epoch)
         loss_sum, n = 0.0, 0
-        for (_, images_in_step), value in zip(window_steps, values):  # in step order, in float64, as summed before
+        for (_, images_in_step), value in zip(sent.steps, values):  # in step order, in float64, as summed before
             loss_sum += value * images_in_step
             n += images_in_step
         state.loss_sum += loss_sum
-        window_steps.clear()
         if on_sync is not None and n:
-            on_sync(state.step, loss_sum / n, int(n))
+            on_sync(sent.step, loss_sum / n, int(n))
         return stop_anywhere > 0
 
-    for batch_index, (images, target) in enumerate(batches, start=state.step):
-        images = images.to(device, non_blocking=True)
-        target = target.to(device, non_blocking=True)
-        if mixup is not None:
-            images, target = mixup(images, target)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
-            torch.compiler.cudagraph_mark_step_begin()
-        with autocast(device, amp):
-            loss = classification_loss(model(images), target, loss_fn)
-        optimizer.zero_grad(set_to_none=True)
-        if nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):  # per-step sync only in skip mode
-            skipped += 1
-        else:
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if clip_grad is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-                scaler.step(optimizer)
-                scaler.update()
+    def send(agree: bool = True) -> InFlight:
+        """Start the window's way to the host, with the ranks' agreement on its flags (a collective) or this
+        rank's own."""
+        losses = window[:len(window_steps)]
+        bad_here = (~torch.isfinite(losses)).any().double()
+        stop_here = torch.full((), float(stop_requested()), dtype=torch.float64, device=device)
+        flags = torch.stack([bad_here, stop_here])
+        if agree:
+            flags = all_reduce_sum(flags, dist)
+        sent = InFlight(torch.cat([flags, losses]), list(window_steps), state.step)  # one copy for everything
+        window_steps.clear()
+        return sent
+
+    def sync_point(read_now: bool) -> bool:
+        """Send the window and read the one sent at the last sync point (this one as well with ``read_now``,
+        or when the ranks agreed to stop: ``state`` then holds every step taken)."""
+        nonlocal in_flight
+        previous, in_flight = in_flight, send()
+        stop = previous is not None and fold(previous)
+        if read_now or stop:
+            sent, in_flight = in_flight, None
+            stop = fold(sent) or stop
+        return stop
+
+    try:
+        for batch_index, (images, target) in enumerate(batches, start=state.step):
+            images = images.to(device, non_blocking=True)
+            target = target.to(device, non_blocking=True)
+            if mixup is not None:
+                images, target = mixup(images, target)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
+                torch.compiler.cudagraph_mark_step_begin()
+            with autocast(device, amp):
+                loss = classification_loss(model(images), target, loss_fn)
+            optimizer.zero_grad(set_to_none=True)
+            if nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):  # per-step sync only in skip mode
+                skipped += 1
             else:
-                loss.backward()
-                if clip_grad is not None:
-                    nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
-                optimizer.step()
-            n = images.shape[0]
-            window[len(window_steps)] = loss.detach()
-            window_steps.append((batch_index, n))
-            state.images += n
-        state.step = batch_index + 1
-        # every rank reaches the same sync points (a window never holds more than sync_every steps)
-        at_sync = state.step % sync_every == 0 or (log_every and state.step % log_every == 0)
-        # one process needs no agreement to stop: act at once rather than at the next sync point
-        stop_now = not dist.enabled and stop_requested()
-        if (at_sync or stop_now) and sync_point():
-            raise StopRequested(state.step, state.loss_sum, state.images)
-    if sync_point():
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    if clip_grad is not None:
+                        scaler.unscale_(optimizer)
+                        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    if clip_grad is not None:
+                        nn.utils.clip_grad_norm_(model.parameters(), clip_grad)
+                    optimizer.step()
+                n = images.shape[0]
+                window[len(window_steps)] = loss.detach()
+                window_steps.append((batch_index, n))
+                state.images += n
+            state.step = batch_index + 1
+            # every rank reaches the same sync points (a window never holds more than sync_every steps)
+            at_sync = state.step % sync_every == 0 or (log_every and state.step % log_every == 0)
+            # one process needs no agreement to stop: act at once rather than at the next sync point
+            stop_now = not dist.enabled and stop_requested()
+            if (at_sync or stop_now) and sync_point(read_now=stop_now):
+                raise StopRequested(state.step, state.loss_sum, state.images)
+    except DataError:
+        # The trainer saves the epoch so far, whose state must hold the loss of every step it counts. Read
+        # without a collective: the other ranks, still training, would not join it.
+        for sent in (in_flight, send(agree=False)):
+            if sent is not None:
+                fold(sent)
+        raise
+    if sync_point(read_now=True):
         raise StopRequested(state.step, state.loss_sum, state.images)
     totals = torch.tensor([state.loss_sum, state.images, state.images - images_before], dtype=torch.float64, device=device)
     loss_sum, images, images_now = all_reduce_sum(totals, dist).tolist()

@@ -12,7 +12,8 @@ log = logging.getLogger("spikedriven")
 
 
 class StopFlag:
-    """Set by SIGINT / SIGTERM; the loop saves and exits at the next sync point."""
+    """Set by SIGINT / SIGTERM; the loop stops after the current step (under torchrun within two sync points,
+    where the ranks agree) and the run saves."""
 
     def __init__(self):
         self.signal: Optional[int] = None
