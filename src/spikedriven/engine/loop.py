@@ -154,7 +154,7 @@ def train_one_epoch(
             on_sync(sent.step, loss_sum / n, int(n))
         return stop_anywhere > 0
 
-    def send(agree: bool = True) -> InFlight:
+    def send(agree: bool) -> InFlight:
         """Start the window's way to the host, with the ranks' agreement on its flags (a collective) or this
         rank's own."""
         losses = window[:len(window_steps)]
@@ -167,11 +167,11 @@ def train_one_epoch(
         window_steps.clear()
         return sent
 
-    def sync_point(read_now: bool) -> bool:
+    def sync_point(read_now: bool, agree: bool = True) -> bool:
         """Send the window and read the one sent at the last sync point (this one as well with ``read_now``,
         or when the ranks agreed to stop: ``state`` then holds every step taken)."""
         nonlocal in_flight
-        previous, in_flight = in_flight, send()
+        previous, in_flight = in_flight, send(agree)
         stop = previous is not None and fold(previous)
         if read_now or stop:
             sent, in_flight = in_flight, None
@@ -220,9 +220,7 @@ def train_one_epoch(
     except DataError:
         # The trainer saves the epoch so far, whose state must hold the loss of every step it counts. Read
         # without a collective: the other ranks, still training, would not join it.
-        for sent in (in_flight, send(agree=False)):
-            if sent is not None:
-                fold(sent)
+        sync_point(read_now=True, agree=False)
         raise
     if sync_point(read_now=True):
         raise StopRequested(state.step, state.loss_sum, state.images)
