@@ -63,8 +63,10 @@ def measure(config: str, rates: dict | None) -> dict:
     with torch.no_grad(), OperationCounter(model) as counter:
         model(torch.zeros(shape))
     layers = counter.layers()
-    out = {"config": config, "depth": cfg.depth, "embed_dim": cfg.embed_dim, "time_steps": cfg.time_steps, "params": params,
-           "params_with_dead": params + 64 * cfg.depth, "macs_per_step": sum(l.macs_per_step for l in layers)}
+    settings = cfg.model_settings()
+    out = {"config": config, "depth": settings["depth"], "embed_dim": settings["embed_dim"], "time_steps": cfg.time_steps,
+           "params": params, "params_with_dead": params + 64 * settings["depth"],
+           "macs_per_step": sum(l.macs_per_step for l in layers)}
     if rates is not None:
         energy = 0.0
         for i, l in enumerate(layers):

@@ -137,7 +137,7 @@ def main() -> None:
     rows = [measure(cfg, device, args.batch, args.steps + 1, fused, mixup_on)
             for fused, mixup_on in ((False, True), (True, True), (True, False))]
 
-    print(f"{Path(args.config).name}: embed_dim {cfg.embed_dim}, depth {cfg.depth}, T = {cfg.time_steps}, batch {args.batch}, "
+    print(f"{Path(args.config).name}: {cfg.model} {cfg.model_settings()}, T = {cfg.time_steps}, batch {args.batch}, "
           f"{args.steps} steps on {device} (torch {torch.__version__}); aten operators dispatched per step, and "
           f"host ms per step")
     header = ["optimizer", "mixup", *PHASES, "outside model", "step ms"]

@@ -38,7 +38,7 @@ def study(tmp_path_factory):
 def test_eval_prints_and_writes_three_energy_models_speed_and_membrane(study, tmp_path, capsys):
     folder, _ = study
     out_dir = tmp_path / "ev"
-    assert main(["eval", "--checkpoint", str(folder / "runs" / "lif-uth1-seed42"), "--energy", "sdt,neuron,lemaire",
+    assert main(["eval", "--checkpoint", str(folder / "runs" / "sdt-lif-uth1-seed42"), "--energy", "sdt,neuron,lemaire",
                  "--energy-constants", "e_read=2.5", "--speed", "--speed-repeats", "2", "--membrane",
                  "--eval-output", str(out_dir)]) == 0
     out = capsys.readouterr().out
@@ -64,7 +64,7 @@ def test_eval_prints_and_writes_three_energy_models_speed_and_membrane(study, tm
     assert (out_dir / "membrane.png").read_bytes()[:8] == PNG
     assert (out_dir / "membrane.csv").stat().st_size and (out_dir / "membrane_hist.csv").stat().st_size
     # recording the membrane runs the per-step loop: the spikes, and so the accuracy, are the same
-    plain = json.loads((folder / "runs" / "lif-uth1-seed42" / "eval_last" / "metrics.json").read_text())
+    plain = json.loads((folder / "runs" / "sdt-lif-uth1-seed42" / "eval_last" / "metrics.json").read_text())
     assert metrics["top1"] == plain["top1"] and metrics["firing_rates"] == plain["firing_rates"]
 
 
@@ -77,7 +77,7 @@ def test_study_tables_carry_energy_models_speed_and_statistics(study):
     assert float(rows["if_soft"]["vs_baseline"]) == pytest.approx(
         float(rows["if_soft"]["final_top1_mean"]) - float(rows["lif"]["final_top1_mean"]))
     for row in rows.values():
-        run = folder / "runs" / f"{row['mode']}-uth1-seed42"
+        run = folder / "runs" / f"sdt-{row['mode']}-uth1-seed42"
         metrics = json.loads((run / "eval_last" / "metrics.json").read_text())
         assert float(row["energy_neuron_uj_mean"]) == pytest.approx(metrics["energy"]["neuron"]["total_j"] * 1e6)
         assert float(row["loop_images_per_s"]) > 0 and row["fused_images_per_s"] == ""  # no CUDA here
@@ -119,7 +119,7 @@ def test_study_reads_runs_of_the_original_code_beside_its_own(study, tmp_path, c
 def test_compare_tabulates_an_original_run_folder_and_ours(study, tmp_path, capsys):
     folder, _ = study
     theirs = original_run(tmp_path / "orig")
-    ours = folder / "runs" / "if_soft-uth1-seed42"
+    ours = folder / "runs" / "sdt-if_soft-uth1-seed42"
     assert main(["compare", str(theirs), str(ours), "--output", str(tmp_path / "cmp")]) == 0
     out = capsys.readouterr().out
     assert "training runs" in out and "original code" in out and "spikedriven" in out
@@ -162,9 +162,9 @@ def test_report_only_tabulates_what_exists_and_lists_what_is_missing(study, monk
     grown = [a if a != "1" or prev != "--seeds" else "2" for prev, a in zip(["", *STUDY], STUDY)]
     assert main([*grown, "--study-dir", str(folder), "--energy", "neuron", "--report-only"]) == 0
     out = capsys.readouterr().out
-    assert "missing  lif-uth1-seed43 (not trained)" in out and "missing  if_soft-uth1-seed43 (not trained)" in out
+    assert "missing  sdt-lif-uth1-seed43 (not trained)" in out and "missing  sdt-if_soft-uth1-seed43 (not trained)" in out
     assert "2 of 4 runs tabulated; nothing was trained (--report-only)" in out
     assert "| LIF, hard reset | 1 | 1 |" in (folder / "results.md").read_text()
-    assert not (folder / "runs" / "lif-uth1-seed43").exists()
+    assert not (folder / "runs" / "sdt-lif-uth1-seed43").exists()
     code = main([*STUDY, "--study-dir", str(folder), "--report-only", "--dry-run"])
     assert code == 2 and "give one" in capsys.readouterr().err

@@ -50,7 +50,8 @@ def test_every_field_has_one_flag_and_every_flag_reads_back():
     parser = argparse.ArgumentParser()
     add_config_flags(parser)
     flags = {o for action in parser._actions for o in action.option_strings}
-    assert all(flag_name(name) in flags for name in FIELDS)
+    # models: (settings per model) is a mapping of mappings, written in YAML only
+    assert all(flag_name(name) in flags for name in FIELDS if name != "models") and "--models" not in flags
     args = parser.parse_args(["--batch-size", "32", "--download", "--no-detach-reset", "--spike-mode", "if"])
     assert overrides_from_args(args) == {"batch_size": "32", "download": "true", "detach_reset": "false",
                                          "spike_mode": "if"}
@@ -62,7 +63,7 @@ def test_flags_win_over_the_file_and_the_file_over_the_defaults(tmp_path):
     path = tmp_path / "c.yml"
     path.write_text("embed_dim: 16\nnum_heads: 2\nlr: 0.01\n")
     cfg = load_config(path, {"lr": "0.02"})
-    assert cfg.lr == 0.02 and cfg.embed_dim == 16 and cfg.epochs == FIELDS["epochs"].default
+    assert cfg.lr == 0.02 and cfg.model_settings()["embed_dim"] == 16 and cfg.epochs == FIELDS["epochs"].default
 
 
 def test_requested_values_are_our_keys_with_where_each_came_from(tmp_path):
@@ -108,12 +109,13 @@ def test_the_config_and_the_model_call_each_setting_by_one_name():
     from spikedriven.models import SpikeDrivenTransformer
 
     cfg = load_config(DEMO)
-    kwargs = cfg.model_kwargs()
-    assert set(kwargs) == {*MODEL_FIELDS, "neuron"} and set(MODEL_FIELDS) <= set(FIELDS)
+    kwargs, settings = cfg.model_kwargs(), cfg.model_settings()
+    assert set(kwargs) == {*MODEL_FIELDS, *settings, "neuron"} and set(MODEL_FIELDS) <= set(FIELDS)
     assert set(kwargs) <= set(inspect.signature(SpikeDrivenTransformer).parameters)
     model = timm.create_model(cfg.model, **kwargs)
     assert model.model_args == kwargs  # what a checkpoint records is what the config says, key for key
-    assert (len(model.block), model.embed_dim, model.time_steps) == (cfg.depth, cfg.embed_dim, cfg.time_steps)
+    assert (len(model.block), model.embed_dim, model.time_steps) == (settings["depth"], settings["embed_dim"],
+                                                                      cfg.time_steps)
 
 
 @pytest.mark.parametrize("given", [
@@ -124,19 +126,21 @@ def test_the_studys_spellings_are_flag_aliases(given):
     parser = argparse.ArgumentParser()
     add_config_flags(parser)
     cfg = load_config(DEMO, overrides_from_args(parser.parse_args(given)))
-    assert (cfg.depth, cfg.embed_dim, cfg.in_chans) == (3, 32, 3)
+    settings = cfg.model_settings()
+    assert (settings["depth"], settings["embed_dim"], cfg.in_chans) == (3, 32, 3)
 
 
 def test_a_file_in_the_studys_spellings_reads_as_the_models_names(tmp_path):
     path = tmp_path / "study.yml"
     path.write_text("layer: 3\ndim: 32\nin_channels: 3\ntime_steps: 2\nnum_heads: 4\n")
     cfg = load_config(path)
-    assert (cfg.depth, cfg.embed_dim, cfg.in_chans, cfg.time_steps) == (3, 32, 3, 2)
+    settings = cfg.model_settings()
+    assert (settings["depth"], settings["embed_dim"], cfg.in_chans, cfg.time_steps) == (3, 32, 3, 2)
     save_config(cfg, tmp_path / "config.yaml")  # a run records the one name
     text = (tmp_path / "config.yaml").read_text()
     assert "depth: 3" in text and "embed_dim: 32" in text and "\nlayer:" not in text and "\ndim:" not in text
     # a run folder of an earlier version (config.yaml in the study's names) still reads
-    assert recorded_config({"layer": 3, "dim": 32, "num_heads": 4}, "old config.yaml").embed_dim == 32
+    assert recorded_config({"layer": 3, "dim": 32, "num_heads": 4}, "old config.yaml").model_settings()["embed_dim"] == 32
     # both spellings with different values: one sentence, not a silent pick
     path.write_text("layer: 3\ndepth: 2\n")
     with pytest.raises(ConfigError, match="depth is given twice with different values"):

@@ -170,7 +170,7 @@ def test_a_dvs_config_trains_and_evaluates_through_the_command_line(conf, fixtur
     assert main(["eval", "--checkpoint", str(run)]) == 0
     metrics = json.loads((run / "eval_last" / "metrics.json").read_text())
     assert metrics["samples"] == (10 if fixture == "cifar10_dvs" else 11) and metrics["time_steps"] == 4
-    assert metrics["config"]["dvs_mode"] is (fixture == "cifar10_dvs")
+    assert metrics["config"]["model_args"]["dvs_mode"] is (fixture == "cifar10_dvs")
 
 
 def test_dvs_mode_pools_in_the_original_layout():
@@ -192,9 +192,9 @@ def test_a_checkpoint_in_the_original_layout_loads_strictly(conf, tmp_path):
     cfg = load_config(conf, {"embed_dim": 32, "num_heads": 4, "time_steps": 3, "amp": "none"})
     model = build_model(cfg).eval()
     state = {"module." + k: v for k, v in model.state_dict().items()}
-    for i in range(cfg.depth):
+    for i in range(cfg.model_settings()["depth"]):
         state[f"module.block.{i}.attn.talking_heads.weight"] = torch.randn(8, 8, 1)
-    args = argparse.Namespace(spike_mode="lif", dim=32, layer=cfg.depth, time_steps=3, num_classes=cfg.num_classes, TET=cfg.tet)
+    args = argparse.Namespace(spike_mode="lif", dim=32, layer=cfg.model_settings()["depth"], time_steps=3, num_classes=cfg.num_classes, TET=cfg.tet)
     torch.save({"epoch": 199, "state_dict": state, "version": 2, "args": args}, tmp_path / "model_best.pth.tar")
     fresh = build_model(cfg).eval()
     load_checkpoint(fresh, tmp_path / "model_best.pth.tar")
@@ -272,4 +272,5 @@ def test_a_neuron_study_on_cifar10_dvs_in_one_command(cifar10_dvs, tmp_path, cap
             *SMALL, "--study-dir", str(tmp_path / "s")]
     assert main(args) == 0
     table = (tmp_path / "s" / "results.md").read_text()
-    assert "cifar10-dvs, 2-16, T = 4" in table and "| LIF, hard reset | 1 | 1 |" in table and "| IF, soft reset | 1 | 1 |" in table
+    assert "cifar10-dvs, sdt 2-16, T = 4" in table and "| sdt 2-16 | LIF, hard reset | 1 | 1 |" in table
+    assert "| sdt 2-16 | IF, soft reset | 1 | 1 |" in table

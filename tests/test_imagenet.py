@@ -37,9 +37,9 @@ def imagenet(tmp_path_factory):
 @pytest.mark.parametrize("name", list(PUBLISHED))
 def test_the_five_configs_build_the_original_models(name):
     cfg = load_config(ROOT / f"conf/imagenet/{name}_300E_t4.yml", {"amp": "none"})
-    assert cfg.pooling_stat == "1111" and cfg.opt == "lamb" and cfg.time_steps == 4
+    assert cfg.model_settings()["pooling_stat"] == "1111" and cfg.opt == "lamb" and cfg.time_steps == 4
     model = build_model(cfg)
-    assert sum(p.numel() for p in model.parameters()) + 64 * cfg.depth == PUBLISHED[name]
+    assert sum(p.numel() for p in model.parameters()) + 64 * cfg.model_settings()["depth"] == PUBLISHED[name]
 
 
 def test_model_sizes_benchmark_prints_the_table(tmp_path):
@@ -83,7 +83,7 @@ def test_the_original_checkpoint_layout_loads_strictly(tmp_path):
     cfg = load_config(CONF, {"embed_dim": 64, "depth": 2, "num_classes": 5, "img_size": 64, "amp": "none"})
     model = build_model(cfg).eval()
     state = {"module." + k: v for k, v in model.state_dict().items()}
-    for i in range(cfg.depth):
+    for i in range(cfg.model_settings()["depth"]):
         state[f"module.block.{i}.attn.talking_heads.weight"] = torch.randn(8, 8, 1)
     args = argparse.Namespace(spike_mode="lif", dim=64, layer=2, time_steps=4, num_classes=5, TET=False, pooling_stat="1111")
     torch.save({"epoch": 309, "state_dict": state, "version": 2, "args": args, "metric": 72.0}, tmp_path / "m.pth.tar")

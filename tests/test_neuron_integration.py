@@ -14,7 +14,7 @@ from torch import nn
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven import ConfigError, SpikingNeuron, create_neuron, load_checkpoint
 from spikedriven.analysis import OperationCounter, analyze
-from spikedriven.engine.checkpoint import ORIGINAL_NEURON_NAMES
+from spikedriven.models.sdt import ORIGINAL_NEURON_NAMES
 from spikedriven.cli import build_parser, main
 from spikedriven.config import load_config, overrides_from_args
 from spikedriven.models import SpikeDrivenTransformer
@@ -191,12 +191,12 @@ def test_every_neuron_trains_and_evaluates_on_the_digits(name, tmp_path):
 
 
 def test_the_study_plans_each_neuron_by_its_settings():
-    runs = plan_runs(["lif", "plif", "lif_soft", "if", "if_learnable", "multispike"], [0.8, 1.2], [1.0], [42])
-    assert [r.name for r in runs] == [
+    runs = plan_runs(["sdt"], ["lif", "plif", "lif_soft", "if", "if_learnable", "multispike"], [0.8, 1.2], [1.0], [42])
+    assert [r.name for r in runs] == [f"sdt-{name}" for name in (
         "lif-uth1-seed42", "plif-uth1-seed42", "lif_soft-uth1-seed42",  # the leaky ones: --lif-thresholds
         "if-uth0.8-seed42", "if-uth1.2-seed42", "if_learnable-uth0.8-seed42", "if_learnable-uth1.2-seed42",
         "multispike-seed42",  # no threshold
-    ]
+    )]
 
 
 def test_neuron_settings_as_flags_and_yaml(tmp_path):

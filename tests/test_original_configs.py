@@ -63,14 +63,14 @@ def test_the_original_spellings_are_understood(tmp_path):
     path.write_text("TET: True\nTET_means: 0.5\nTET_lamb: 0.01\nchannels-last: true\nmlp-ratio: 2\namp: False\n"
                     "model-ema: False\noutput: ''\nopt_betas: None\n")
     cfg = load_config(path)
-    assert (cfg.tet, cfg.tet_means, cfg.tet_lamb, cfg.channels_last, cfg.mlp_ratio, cfg.amp) == (
+    assert (cfg.tet, cfg.tet_means, cfg.tet_lamb, cfg.channels_last, cfg.model_settings()["mlp_ratio"], cfg.amp) == (
         True, 0.5, 0.01, True, 2.0, "none")
     assert cfg.output is None and cfg.opt_betas is None
 
 
 def test_every_problem_of_a_file_is_reported_in_one_message(tmp_path):
     path = tmp_path / "a.yml"
-    path.write_text("model_ema: true\nrpe_mode: dilated\nbatch_sise: 8\nepochs: many\nreprob: 0.25\n"
+    path.write_text("model_ema: true\nrpe_mode: dilated\nbatch_sise: 8\nepochs: many\nvflip: 0.5\n"
                     "drop_path: 0.1\nTET_mean: 1.0\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
@@ -78,7 +78,7 @@ def test_every_problem_of_a_file_is_reported_in_one_message(tmp_path):
     assert text.startswith(f"{path} has 6 problems: ")
     for part in ("model_ema: True is not implemented", "rpe_mode: 'dilated' is not implemented (only the SDT's "
                  "rpe_mode: conv)", "unknown config key 'batch_sise' (did you mean 'batch_size'?)",
-                 "epochs (from", "reprob: 0.25 is not implemented (random erasing)",
+                 "epochs (from", "vflip: 0.5 is not implemented (vertical flips)",
                  "unknown config key 'TET_mean' (did you mean 'tet_means'?)"):
         assert part in text, text
     assert "drop_path" not in text  # inert at any value: a warning, not a problem
@@ -120,7 +120,8 @@ def test_the_original_cifar_files_train_one_epoch(tmp_path, name, capsys):
     assert (tmp_path / "run" / "results.json").is_file()
     recorded = load_config(tmp_path / "run" / "config.yaml")
     keys = yaml.safe_load(raw)
-    assert (recorded.embed_dim, recorded.time_steps, recorded.depth) == (keys["dim"], keys["time_steps"], keys["layer"])
+    settings = recorded.model_settings()
+    assert (settings["embed_dim"], recorded.time_steps, settings["depth"]) == (keys["dim"], keys["time_steps"], keys["layer"])
 
 
 # ------------------------------------------------------------------ flags

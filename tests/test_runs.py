@@ -117,13 +117,13 @@ def test_runs_table_and_markdown(tmp_path):
     text = runs_table([original, ours])
     lines = text.splitlines()
     header, rule, row_orig, row_ours = lines
-    for cell in ("run", "source", "mode", "u_th", "epochs", "best top-1 (epoch)", "final top-1", "mean of last 10"):
+    for cell in ("run", "source", "model", "mode", "u_th", "epochs", "best top-1 (epoch)", "final top-1", "mean of last 10"):
         assert cell in header
     assert set(rule) <= {"-", " "}
-    assert row_orig.split()[:4] == ["orig", "original", "code", "if_soft"]
+    assert row_orig.split()[:5] == ["orig", "original", "code", "sdt", "if_soft"]
     for cell in ("not recorded", "12", "82.00 (7)", "81.75", "77.45"):
         assert cell in row_orig
-    for cell in ("spikedriven", "lif", "66.25 (4)", "61.15 (last 5)"):
+    for cell in ("spikedriven", "sdt", "lif", "66.25 (4)", "61.15 (last 5)"):  # an earlier version's config: sdt
         assert cell in row_ours
     assert " 1 " in row_ours  # u_th 1.0 printed as 1
     # Numbers are right-aligned: each ends where its header ends.
@@ -134,10 +134,10 @@ def test_runs_table_and_markdown(tmp_path):
     assert row_orig.endswith(" 77.45")
 
     md = runs_markdown([original, ours]).splitlines()
-    assert md[0] == ("| run | source | mode | u_th | epochs | best top-1 (epoch) | final top-1 | mean of last 10 |")
-    assert md[1] == "|---|---|---|---|---:|---:|---:|---:|"
-    assert md[2] == "| orig | original code | if_soft | not recorded | 12 | 82.00 (7) | 81.75 | 77.45 |"
-    assert md[3] == "| ours | spikedriven | lif | 1 | 5 | 66.25 (4) | 66.25 | 61.15 (last 5) |"
+    assert md[0] == ("| run | source | model | mode | u_th | epochs | best top-1 (epoch) | final top-1 | mean of last 10 |")
+    assert md[1] == "|---|---|---|---|---|---:|---:|---:|---:|"
+    assert md[2] == "| orig | original code | sdt | if_soft | not recorded | 12 | 82.00 (7) | 81.75 | 77.45 |"
+    assert md[3] == "| ours | spikedriven | sdt | lif | 1 | 5 | 66.25 (4) | 66.25 | 61.15 (last 5) |"
 
 
 def test_empty_table():

@@ -66,7 +66,7 @@ def test_emit_sbatch_prints_one_array_task_per_run_and_the_report_job(tmp_path, 
     for line in ("#SBATCH --array=0-1%1", "#SBATCH --partition=gpu", "#SBATCH --gpus-per-task=1",
                  "#SBATCH --time=04:00:00", "#SBATCH --requeue", "#SBATCH --signal=B:TERM@120"):
         assert line in script
-    assert script.count("--resume auto") == 2 and "if-uth1-seed42" in script and "if-uth1-seed43" in script
+    assert script.count("--resume auto") == 2 and "sdt-if-uth1-seed42" in script and "sdt-if-uth1-seed43" in script
     assert "--dependency=afterany:$jobid" in script and "--report-only" in script
     (report,) = [line for line in script.splitlines() if "--wrap" in line]
     for flag in ("--emit-sbatch", "--partition", "--max-parallel", "--time"):
@@ -78,11 +78,11 @@ def test_emit_sbatch_prints_one_array_task_per_run_and_the_report_job(tmp_path, 
     env.pop("SLURM_NTASKS", None)
     done = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert (folder / "runs" / "if-uth1-seed42" / "eval_last" / "metrics.json").is_file()
+    assert (folder / "runs" / "sdt-if-uth1-seed42" / "eval_last" / "metrics.json").is_file()
     report_args = shlex.split(report.split("--wrap", 1)[1].strip().rstrip("\\").strip())
     report_args = shlex.split(report_args[0])  # the quoted command
     assert report_args[0] == "spikedriven" and main(report_args[1:]) == 0
-    assert "missing  if-uth1-seed43 (not trained)" in capsys.readouterr().out
+    assert "missing  sdt-if-uth1-seed43 (not trained)" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("args, words", [

@@ -49,7 +49,8 @@ def test_interrupted_study_resumes_and_tabulates(study, capsys):
     assert [(r["mode"], float(r["v_threshold"])) for r in table] == [
         ("lif", 1.0), ("if", 0.8), ("if", 1.0), ("if_soft", 0.8), ("if_soft", 1.0)]
     for row in table:
-        names = [f"{row['mode']}-uth{float(row['v_threshold']):g}-seed{s}" for s in (42, 43)]
+        assert row["model"] == "sdt" and row["size"] == "sdt 1-32"
+        names = [f"sdt-{row['mode']}-uth{float(row['v_threshold']):g}-seed{s}" for s in (42, 43)]
         summaries = [read_summary(folder / "runs" / n) for n in names]
         final = [float(s[-1]["eval_top1"]) for s in summaries]
         best = [max(float(r["eval_top1"]) for r in s) for s in summaries]
@@ -67,7 +68,7 @@ def test_interrupted_study_resumes_and_tabulates(study, capsys):
         if row["mode"] == "lif":
             assert row["verdict"] == "baseline" and row["vs_baseline"] == ""
         else:  # against LIF u_th 1 on the same seeds 42 and 43: paired
-            lif = [float(read_summary(folder / "runs" / f"lif-uth1-seed{s}")[-1]["eval_top1"]) for s in (42, 43)]
+            lif = [float(read_summary(folder / "runs" / f"sdt-lif-uth1-seed{s}")[-1]["eval_top1"]) for s in (42, 43)]
             assert float(row["vs_baseline"]) == pytest.approx(statistics.fmean(final) - statistics.fmean(lif))
             spread = len({round(a - b, 6) for a, b in zip(final, lif)}) > 1
             assert row["test"] == "paired t-test, 2 seeds"
@@ -134,7 +135,7 @@ def test_parallel_runs_with_devices(tmp_path, capsys):
             "--epochs", "1", "--warmup-epochs", "0", "--embed-dim", "16", "--num-heads", "2", "--study-dir", str(folder),
             "--devices", "cpu,cpu", "--set", "workers=auto"]
     assert main(args) == 0
-    assert sorted(p.name for p in (folder / "runs").glob("*.log")) == ["if-uth1-seed42.log", "if-uth1-seed43.log"]
+    assert sorted(p.name for p in (folder / "runs").glob("*.log")) == ["sdt-if-uth1-seed42.log", "sdt-if-uth1-seed43.log"]
     cpus = len(os.sched_getaffinity(0))
     logs = list((folder / "runs").glob("*/log.txt"))
     assert len(logs) == 2
@@ -143,3 +144,74 @@ def test_parallel_runs_with_devices(tmp_path, capsys):
     with open(folder / "results.csv", newline="") as f:
         (row,) = list(csv.DictReader(f))
     assert row["seeds"] == "2"
+
+
+# ------------------------------------------------------------------ several architectures
+
+MODELS = ["study", "-c", str(ROOT / "conf/digits/demo.yml"), "--models", "sdt,spikformer_cifar", "--modes", "lif,if_soft",
+          "--thresholds", "1.0", "--seeds", "1", "--epochs", "1", "--warmup-epochs", "0", "--embed-dim", "16",
+          "--num-heads", "2", "--set", "val_batch_size=360"]
+
+
+@pytest.fixture(scope="module")
+def two_models(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("models") / "digits"
+    assert main([*MODELS, "--study-dir", str(folder)]) == 0
+    return folder
+
+
+@pytest.mark.slow
+def test_a_study_over_two_architectures_compares_the_neurons_within_each(two_models):
+    folder = two_models
+    runs = sorted(p.name for p in (folder / "runs").iterdir() if p.is_dir())
+    assert runs == ["sdt-if_soft-uth1-seed42", "sdt-lif-uth1-seed42", "spikformer_cifar-if_soft-uth1-seed42",
+                    "spikformer_cifar-lif-uth1-seed42"]
+    for run in runs:  # each run built its own model, at the size the demo's models: entry and the flags give
+        recorded = json.loads((folder / "runs" / run / "eval_last" / "metrics.json").read_text())["config"]
+        assert recorded["model"] == run.rsplit("-", 3)[0] and recorded["model_args"]["embed_dim"] == 16
+    with open(folder / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [(r["model"], r["mode"]) for r in table] == [("sdt", "lif"), ("sdt", "if_soft"), ("spikformer_cifar", "lif"),
+                                                        ("spikformer_cifar", "if_soft")]
+    for row in table:  # each model's IF soft against its own LIF
+        final = float(read_summary(folder / "runs" / f"{row['model']}-{row['mode']}-uth1-seed42")[-1]["eval_top1"])
+        lif = float(read_summary(folder / "runs" / f"{row['model']}-lif-uth1-seed42")[-1]["eval_top1"])
+        if row["mode"] == "lif":
+            assert row["verdict"] == "baseline"
+        else:
+            assert float(row["vs_baseline"]) == pytest.approx(final - lif)
+    md = (folder / "results.md").read_text()
+    assert "sdt 1-16, spikformer_cifar 1-16" in md.splitlines()[0]
+    assert "| spikformer_cifar 1-16 | IF, soft reset |" in md and "in the same model" in md
+    assert (folder / "firing.png").read_bytes()[:8] == PNG
+
+
+@pytest.mark.slow
+def test_a_run_of_an_earlier_version_is_found_under_its_old_name_and_another_models_entry_leaves_it_fresh(
+        two_models, tmp_path, capsys):
+    folder = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(two_models, folder)
+    (folder / "runs" / "sdt-lif-uth1-seed42").rename(folder / "runs" / "lif-uth1-seed42")  # as an earlier version named it
+    conf = tmp_path / "demo.yml"
+    conf.write_text((ROOT / "conf/digits/demo.yml").read_text().replace(
+        "spikformer_cifar: {depth: 1, embed_dim: 64, num_heads: 4, mlp_ratio: 2}",
+        "spikformer_cifar: {depth: 1, embed_dim: 64, num_heads: 4, mlp_ratio: 3}"))
+    args = [*MODELS, "--study-dir", str(folder), "--dry-run"]
+    args[2] = str(conf)
+    assert main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    status = {line.split()[1]: line.split()[0] for line in lines if "->" in line}
+    assert status["sdt-lif-uth1-seed42"] == "done" and status["sdt-if_soft-uth1-seed42"] == "done"
+    assert any(line.endswith(str(folder / "runs" / "lif-uth1-seed42")) for line in lines)
+    assert status["spikformer_cifar-lif-uth1-seed42"] == "stale"
+    assert any("mlp_ratio 2 -> 3" in line for line in lines)
+
+
+def test_a_study_refuses_a_model_it_does_not_know_and_settings_a_model_does_not_take(tmp_path, capsys):
+    assert main([*MODELS, "--models", "sdt,spikeformer", "--dry-run"]) == 2
+    assert "unknown model 'spikeformer'" in capsys.readouterr().err
+    assert main([*MODELS, "--pooling-stat", "0000", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "spikformer_cifar takes no pooling_stat" in err and "models: {NAME: {...}}" in err

@@ -29,7 +29,7 @@ def test_a_study_through_submitits_local_executor(tmp_path, capsys, monkeypatch)
     out = capsys.readouterr().out
     assert "submitted job array" in out and "2 run(s) of the study" in out
     for seed in (42, 43):
-        run = folder / "runs" / f"if-uth1-seed{seed}"
+        run = folder / "runs" / f"sdt-if-uth1-seed{seed}"
         assert (run / "results.json").is_file() and (run / "eval_last" / "metrics.json").is_file()
     # the report job wrote the tables (and printed them): both seeds in the one row
     assert "| IF, hard reset | 1 | 2 |" in (folder / "results.md").read_text()
@@ -85,7 +85,7 @@ def test_launcher_slurm_submits_one_array_and_a_dependent_report_job(tmp_path, c
     pickles = sorted((folder / "slurm").rglob("*_submitted.pkl"))
     tasks = [submitit.helpers.DelayedSubmission.load(p).function for p in pickles]
     runs = sorted((t for t in tasks if hasattr(t, "steps")), key=lambda t: t.name)
-    assert [t.name for t in runs] == ["if-uth1-seed42", "if-uth1-seed43"]
+    assert [t.name for t in runs] == ["sdt-if-uth1-seed42", "sdt-if-uth1-seed43"]
     train, evaluate = runs[0].steps
     assert train[:2] == ["spikedriven", "train"] and train[-2:] == ["--resume", "auto"]
     assert evaluate[:2] == ["spikedriven", "eval"]

@@ -66,7 +66,7 @@ def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, d
     assert all(math.isfinite(float(r["train_loss"])) and 0 <= float(r["eval_top1"]) <= 100 for r in rows)
 
     cfg = load_config(out / "config.yaml")
-    assert cfg.spike_mode == mode and cfg.embed_dim == 32 and cfg.num_classes == (10 if dataset == "cifar10" else 100)
+    assert cfg.spike_mode == mode and cfg.model_settings()["embed_dim"] == 32 and cfg.num_classes == (10 if dataset == "cifar10" else 100)
     ckpt = ckpt_io.read_checkpoint(out / "last.pth.tar")
     assert ckpt["config"] == cfg.to_dict() and ckpt["epoch"] == 2 and ckpt["model_args"]["neuron"]["mode"] == mode
     ckpt_io.load_checkpoint(build_model(cfg), out / "best.pth.tar")

@@ -173,18 +173,26 @@ def test_resume_applies_changeable_settings_and_replans_the_schedule(finished, r
 
 
 def _in_earlier_names(run: Path) -> None:
-    """Rewrite a run folder as an earlier version wrote it: the study's layer / dim / in_channels in its config,
-    the model's T in the checkpoints' model_args."""
+    """Rewrite a run folder as an earlier version wrote it: the model's settings as top-level keys of its config
+    (no model_args, no models), in the study's names layer / dim / in_channels; the model's T in the
+    checkpoints' model_args."""
     import yaml
 
     old = {"depth": "layer", "embed_dim": "dim", "in_chans": "in_channels"}
+    settings = {k: v for k, v in ckpt_io.read_checkpoint(run / "last.pth.tar")["model_args"].items()
+                if k in ("depth", "embed_dim", "num_heads", "mlp_ratio", "pooling_stat", "attn_v_threshold", "dvs_mode")}
+
+    def earlier(config: dict) -> dict:
+        flat = {k: v for k, v in config.items() if k not in ("model_args", "models")}
+        return {old.get(k, k): v for k, v in {**flat, **settings}.items()}
+
     for name in ("last.pth.tar", "best.pth.tar"):
         ckpt = ckpt_io.read_checkpoint(run / name)
-        ckpt["config"] = {old.get(k, k): v for k, v in ckpt["config"].items()}
+        ckpt["config"] = earlier(ckpt["config"])
         ckpt["model_args"] = {("T" if k == "time_steps" else k): v for k, v in ckpt["model_args"].items()}
         torch.save(ckpt, run / name)
     config = yaml.safe_load((run / "config.yaml").read_text())
-    (run / "config.yaml").write_text(yaml.safe_dump({old.get(k, k): v for k, v in config.items()}, sort_keys=False))
+    (run / "config.yaml").write_text(yaml.safe_dump(earlier(config), sort_keys=False))
 
 
 def test_a_run_folder_of_an_earlier_version_resumes_and_evaluates(run_copy, capsys):
@@ -201,8 +209,8 @@ def test_a_run_folder_of_an_earlier_version_resumes_and_evaluates(run_copy, caps
     code, _, err = run_cli(["train", "--resume", str(run_copy), "--epochs", "3"], capsys)
     assert code == 0, err
     assert [r["epoch"] for r in read_summary(run_copy)] == ["0", "1", "2"]
-    text = (run_copy / "config.yaml").read_text()  # the resumed run records today's names
-    assert "\nembed_dim: 16" in text and "\ndim:" not in text
+    text = (run_copy / "config.yaml").read_text()  # the resumed run records today's names, under model_args
+    assert "\nmodel_args:\n" in text and "\n  embed_dim: 16" in text and "\ndim:" not in text
     assert ckpt_io.read_checkpoint(run_copy / "last.pth.tar")["model_args"]["time_steps"] == 2
 
 
@@ -232,16 +240,16 @@ def test_a_study_notices_that_its_config_file_changed(tmp_path, capsys):
     assert main(args) == 0
     conf.write_text(conf.read_text().replace("time_steps: 2", "time_steps: 3").replace("lr: 3.0e-3", "lr: 1.0e-3"))
     code, out, err = run_cli([*args, "--dry-run"], capsys)
-    assert code == 0 and re.search(r"^stale +if-uth1-seed42 \(time_steps 2 -> 3, lr 0\.003 -> 0\.001\)", out, re.M), out
+    assert code == 0 and re.search(r"^stale +sdt-if-uth1-seed42 \(time_steps 2 -> 3, lr 0\.003 -> 0\.001\)", out, re.M), out
     code, out, err = run_cli(args, capsys)
-    assert code == 2 and "if-uth1-seed42 (time_steps 2 -> 3, lr 0.003 -> 0.001)" in err and "--rerun-stale" in err, err
+    assert code == 2 and "sdt-if-uth1-seed42 (time_steps 2 -> 3, lr 0.003 -> 0.001)" in err and "--rerun-stale" in err, err
     code, out, err = run_cli([*args, "--rerun-stale"], capsys)
     assert code == 0, err
-    assert "rerunning if-uth1-seed42: time_steps 2 -> 3, lr 0.003 -> 0.001" in err
-    run = tmp_path / "s" / "runs" / "if-uth1-seed42"
+    assert "rerunning sdt-if-uth1-seed42: time_steps 2 -> 3, lr 0.003 -> 0.001" in err
+    run = tmp_path / "s" / "runs" / "sdt-if-uth1-seed42"
     assert load_config(run / "config.yaml").time_steps == 3
     assert "T = 3" in (tmp_path / "s" / "results.md").read_text()
-    assert list((tmp_path / "s" / "runs").glob("if-uth1-seed42.replaced-*"))  # the old run is kept
+    assert list((tmp_path / "s" / "runs").glob("sdt-if-uth1-seed42.replaced-*"))  # the old run is kept
     assert f"results: {tmp_path / 's' / 'results.md'}" in err
 
 
@@ -406,7 +414,7 @@ def two_setting_study(tmp_path_factory):
     folder = tmp_path_factory.mktemp("plots") / "s"
     assert main(["study", "-c", DEMO, "--modes", "if,if_soft", "--thresholds", "1.0", *SMALL, "--study-dir", str(folder)]) == 0
     overrides = {"embed_dim": 16, "num_heads": 2, "epochs": 2, "warmup_epochs": 0, "log_interval": 10}
-    return Study(DEMO, overrides, plan_runs(["if", "if_soft"], [1.0], [1.0], [42]), folder)
+    return Study(DEMO, overrides, plan_runs(["sdt"], ["if", "if_soft"], [1.0], [1.0], [42]), folder)
 
 
 def _integer_ticks(ax) -> bool:
@@ -432,7 +440,7 @@ def test_compare_plot_is_titled_honest_and_labelled_briefly(two_setting_study, t
     accuracy = fig.axes[0]
     assert accuracy.get_ylim()[0] == 0 or not accuracy.patches, "bars on a cut axis exaggerate the gaps"
     labels = [t.get_text() for t in accuracy.get_xticklabels()]
-    assert labels == ["if-uth1-seed42", "if_soft-uth1-seed42"]
+    assert labels == ["sdt-if-uth1-seed42", "sdt-if_soft-uth1-seed42"]
 
 
 def test_the_readme_python_snippet_runs(tmp_path, monkeypatch):

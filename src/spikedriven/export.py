@@ -55,12 +55,12 @@ def export_run(run: PathLike, output: PathLike, overwrite: bool = False, use_ema
     # safetensors stores each tensor's own bytes: views of a larger storage must be made whole first
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     weights = save(tensors, metadata={"format": "pt"})
-    config = json.dumps(hub_config(cfg), indent=2) + "\n"
+    config = json.dumps(hub_config(cfg, model), indent=2) + "\n"
 
     written = {output / WEIGHTS_NAME: weights, output / CONFIG_NAME: config.encode()}
     if not overwrite and any(path.is_file() and path.read_bytes() != data for path, data in written.items()):
         raise ConfigError(f"{output} already holds a different export; give another --output or add --overwrite")
-    written[output / CARD_NAME] = model_card(cfg, ckpt, checkpoint, output).encode()
+    written[output / CARD_NAME] = model_card(cfg, model, ckpt, checkpoint).encode()
     try:
         for path, data in written.items():
             with atomic_write(path, "wb") as f:
@@ -82,9 +82,11 @@ def _run_config(ckpt: Mapping, checkpoint: Path) -> Config:
                       "export a run trained with spikedriven")
 
 
-def hub_config(cfg: Config) -> dict:
-    """``config.json`` as timm writes it for the Hub: architecture, model_args, pretrained_cfg."""
+def hub_config(cfg: Config, model) -> dict:
+    """``config.json`` as timm writes it for the Hub: architecture, model_args, pretrained_cfg; the model's
+    first layer and classifier are those its timm entry point declares."""
     size = cfg.img_size
+    declared = model.pretrained_cfg
     pretrained_cfg: dict[str, Any] = {
         "tag": "spikedriven", "custom_load": False,
         "input_size": [cfg.in_chans, size, size], "fixed_input_size": False,
@@ -92,13 +94,13 @@ def hub_config(cfg: Config) -> dict:
         "mean": list(cfg.mean) if cfg.mean is not None else None,
         "std": list(cfg.std) if cfg.std is not None else None,
         "num_classes": cfg.num_classes, "pool_size": None,
-        "first_conv": "patch_embed.proj_conv", "classifier": "head",
+        "first_conv": declared["first_conv"], "classifier": declared["classifier"],
     }
     if cfg.eval_img_size and cfg.eval_img_size != size:
         pretrained_cfg["test_input_size"] = [cfg.in_chans, cfg.eval_img_size, cfg.eval_img_size]
     # a round trip through JSON here, so a setting that would not survive one fails the export, not the load
     model_args = json.loads(json.dumps(cfg.model_kwargs()))
-    return {"architecture": cfg.model, "num_classes": cfg.num_classes, "num_features": cfg.embed_dim,
+    return {"architecture": cfg.model, "num_classes": cfg.num_classes, "num_features": model.num_features,
             "model_args": model_args, "pretrained_cfg": pretrained_cfg}
 
 
@@ -107,7 +109,7 @@ def load_lines(folder: PathLike, resolve: bool = True) -> list[str]:
     the folder as a placeholder, since it travels with the files to wherever they are shared."""
     folder = str(Path(folder).resolve()) if resolve else str(folder)
     return [
-        "import json, pathlib, timm, spikedriven  # importing spikedriven registers 'sdt' with timm",
+        "import json, pathlib, timm, spikedriven  # importing spikedriven registers its models with timm",
         f"cfg = json.loads(pathlib.Path({str(Path(folder) / CONFIG_NAME)!r}).read_text())",
         f"model = timm.create_model(cfg['architecture'], pretrained=True, "
         f"pretrained_cfg_overlay=dict(file={str(Path(folder) / WEIGHTS_NAME)!r}), **cfg['model_args']).eval()",
@@ -138,19 +140,23 @@ def run_results(folder: Path) -> dict:
     return {}
 
 
-def model_card(cfg: Config, ckpt: Mapping, checkpoint: Path, output: Path) -> str:
+def model_card(cfg: Config, model, ckpt: Mapping, checkpoint: Path) -> str:
+    from .models import architecture_of
+
+    arch = architecture_of(cfg.model)
     neuron = cfg.neuron_spec().to_dict()
     neuron_text = ", ".join(f"{k}={v}" for k, v in neuron.items() if k != "mode")
     done = finished_epoch(ckpt)
     results = run_results(checkpoint.parent)
     out = io.StringIO()
-    out.write(f"# Spike-driven Transformer ({cfg.model}) trained on {cfg.dataset}\n\n")
+    out.write(f"# {arch.title.split(' (')[0]} ({cfg.model}) trained on {cfg.dataset}\n\n")
     out.write("Exported with `spikedriven export`; weights in model.safetensors, timm config in config.json.\n\n")
     out.write("## Training\n\n")
     out.write(f"- dataset: {cfg.dataset} ({cfg.num_classes} classes, {cfg.in_chans}x{cfg.img_size}x{cfg.img_size} input)\n")
     out.write(f"- neuron: {neuron['mode']} ({neuron_text})\n")
     out.write(f"- time steps T: {cfg.time_steps}\n")
-    out.write(f"- model: depth {cfg.depth}, embed_dim {cfg.embed_dim}, {cfg.num_heads} heads\n")
+    settings = ", ".join(f"{k} {v}" for k, v in cfg.model_settings().items())
+    out.write(f"- model: {cfg.model} ({arch.title}): {settings}; {sum(p.numel() for p in model.parameters()):,} parameters\n")
     epochs = f"{done + 1} of {cfg.epochs} planned" if done is not None else f"unknown ({cfg.epochs} planned)"
     out.write(f"- epochs trained: {epochs}\n")
     out.write(f"- exported checkpoint: {checkpoint.name}\n")

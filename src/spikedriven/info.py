@@ -160,19 +160,17 @@ def dataset_lines(data_dir: str | Path, checksums: bool = False) -> list[str]:
 def model_lines(cfg) -> list[str]:
     import torch
 
-    from .analysis import OperationCounter
-    from .models import build_model
+    from .analysis.operations import dense_size
+    from .models import architecture_of, build_model
 
-    model = build_model(cfg).eval()
-    params = sum(p.numel() for p in model.parameters())
-    # one step suffices: the dense count per step does not depend on T, so a step costs T-times less
-    # than the forward the report describes
-    with torch.no_grad(), OperationCounter(model) as counter:
-        model(torch.zeros(1, 1, cfg.in_chans, cfg.img_size, cfg.img_size))
-    per_step = sum(layer.macs_per_step for layer in counter.layers())
+    arch = architecture_of(cfg.model)
+    with torch.device("meta"):  # sized from its shapes alone: no weights made, no arithmetic done
+        model = build_model(cfg)
+    params, per_step = dense_size(model, cfg.in_chans, cfg.img_size)
+    settings = ", ".join(f"{k} {v}" for k, v in cfg.model_settings().items())
     return [
-        (f"model         {cfg.model}: {cfg.depth} block{'s' if cfg.depth != 1 else ''}, embed_dim {cfg.embed_dim}, "
-         f"T={cfg.time_steps}, {cfg.in_chans}x{cfg.img_size}x{cfg.img_size} input"),
+        f"model         {cfg.model} ({arch.title}): {settings}",
+        f"input         T={cfg.time_steps}, {cfg.in_chans}x{cfg.img_size}x{cfg.img_size}",
         f"parameters    {params:,}",
         (f"dense MACs    {per_step * cfg.time_steps / 1e6:,.2f} M per image ({per_step / 1e6:,.2f} M per time step x "
          f"T={cfg.time_steps}, bias excluded)"),
@@ -189,3 +187,35 @@ def info_report(cfg, config_name: str | None = None, checksums: bool = False) ->
         (f"model ({config_name or 'default config'})", model_lines(cfg)),
     ]
     return "\n\n".join(f"{title}\n" + "\n".join(f"  {line}" for line in lines) for title, lines in sections)
+
+
+def models_report() -> str:
+    """Every registered architecture: its settings with their defaults, and each entry point's size at its
+    default input (parameters; dense MACs per image and time step, bias excluded), as ``spikedriven models``."""
+    import timm
+    import torch
+
+    from .analysis.operations import dense_size
+    from .models import ARCHITECTURES
+
+    lines = []
+    for arch in ARCHITECTURES.values():
+        lines.append(f"{arch.name}: {arch.title}" + (f" [{arch.reference}]" if arch.reference else ""))
+        lines.append("  settings (model_args: {KEY: VALUE}, a top-level key, or a flag):")
+        for key, param in arch.settings.items():
+            default = param.default if not isinstance(param.default, float) else f"{param.default:g}"
+            lines.append(f"    --{key.replace('_', '-'):<18} {str(default):<8} {param.doc}")
+        lines.append("  entry points (--model), at their default input:")
+        for name in arch.sizes:
+            with torch.device("meta"):  # sized from shapes alone: no weights made, no arithmetic done
+                model = timm.create_model(name)
+            params, macs = dense_size(model, model.in_chans, model.img_size)
+            settings = arch.defaults(name)
+            changed = ", ".join(f"{k} {v}" for k, v in arch.fixed(name).items())
+            lines.append(f"    {name:<22} {arch.size_label(name, settings).split(' ', 1)[-1]:<8} "
+                         f"{model.in_chans}x{model.img_size}x{model.img_size}, T={model.time_steps}, "
+                         f"{model.num_classes} classes: {params:,} parameters, {macs / 1e6:,.2f} M MACs per step"
+                         + (f" ({changed})" if changed else ""))
+        lines.append("")
+    lines.append("Neurons are passed in to every model: --spike-mode (spikedriven neurons lists them).")
+    return "\n".join(lines)

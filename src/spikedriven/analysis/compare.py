@@ -24,9 +24,12 @@ def _neuron_setting(metrics: Mapping, neuron_key: str, config_key: str) -> Any:
 
 def _compare_row(label: str, path: Path, metrics: Mapping) -> dict:
     totals = metrics["totals"]
+    config = metrics.get("config")
     return dict(
         label=label,
         path=str(path),
+        # an evaluation of an earlier version could only be of sdt
+        model=config.get("model", "sdt") if isinstance(config, Mapping) else None,
         mode=_neuron_setting(metrics, "mode", "spike_mode"),
         u_th=_neuron_setting(metrics, "v_threshold", "v_threshold"),
         top1=metrics["top1"],
@@ -63,7 +66,7 @@ def shared_energy_models(rows: Sequence[Mapping]) -> list[str]:
 def _format_compare(rows: Sequence[Mapping]) -> str:
     models = shared_energy_models(rows)
     paths = [p for p in ("fused", "loop") if any(p in r["speed"] for r in rows)]
-    header = ["run", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ (sdt)",
+    header = ["run", "model", "mode", "u_th", "top-1 %", "mean fr", "SOPs M", "energy uJ (sdt)",
               *(f"{m} uJ" for m in models), *(f"{p} img/s" for p in paths)]
 
     def speed(r, path):
@@ -71,7 +74,7 @@ def _format_compare(rows: Sequence[Mapping]) -> str:
 
     body = [
         [
-            r["label"], str(r["mode"] or "-") + ("*" if r["overridden"] else ""),
+            r["label"], r["model"] or "-", str(r["mode"] or "-") + ("*" if r["overridden"] else ""),
             "-" if r["u_th"] is None else f"{r['u_th']:g}", f"{r['top1']:.2f}",
             _rate(r["mean_firing_rate"]), f"{r['sops'] / 1e6:.2f}", f"{r['energy_j'] * 1e6:.2f}",
             *(f"{r['energy_models'][m] * 1e6:.2f}" for m in models), *(speed(r, p) for p in paths),
@@ -80,8 +83,8 @@ def _format_compare(rows: Sequence[Mapping]) -> str:
     ]
     widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
 
-    def fmt(line):  # run name left-aligned, numbers right-aligned
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
+    def fmt(line):  # run, model and mode left-aligned, numbers right-aligned
+        return "  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths)))
 
     notes = [f"* evaluated with settings overridden against its checkpoint: {_overrides_text(r['overridden'])} ({r['label']})"
              for r in rows if r["overridden"]]

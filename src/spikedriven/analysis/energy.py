@@ -174,8 +174,9 @@ class SDT(EnergyModel):
     constants = SDT_CONSTANTS
 
     def convention(self, c):
-        return ("per image; only Conv2d/Linear layers, MACs without bias; E_snn = E_MAC x T x MACs(layers fed by real "
-                "values: the first conv) + E_AC x sum SOPs(spike-fed layers), SOP_l = fr_in(l) x T x MACs_l, fr_in = "
+        return ("per image; only convolutions and linear layers, MACs without bias; E_snn = E_MAC x T x MACs(layers fed "
+                "by real values: the first conv; a head on time-averaged features runs once, T = 1) + E_AC x sum "
+                "SOPs(spike-fed layers), SOP_l = fr_in(l) x T x MACs_l, fr_in = "
                 "spike events per input and step (a multi-level spike k / levels is k events); E_ann = E_MAC x sum of "
                 f"dense MACs of all layers (one pass, no T); E_MAC = {c['e_mac']:g} pJ, E_AC = {c['e_ac']:g} pJ")
 

@@ -58,7 +58,11 @@ def energy_summary(layers: Iterable[LayerOps], e_mac: float = E_MAC, e_ac: float
 
 
 def _time_steps(counter: OperationCounter, recorder: SpikeRecorder) -> Optional[int]:
+    """The T every layer and neuron ran over; a layer that runs once per image on time-averaged features
+    (Spikformer's head) counts one step and does not disagree."""
     steps = {layer.time_steps for layer in counter.layers()} | {c.numel() for c in recorder.spike_counts.values()}
+    if len(steps) > 1:
+        steps.discard(1)
     if len(steps) > 1:
         raise ValueError(f"layers ran over different numbers of time steps {sorted(steps)}; cannot attribute operations")
     return steps.pop() if steps else None

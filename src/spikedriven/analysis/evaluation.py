@@ -18,23 +18,33 @@ from ..engine import checkpoint as ckpt_io
 from . import analyze, resolve_energy_models
 from .membrane import MembraneRecorder, format_membrane, write_membrane
 from .speed import format_speed, measure_speed
-from ..config import Config, coerce, from_mapping, load_config, recorded_config
+from ..config import MODEL_FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, load_config, recorded_config
+from ..config.original_keys import fold_model_settings
 from ..data import build_datasets, build_eval_loader, build_test_dataset
 from ..engine.distributed import resolve_device
 from ..runtime import Runtime
 from ..engine.loop import AMP_DTYPES, FP16_NEEDS_CUDA
 from ..errors import CheckpointError, ConfigError
-from ..models import build_model
+from ..models import architecture_of, build_model
 from .reports import format_summary, write_evaluation
 
 log = logging.getLogger("spikedriven")
 
-# Settings that define the trained network: changing one changes what is analysed.
-MODEL_SETTINGS = (
-    "model", "depth", "embed_dim", "num_heads", "mlp_ratio", "time_steps", "pooling_stat", "num_classes", "img_size",
-    "in_chans", "tet", "spike_mode", "v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha",
-    "detach_reset", "attn_v_threshold", "neuron_args", "dvs_mode", "dataset", "mean", "std",
-)
+# Settings that define the trained network: changing one changes what is analysed (and so does each of
+# the model's own settings, in model_args).
+MODEL_SETTINGS = ("model", *MODEL_FIELDS, "spike_mode", *NEURON_FIELDS, "neuron_args", "dataset", "mean", "std")
+
+
+def _defining(values: Mapping[str, Any]) -> dict:
+    """The settings that define a network, the model's own (its model_args) spelled out by name."""
+    out = {key: values[key] for key in MODEL_SETTINGS if key in values}
+    out.update(values.get("model_args") or {})
+    return out
+
+
+def _settings_of(cfg: Config) -> dict:
+    """A config's defining settings, with every one of its model's settings resolved."""
+    return _defining({**cfg.to_dict(), "model_args": cfg.model_settings()})
 
 
 def _differs(a: Any, b: Any) -> bool:
@@ -46,11 +56,11 @@ def _differs(a: Any, b: Any) -> bool:
 
 
 def _conflicts(recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> list[dict]:
-    """Each model setting in which ``wanted`` differs from ``recorded``."""
+    """Each defining setting (``_defining``'s) in which ``wanted`` differs from ``recorded``."""
     return [
-        {"setting": key, "checkpoint": recorded[key], "evaluated_with": wanted[key]}
-        for key in MODEL_SETTINGS
-        if key in wanted and key in recorded and _differs(recorded[key], wanted[key])
+        {"setting": key, "checkpoint": recorded[key], "evaluated_with": value}
+        for key, value in wanted.items()
+        if key in recorded and _differs(recorded[key], value)
     ]
 
 
@@ -62,19 +72,21 @@ def resolve_eval_config(
     ckpt: Mapping, config_path: Optional[str], overrides: Mapping[str, Any], override: bool
 ) -> tuple[Config, list[dict]]:
     """The config to evaluate with, and the settings overridden against the checkpoint."""
-    overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}
+    overrides = {key: coerce(key, value, "command line") for key, value in fold_model_settings(overrides).items()}
     if "config" in ckpt and not ckpt_io.is_original_format(ckpt):
         recorded = recorded_config(ckpt["config"], "checkpoint config", overrides)
-        conflicts = _conflicts(recorded.to_dict(), overrides)
+        wanted = from_mapping(overrides, source="command line", base=recorded)
+        given = _defining(overrides)  # the settings the flags name, compared as read (a flag's "2" is 2)
+        conflicts = _conflicts(_settings_of(recorded), {k: v for k, v in _settings_of(wanted).items() if k in given})
         if conflicts and not override:
             raise ConfigError(
                 f"flags contradict the checkpoint's settings: {_listed(conflicts)}; "
                 "drop them, or add --override to analyse with other settings on purpose"
             )
-        return from_mapping(overrides, source="command line", base=recorded), conflicts
+        return wanted, conflicts
     cfg = load_config(config_path, overrides)
-    recorded = ckpt_io.recorded_model_args(ckpt)
-    conflicts = _conflicts(recorded, cfg.to_dict())
+    recorded = ckpt_io.recorded_model_args(ckpt, architecture_of(cfg.model))
+    conflicts = _conflicts(recorded, _settings_of(cfg))
     if conflicts and not override:
         raise ConfigError(
             f"settings contradict the checkpoint's recorded arguments: {_listed(conflicts)}; "
@@ -177,7 +189,9 @@ def evaluate_checkpoint(
     other_size = cfg.eval_img_size if cfg.eval_img_size not in (None, cfg.img_size) else None
     folder = Path(output) if output else default_output(checkpoint, overridden, other_size)
     try:
-        files = write_evaluation(folder, result, config=cfg.to_dict(), checkpoint=checkpoint)
+        # the model's settings as resolved (its defaults filled in): what was evaluated, in full
+        config = {**cfg.to_dict(), "model_args": cfg.model_settings()}
+        files = write_evaluation(folder, result, config=config, checkpoint=checkpoint)
         if recorder is not None:
             files.update({f"membrane_{k}": v for k, v in write_membrane(folder, recorder).items()})
     except OSError as e:

@@ -2,7 +2,7 @@
 
 While an ``OperationCounter`` is active:
 
-* every ``nn.Conv2d`` and ``nn.Linear`` reports the input it actually received
+* every ``nn.Conv2d``, ``nn.Conv1d`` and ``nn.Linear`` reports the input it actually received
   (dense MACs, spike events or real values), so the layer -> input mapping
   needs no layer names and follows any architecture;
 * every ``nn.MaxPool2d`` reports its compares, and every batch norm and layer
@@ -13,13 +13,18 @@ While an ``OperationCounter`` is active:
   it computes outside its layers and neurons (the attention's spike masks and
   token sums, residual additions), so a new block declares its own.
 
+A layer counts as spike-fed when every input it sees is a spike k / levels
+(k = 0 .. levels), each counting k events. A layer that reads sums of spikes
+(Spikformer's residual stream: 0, 1, 2, ... for binary spikes) sets
+``spike_count_input = True``: then any k / levels with k >= 0 is k events.
+
 ``counts_per_image`` turns this, and a ``SpikeRecorder``'s neuron steps, into
 the per-image ``energy.Counts`` that every energy model reads.
 
 Layout conventions (those of ``spikedriven.models``), with B the batch size of
 the model's input:
 
-* ``Conv2d`` input ``[T*B, C, H, W]``: time folded into the batch, time-major.
+* ``Conv2d`` / ``Conv1d`` input ``[T*B, C, H, W]`` / ``[T*B, C, N]``: time folded into the batch, time-major.
 * ``Linear`` input ``[T, B, ..., D]`` when it has 3 or more dimensions, else
   ``[T*B, D]`` folded like a conv input.
 
@@ -30,6 +35,7 @@ brings its own number of time steps is counted correctly.
 from __future__ import annotations
 
 import functools
+import math
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -82,11 +88,13 @@ def _time_major(module: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
     return x.reshape(x.shape[0] // batch, batch, -1)
 
 
+LAYERS = (nn.Conv2d, nn.Conv1d, nn.Linear)  # the layers whose synaptic operations are counted
+
+
 def _macs_per_output(module: nn.Module) -> int:
     """Multiply-accumulates behind one output element."""
-    if isinstance(module, nn.Conv2d):
-        kh, kw = module.kernel_size
-        return module.in_channels // module.groups * kh * kw
+    if isinstance(module, (nn.Conv2d, nn.Conv1d)):
+        return module.in_channels // module.groups * math.prod(module.kernel_size)
     return module.in_features
 
 
@@ -107,7 +115,7 @@ class OperationCounter:
     def __init__(self, model: nn.Module):
         self.model = model
         self.targets = OrderedDict(
-            (name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+            (name, m) for name, m in model.named_modules() if isinstance(m, LAYERS)
         )
         self.stats: "OrderedDict[str, LayerOps]" = OrderedDict(
             (name, LayerOps(name, type(m).__name__)) for name, m in self.targets.items()
@@ -121,7 +129,8 @@ class OperationCounter:
         self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.structure: dict[str, float] = {}  # summed over samples
         self.samples = 0
-        self._biased: list = []  # this forward's outputs of layers with a bias: (weak reference, elements)
+        # this forward's outputs of layers with a bias: (weak reference to their storage's owner, address, elements)
+        self._biased: list = []
         self._batch: Optional[int] = None
         self._handles: list = []
         self.levels = getattr(model, "spike_levels", 1)  # of the spikes a layer without its own `levels` sees
@@ -148,18 +157,27 @@ class OperationCounter:
                     f"layer {name}: time steps or MACs per image changed from "
                     f"{stats.time_steps}, {stats.macs_per_step} to {t}, {macs} while counting"
                 )
-            # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference
-            levels = getattr(module, "levels", None) or self.levels
-            events = x.double() * levels
-            whole = events.round()
-            stats.spike_input = stats.spike_input and bool(
-                ((events - whole).abs() < 1e-4 * levels).all() and (whole >= 0).all() and (whole <= levels).all())
-            stats.input_sum += (whole if stats.spike_input else x.double()).sum(dim=(1, 2)).cpu()
             stats.input_elements += x[0].numel()
             stats.output_elements += output.numel() // t
             if getattr(module, "bias", None) is not None:
                 self._add("bias", output.numel())
-                self._biased.append((weakref.ref(output), output.numel()))
+                # a view (F.linear's output for a 3-D or larger input) may be gone when a batch norm reads a further
+                # view of it; its base lives as long as any view of it does
+                owner = output if output._base is None else output._base
+                self._biased.append((weakref.ref(owner), output.data_ptr(), output.numel()))
+            if x.is_meta:  # a model built on the meta device has shapes and no values: the dense count only
+                stats.spike_input = False
+                return
+            # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference
+            levels = getattr(module, "levels", None) or self.levels
+            events = x.double() * levels
+            whole = events.round()
+            # a layer reading sums of spikes says so: any count k >= 0 is k events
+            bounded = not getattr(module, "spike_count_input", False)
+            stats.spike_input = stats.spike_input and bool(
+                ((events - whole).abs() < 1e-4 * levels).all() and (whole >= 0).all()
+                and (not bounded or (whole <= levels).all()))
+            stats.input_sum += (whole if stats.spike_input else x.double()).sum(dim=(1, 2)).cpu()
 
         return record
 
@@ -175,9 +193,8 @@ class OperationCounter:
 
     def _norm_hook(self, module, inputs, output):
         self._add("bias", output.numel())
-        for i, (ref, elements) in enumerate(self._biased):
-            layer_out = ref()
-            if layer_out is not None and layer_out.data_ptr() == inputs[0].data_ptr():
+        for i, (ref, address, elements) in enumerate(self._biased):
+            if ref() is not None and address == inputs[0].data_ptr():
                 self._add("bias", -elements)  # the folded shift absorbs the layer's own bias
                 del self._biased[i]
                 break
@@ -199,6 +216,22 @@ class OperationCounter:
     def layers(self) -> list[LayerOps]:
         """Layers that ran at least once, in definition order."""
         return [s for s in self.stats.values() if s.input_sum is not None]
+
+
+def dense_size(model: nn.Module, in_chans: int, img_size: int) -> tuple[int, int]:
+    """Parameters, and dense MACs per image and time step (bias excluded), of ``model`` at this input size; a
+    model on the meta device (built under ``torch.device("meta")``) is sized from its shapes alone, at no cost."""
+    params = sum(p.numel() for p in model.parameters())
+    device = next(model.parameters()).device
+    training = model.training
+    model.eval()  # one image: batch norm uses its running statistics
+    try:
+        # one step suffices: the dense count per step does not depend on T
+        with torch.no_grad(), OperationCounter(model) as counter:
+            model(torch.zeros(1, 1, in_chans, img_size, img_size, device=device))
+    finally:
+        model.train(training)
+    return params, sum(layer.macs_per_step for layer in counter.layers())
 
 
 def counts_per_image(counter: OperationCounter, recorder: SpikeRecorder) -> Counts:

@@ -43,6 +43,7 @@ class RunCurve:
     seed: Optional[int]
     dataset: Optional[str]
     label: str = ""
+    model: Optional[str] = None
 
     def __post_init__(self) -> None:
         self.folder = Path(self.folder)
@@ -181,11 +182,14 @@ def read_run(folder: Union[str, Path], label: Optional[str] = None) -> RunCurve:
                     threshold_recorded=threshold_recorded,
                     seed=_setting(settings, "seed", int, settings_path),
                     dataset=_setting(settings, "dataset", str, settings_path),
+                    # our config.yaml of an earlier version names no model: it could only train sdt
+                    model=_setting(settings, "model", str, settings_path) or ("sdt" if source == OURS else None),
                     label=label or folder.name)
 
 
-HEADERS = ("run", "source", "mode", "u_th", "epochs", "best top-1 (epoch)", "final top-1", f"mean of last {LAST_N}")
-RIGHT_ALIGNED = (False, False, False, False, True, True, True, True)
+HEADERS = ("run", "source", "model", "mode", "u_th", "epochs", "best top-1 (epoch)", "final top-1",
+           f"mean of last {LAST_N}")
+RIGHT_ALIGNED = (False, False, False, False, False, True, True, True, True)
 
 
 def _threshold_text(run: RunCurve) -> str:
@@ -198,7 +202,7 @@ def _row(run: RunCurve) -> list[str]:
     best_top1, best_epoch = run.best
     used = min(LAST_N, len(run.eval_top1))
     last = f"{run.last_mean(LAST_N):.2f}" + ("" if used == LAST_N else f" (last {used})")
-    return [run.label, run.source, run.mode or "-", _threshold_text(run), str(len(run.epochs)),
+    return [run.label, run.source, run.model or "-", run.mode or "-", _threshold_text(run), str(len(run.epochs)),
             f"{best_top1:.2f} ({best_epoch})", f"{run.final:.2f}", last]
 
 

@@ -218,11 +218,12 @@ def _latex_cell(cell: Cell, bold: bool) -> str:
 
 
 def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], bold_best: Sequence[int] = (),
-                caption: Optional[str] = None, label: Optional[str] = None) -> str:
+                caption: Optional[str] = None, label: Optional[str] = None, groups: Optional[Sequence] = None) -> str:
     """A complete booktabs LaTeX ``table``.
 
     Cells: str (escaped), float (2 decimals), int, None (``--``) or (mean, std) (``$94.34 \\pm 0.12$``). In each
-    column of ``bold_best`` the highest mean, as printed to 2 decimals, is bold, every tied cell included.
+    column of ``bold_best`` the highest mean, as printed to 2 decimals, is bold, every tied cell included; with
+    ``groups`` (a key per row, such as its model), the highest within each group.
     Text columns are ``l``, number columns ``r``. The caption is escaped like a cell; the label is not.
     """
     width = len(headers)
@@ -234,13 +235,16 @@ def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], bold_bes
             raise ValueError(f"bold_best column {column} is outside the table's {width} columns")
 
     bold = [[False] * width for _ in rows]
+    groups = list(groups) if groups is not None else [None] * len(rows)
     for column in set(bold_best):
-        # Compared as printed: two cells that both read 94.34 are a tie to the reader.
-        ranked = [(i, round(m, 2)) for i, row in enumerate(rows) if (m := _cell_mean(row[column])) is not None]
-        if ranked:
-            best = max(m for _, m in ranked)
-            for i, m in ranked:
-                bold[i][column] = m == best
+        for group in dict.fromkeys(groups):
+            # Compared as printed: two cells that both read 94.34 are a tie to the reader.
+            ranked = [(i, round(m, 2)) for i, row in enumerate(rows)
+                      if groups[i] == group and (m := _cell_mean(row[column])) is not None]
+            if ranked:
+                best = max(m for _, m in ranked)
+                for i, m in ranked:
+                    bold[i][column] = m == best
 
     spec = ""
     for column in range(width):

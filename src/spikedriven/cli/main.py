@@ -54,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 SUBCOMMANDS: list[Callable] = [run._add_train, run._add_eval, study._add_compare, study._add_study, tools._add_neurons,
-                               run._add_export, tools._add_info, tools._add_completion]
+                               tools._add_models, run._add_export, tools._add_info, tools._add_completion]
 
 
 def _plugins_in(argv: list) -> list:
     """The values of ``--plugins`` on the command line, loaded before the parser is built so that
-    their neurons' settings get flags of their own."""
+    their neurons' and models' settings get flags of their own."""
     found, i = [], 0
     while i < len(argv):
         if argv[i].startswith("--plugins="):
@@ -116,7 +116,7 @@ def main(argv=None, prog_hint: str = "spikedriven") -> int:
 def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     try:
-        from ..neurons import load_plugins
+        from ..plugins import load_plugins
 
         load_plugins(_plugins_in(argv))
         parser = build_parser()

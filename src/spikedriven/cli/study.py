@@ -30,12 +30,14 @@ def _add_study(sub) -> None:
     from ..config import add_config_flags
 
     p = sub.add_parser(
-        "study", help="the neuron-model study: train and evaluate a grid of modes x thresholds x seeds",
-        description="Plan, train and evaluate every (mode, threshold, seed) run, then write results.md, "
-                    "results.csv, curves.png and firing.png. Rerunning the same command skips finished runs "
-                    "and resumes interrupted ones.",
+        "study", help="the neuron-model study: train and evaluate a grid of models x modes x thresholds x seeds",
+        description="Plan, train and evaluate every (model, mode, threshold, seed) run, then write results.md, "
+                    "results.csv, curves.png and firing.png, comparing the neurons within each model. Rerunning "
+                    "the same command skips finished runs and resumes interrupted ones.",
     )
     p.add_argument("-c", "--config", help="YAML config shared by all runs")
+    p.add_argument("--models", help="comma-separated models (default: the config's model); each takes its own "
+                                    "settings from the config's models: {NAME: {...}} entry, or its defaults")
     p.add_argument("--modes", default="lif,if,if_soft", help="comma-separated spike modes (default lif,if,if_soft)")
     p.add_argument("--thresholds", help="thresholds for the modes other than LIF (default 0.8,1.0,1.2)")
     p.add_argument("--lif-thresholds", help="thresholds for LIF (default 1.0)")
@@ -91,6 +93,7 @@ def _run_study(args, argv_hint: str) -> int:
         if key in overrides:
             raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
     modes = parse_list(args.modes, str, "--modes")
+    models = parse_list(args.models, str, "--models") if args.models else None
     if args.nproc_per_run < 1:
         raise ConfigError("--nproc-per-run must be >= 1")
     devices = parse_list(args.devices, str, "--devices") if args.devices else None
@@ -118,6 +121,6 @@ def _run_study(args, argv_hint: str) -> int:
         args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
         rerun_stale=args.rerun_stale, command_line=args.command_line, evaluation=evaluation, baseline=args.baseline,
-        with_runs=args.with_runs, report_only=args.report_only, slurm=slurm,
+        with_runs=args.with_runs, report_only=args.report_only, slurm=slurm, models=models,
     )
     return 0

@@ -1,4 +1,4 @@
-"""The subcommands that describe: neurons, info, completion."""
+"""The subcommands that describe: neurons, models, info, completion."""
 
 from __future__ import annotations
 
@@ -17,10 +17,31 @@ def _add_neurons(sub) -> None:
 
 
 def _run_neurons(args, argv_hint: str) -> int:
-    from ..neurons import describe_neurons, load_plugins
+    from ..neurons import describe_neurons
+    from ..plugins import load_plugins
 
     load_plugins(args.plugins)
     print(describe_neurons())
+    return 0
+
+
+def _add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the registered models: their settings, sizes, parameters and MACs",
+                       description="List every registered architecture with its settings and their defaults, and "
+                                   "each of its entry points (the names --model takes) with its parameters and "
+                                   "dense MACs per image and time step at its default input.")
+    p.add_argument("--plugins", nargs="+", default=[], metavar="FILE_OR_MODULE",
+                   help="also load models of your own from these Python files or modules")
+    _common(p)
+    p.set_defaults(func=_run_models)
+
+
+def _run_models(args, argv_hint: str) -> int:
+    from ..info import models_report
+    from ..plugins import load_plugins
+
+    load_plugins(args.plugins)
+    print(models_report())
     return 0
 
 

@@ -12,9 +12,9 @@ impossible values are refused before anything starts, with one sentence naming t
 
 from .files import from_mapping, load_config, load_yaml, recorded_config, requested_values, save_config
 from .flags import add_config_flags, flag_name, overrides_from_args
-from .schema import AMP_MODES, COMPILE_MODES, FIELDS, NEURON_FIELDS, NONFINITE_POLICIES, Config
+from .schema import AMP_MODES, COMPILE_MODES, FIELDS, MODEL_FIELDS, NEURON_FIELDS, NONFINITE_POLICIES, Config
 from .values import coerce, parse_key_values
 
-__all__ = ["AMP_MODES", "COMPILE_MODES", "FIELDS", "NEURON_FIELDS", "NONFINITE_POLICIES", "Config",
+__all__ = ["AMP_MODES", "COMPILE_MODES", "FIELDS", "MODEL_FIELDS", "NEURON_FIELDS", "NONFINITE_POLICIES", "Config",
            "add_config_flags", "coerce", "flag_name", "from_mapping", "load_config", "load_yaml", "overrides_from_args",
            "parse_key_values", "recorded_config", "requested_values", "save_config"]

@@ -9,7 +9,7 @@ import yaml
 
 from ..atomic import write_text_atomic
 from ..errors import ConfigError
-from .original_keys import inert_line, normalised, read_vocabulary
+from .original_keys import fold_model_settings, inert_line, normalised, read_vocabulary
 from .schema import FIELDS, Config
 from .values import coerce
 
@@ -25,7 +25,7 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
     problems = list(reading.problems)
     for key, value in reading.values.items():
         try:
-            data[key] = coerce(key, value, source)
+            data[key] = _over(key, data[key], coerce(key, value, source))
         except ConfigError as e:
             problems.append(str(e))
     if len(problems) == 1:
@@ -37,6 +37,20 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
     if reading.inert:
         _warn_once(source, reading.inert)
     return Config(**data).validate()
+
+
+def _over(key: str, old: Any, new: Any) -> Any:
+    """A value given over the one before: a model's settings add to those given before (a flag's --depth to
+    a file's model_args, a resumed run's request to its record); every other field is replaced."""
+    if key == "model_args":
+        return {**old, **new}
+    if key == "models":  # per model, its settings add to its entry (validate names one that is not a mapping)
+        merged = dict(old)
+        for name, settings in new.items():
+            known = merged.get(name)
+            merged[name] = {**known, **settings} if isinstance(known, dict) and isinstance(settings, dict) else settings
+        return merged
+    return new
 
 
 def experiment_output(output: Optional[str], experiment: str) -> str:
@@ -98,15 +112,23 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[Mapping[s
 def requested_values(path: Optional[str | Path], overrides: Mapping[str, Any]) -> tuple[dict, dict]:
     """The values given explicitly (a config file, then flags over it) and, for those from
     the file, the file they came from; the defaults are not in them."""
-    from_file = load_yaml(path) if path is not None else {}
+    from_file = fold_model_settings(load_yaml(path) if path is not None else {})
+    overrides = fold_model_settings(overrides)
+    given = {**from_file, **overrides}
+    for key in ("model_args", "models"):  # the flags' model settings add to the file's, as load_config read them
+        if isinstance(from_file.get(key), Mapping) and isinstance(overrides.get(key), Mapping):
+            given[key] = _over(key, from_file[key], overrides[key])
     # in our vocabulary, as load_config read them: the original's spellings are our keys, and its keys
     # that change nothing are not requests (load_config has refused the others already)
-    reading = read_vocabulary({**from_file, **overrides}, FIELDS)
+    reading = read_vocabulary(given, FIELDS)
     requested = dict(reading.values)
     if reading.experiment:
         requested["output"] = experiment_output(requested.get("output"), reading.experiment)
     in_file = {normalised(key) for key in from_file} - {normalised(key) for key in overrides}
     sources = {key: str(path) for key in requested if key in in_file}
+    # a model setting is named by itself in messages (depth, not model_args)
+    file_settings = set(from_file.get("model_args") or {}) - set(overrides.get("model_args") or {})
+    sources.update({key: str(path) for key in file_settings})
     return requested, sources
 
 

@@ -23,7 +23,7 @@ SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spi
 
 # Short and original spellings of flags: timm's -b / -j, the study's --TET, --layer, --dim, --in-channels.
 FLAG_ALIASES = {"batch_size": ["-b"], "workers": ["-j"], "tet": ["--TET"], "depth": ["--layer"], "embed_dim": ["--dim"],
-                "in_chans": ["--in-channels"]}
+                "in_chans": ["--in-channels"]}  # depth and embed_dim: model settings (see _add_model_flags)
 
 
 def _shown_default(f: dataclasses.Field) -> str:
@@ -47,7 +47,7 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
     for name, f in FIELDS.items():
         if name in SECTIONS:
             group = parser.add_argument_group(f"{SECTIONS[name]} (each flag also a YAML key)")
-        if name in exclude:
+        if name in exclude or f.metadata.get("flag") is False:
             continue
         base, _ = _base_type(name)
         text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
@@ -63,7 +63,43 @@ def add_config_flags(parser, exclude: tuple = ()) -> None:
         if base is bool:
             group.add_argument("--no-" + name.replace("_", "-"), dest=f"cfg_{name}", action="store_const",
                                const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    _add_model_flags(parser, exclude)
     _add_neuron_flags(parser)
+
+
+def _add_model_flags(parser, exclude: tuple = ()) -> None:
+    """A flag for every setting of a registered model (into model_args), its help naming the models that
+    take it and their defaults; the value is read as the chosen model's type for it."""
+    import argparse
+
+    from ..models import ARCHITECTURES
+
+    owners: dict[str, list] = {}
+    for arch in ARCHITECTURES.values():
+        for key, param in arch.settings.items():
+            owners.setdefault(key, []).append((arch, param))
+    group = parser.add_argument_group("settings of the models (each also a YAML key, or model_args: {KEY: VALUE}; "
+                                      "spikedriven models lists each model's)")
+    for key, users in owners.items():
+        if key in exclude:
+            continue
+        kind = users[0][1].kind
+        metavar = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(kind, "STR")
+        text = "; ".join(f"{arch.name}: {param.doc} (default {_model_defaults(arch, key)})" for arch, param in users)
+        bare = dict(nargs="?", const="true") if kind is bool else {}  # a bare --dvs-mode means true
+        group.add_argument(flag_name(key), *FLAG_ALIASES.get(key, []), dest=f"modelarg_{key}", metavar=metavar,
+                           default=argparse.SUPPRESS, help=text.replace("%", "%%"), **bare)
+        if kind is bool:
+            group.add_argument("--no-" + key.replace("_", "-"), dest=f"modelarg_{key}", action="store_const",
+                               const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+def _model_defaults(arch, key: str) -> str:
+    """A setting's default, per entry point where they differ: '4 (spikformer_8_512: 8)'."""
+    values = {model: arch.defaults(model)[key] for model in arch.sizes}
+    first = next(iter(values.values()))
+    others = [f"{model}: {value}" for model, value in values.items() if value != first]
+    return f"{first}" + (f" ({', '.join(others)})" if others else "")
 
 
 def _add_neuron_flags(parser) -> None:
@@ -88,6 +124,10 @@ def _add_neuron_flags(parser) -> None:
 def overrides_from_args(args) -> dict:
     values = vars(args)
     overrides = {k[4:]: v for k, v in values.items() if k.startswith("cfg_")}
+    settings = {k[9:]: v for k, v in values.items() if k.startswith("modelarg_")}
+    if settings:  # --depth 4 is model_args depth=4, the text read as the model's type for it
+        given = coerce("model_args", overrides.get("model_args", {}), "command line")
+        overrides["model_args"] = {**given, **settings}
     settings = {k[7:]: v for k, v in values.items() if k.startswith("neuron_")}
     if settings:  # --levels 8 is neuron_args levels=8, read as YAML reads it
         given = coerce("neuron_args", overrides.get("neuron_args", {}), "command line")

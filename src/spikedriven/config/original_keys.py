@@ -6,7 +6,7 @@ give. So that every one of those files runs as it is, each key that is not a fie
 
 * a spelling of one of ours (``TET``, ``channels-last``, ``mlp-ratio``): read as that field;
 * inert: it changes nothing at the value given (``drop_path``, which the original builds but
-  never applies; ``model_ema: false``; ``reprob: 0``): listed once in a warning line;
+  never applies; ``model_ema: false``; ``resplit: false``): listed once in a warning line;
 * refused: it would change the run and we do not implement it (``model_ema: true``,
   ``rpe_mode: dilated``): named in the error, with what to do instead.
 
@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping, Optional
 # The original's spellings of our fields that hyphen-to-underscore does not give. The model's sizes are
 # named as the model names them (timm's depth, embed_dim, in_chans); the original's names are read as those.
 SPELLINGS = {"TET": "tet", "TET_means": "tet_means", "TET_lamb": "tet_lamb",
-             "layer": "depth", "dim": "embed_dim", "in_channels": "in_chans"}
+             "layer": "depth", "dim": "embed_dim", "in_channels": "in_chans",
+             "time_step": "time_steps"}  # Spikformer's train.py
 
 FALSE_WORDS = {False, None, 0, "", "false", "False", "no", "none", "None", "0"}
 
@@ -109,10 +110,11 @@ FOREIGN: dict[str, Foreign] = {
     "no_aug": Foreign(_off, "off", "is not implemented (training without augmentation: set aa none, mixup 0, "
                                    "hflip 0)"),
     "vflip": Foreign(_off, "off", "is not implemented (vertical flips)"),
-    "reprob": Foreign(_off, "random erasing off", "is not implemented (random erasing)"),
-    "remode": Foreign(_when_off("reprob"), "without effect while reprob is 0"),
-    "recount": Foreign(_when_off("reprob"), "without effect while reprob is 0"),
-    "resplit": Foreign(_when_off("reprob"), "without effect while reprob is 0"),
+    # reprob, remode, recount are fields; resplit (timm's num_splits 2: the first half of each batch left
+    # unerased, the clean half of augmentation splits) changes a run only with random erasing on
+    "resplit": Foreign(lambda v, values: _off(v, values) or _off(values.get("reprob"), values),
+                       "off, or without effect while reprob is 0",
+                       "is not implemented (random erasing of the second half of each batch only)"),
     "aug_splits": Foreign(_off, "off", "is not implemented (augmentation splits)"),
     "jsd": Foreign(_off, "off", "is not implemented (the Jensen-Shannon consistency loss)"),
     "cutmix_minmax": Foreign(_at(None), "off", "is not implemented (cutmix box bounds)"),
@@ -181,17 +183,53 @@ class Reading:
     experiment: Optional[str] = None  # timm's --experiment: the run folder's name under output
 
 
+def model_setting_names() -> set:
+    """The settings of every registered model (depth, embed_dim, ...): top-level keys that belong in model_args."""
+    from ..models.registry import setting_names
+
+    return set(setting_names())
+
+
+def fold_model_settings(values: Mapping[str, Any]) -> dict:
+    """``values`` with its top-level model settings (``depth: 2``, the original's ``layer: 2``) moved into
+    ``model_args``, where a model's settings live; a setting given both ways with two values is refused."""
+    from ..errors import ConfigError
+
+    settings = model_setting_names()
+    out, flat = {}, {}
+    for key, value in values.items():
+        name = normalised(key)
+        if name in settings and name not in FOREIGN and not ("-" in str(key) and name in values):
+            # (a hyphenated key beside its twin is left for read_vocabulary to call inert)
+            if name in flat and flat[name] != value:  # the study's layer beside depth
+                raise ConfigError(f"{name} is given twice with different values ({flat[name]!r} and {value!r})")
+            flat[name] = value
+        else:
+            out[key] = value
+    if flat:
+        given = out.get("model_args") or {}
+        if not isinstance(given, Mapping):  # a problem for the field's own reading to name
+            return dict(values)
+        clash = [k for k in flat if k in given and given[k] != flat[k]]
+        if clash:
+            raise ConfigError(f"{', '.join(clash)} given both as a key and in model_args, with different values")
+        out["model_args"] = {**given, **flat}
+    return out
+
+
 def read_vocabulary(values: Mapping[str, Any], fields) -> Reading:
     """Split ``values`` (keys as a file or the original's flags write them) into our fields, inert keys and
-    problems (unknown keys with a suggestion, refused keys with what to do instead)."""
+    problems (unknown keys with a suggestion, refused keys with what to do instead). A model's settings
+    given as top-level keys (``depth``, the original's ``layer``) are read into ``model_args``."""
     ours, inert, problems, experiment = {}, {}, [], None
+    given, values = values, _folded(values, problems)
     normal = {normalised(k): v for k, v in values.items()}
     for key, value in values.items():
         name = normalised(key)
-        if "-" in str(key) and name in values:
+        if "-" in str(key) and name in given:
             # timm's train.py sets a file's keys as argparse defaults, so a hyphenated key (model-ema,
             # bce-loss) reached no argument there: with both spellings given, the original used the other
-            inert[key] = f"the original read {name} ({values[name]!r}) and never a hyphenated key"
+            inert[key] = f"the original read {name} ({given[name]!r}) and never a hyphenated key"
             continue
         if name in fields:
             if name == "amp" and (isinstance(value, bool) or _is_in(value, AMP_WORDS)):
@@ -219,11 +257,22 @@ def read_vocabulary(values: Mapping[str, Any], fields) -> Reading:
     return Reading(ours, inert, problems, experiment)
 
 
+def _folded(values: Mapping[str, Any], problems: list) -> Mapping[str, Any]:
+    from ..errors import ConfigError
+
+    try:
+        return fold_model_settings(values)
+    except ConfigError as e:
+        problems.append(str(e))
+        return values
+
+
 def suggestion(key: str, fields) -> str:
     """A "did you mean" for an unknown key, only when one is close: a typo of a field, or of the
     original's vocabulary."""
     name = normalised(key).lower()
     candidates = {f: f for f in fields}
+    candidates.update({k: k for k in model_setting_names()})
     candidates.update({k.lower(): k for k in FOREIGN})
     candidates.update({k.lower(): v for k, v in SPELLINGS.items()})
     guess = difflib.get_close_matches(name, list(candidates), n=1, cutoff=0.75)

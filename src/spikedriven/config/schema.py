@@ -8,13 +8,15 @@ from typing import Optional
 
 
 from ..errors import ConfigError
-from ..neurons import NeuronSpec, load_plugins, neuron_class, plugin_key, resolve_spec
+from ..neurons import NeuronSpec, neuron_class, resolve_spec
+from ..plugins import load_plugins, plugin_key
 from ..runtime import FUSED_OPTIMIZERS
 from ..spike_ops import MEMORY_MODES
 
 AMP_MODES = ("none", "bf16", "fp16")
 NONFINITE_POLICIES = ("stop", "skip")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+ERASE_MODES = ("const", "rand", "pixel")  # timm RandomErasing's fills
 
 
 def _f(default, help: str, **kw):
@@ -41,7 +43,16 @@ class Config:
     interpolation: str = _f("bicubic", "resize interpolation")
     hflip: float = _f(0.5, "horizontal flip probability")
     aa: Optional[str] = _f("rand-m9-n1-mstd0.4-inc1", "timm RandAugment string, or none")
+    aa_ops: Optional[list[str]] = _f(None, "RandAugment's ops, by timm's names (Spikformer's CIFAR set: Equalize "
+                                     "Rotate ShearX TranslateXRel TranslateYRel); none: timm's own set for aa (with inc1 "
+                                     "its increasing variants)")
     color_jitter: float = _f(0.5, "colour jitter (timm ignores it when RandAugment is on)")
+    reprob: float = _f(0.0, "random erasing: the probability that a training image gets boxes erased (timm's "
+                       "RandomErasing, on the normalised batch on the run's device before mixup, as timm's prefetcher; "
+                       "each step's draws seeded from (seed, epoch, rank, step); never at evaluation); 0: off")
+    remode: str = _f("const", "what fills an erased box: const (0 once normalised: the mean colour), rand (one normal "
+                     "colour per box) or pixel (normal noise per pixel)", choices=ERASE_MODES)
+    recount: int = _f(1, "boxes per erased image: drawn from 1 to recount, their area shared (timm's max_count)")
     val_size: int = _f(0, "hold out this many training images as validation set (0: evaluate on the test set)")
     aug_repeats: int = _f(0, "repeated augmentation: each training image this many times per epoch, differently "
                           "augmented (timm's RepeatAugSampler, the ImageNet recipe's 3; 0 or 1: off)")
@@ -64,14 +75,13 @@ class Config:
     bce_loss: bool = _f(False, "binary cross-entropy instead of cross-entropy (timm's BinaryCrossEntropy)")
     bce_target_thresh: Optional[float] = _f(None, "with bce_loss: targets above this become 1 (none: soft targets)")
     # --- model
-    model: str = _f("sdt", "model name in the timm registry")
-    depth: int = _f(2, "number of transformer blocks (the study's layer)")
-    embed_dim: int = _f(256, "embedding dimension (the study's dim)")
-    num_heads: int = _f(8, "attention heads")
-    mlp_ratio: float = _f(4.0, "MLP hidden size / embed_dim")
+    model: str = _f("sdt", "the model: a registered name (spikedriven models lists each with its settings)")
+    model_args: dict = _f({}, "the model's settings by name (depth=4 embed_dim=384); each is also a top-level key "
+                          "and a flag (--depth 4), the model's defaults otherwise")
+    models: dict = _f({}, "settings per model, for a config several models share (a study's --models): "
+                      "{NAME: {setting: value}}; the run's model takes its entry, under model_args (YAML only)",
+                      flag=False)
     time_steps: int = _f(4, "time steps T")
-    pooling_stat: str = _f("0011", "max-pool after each of the four SPS stages (four 0/1 flags)")
-    dvs_mode: bool = _f(False, "the original's attention for event data: 3x3 max-pools on k, v, k*v and q*kv")
     # --- neuron (settings a neuron does not take must stay at these defaults; spikedriven neurons lists each one's)
     spike_mode: str = _f("lif", "neuron model: a registered name (lif, lif_soft, plif, if, if_soft, if_learnable, "
                          "multispike, or one of --plugins)")
@@ -82,10 +92,9 @@ class Config:
     surrogate_alpha: Optional[float] = _f(None, "surrogate sharpness alpha (none: the surrogate's own, sigmoid 4, atan 2, "
                                           "as SpikingJelly's)")
     detach_reset: bool = _f(True, "no gradient through the reset")
-    attn_v_threshold: float = _f(0.5, "threshold of the neuron after the attention sum")
     neuron_args: dict = _f({}, "further settings of the neuron by name (levels=8 for multispike); each neuron's "
                            "own settings are also flags (--levels 8)")
-    plugins: list[str] = _f([], "Python files or modules that register neurons of your own (recorded: evaluation "
+    plugins: list[str] = _f([], "Python files or modules that register neurons or models of your own (recorded: evaluation "
                             "and resuming load them again)")
     # --- optimisation
     opt: str = _f("adamw", "timm optimizer name")
@@ -151,9 +160,19 @@ class Config:
                 )
         return resolve_spec(NeuronSpec(self.spike_mode, **given, **self.neuron_args))
 
+    def model_settings(self) -> dict:
+        """The model's own settings, every one filled in and checked: its entry point's defaults, under its
+        entry in ``models``, under ``model_args``."""
+        from ..models import architecture_of
+
+        arch = architecture_of(self.model)
+        return arch.resolve(self.model, {**self.models.get(self.model, {}), **self.model_args},
+                            source="model_args, a top-level key or a flag")
+
     def model_kwargs(self) -> dict:
         """Arguments for ``timm.create_model(self.model, **kwargs)``."""
-        return {**{name: getattr(self, name) for name in MODEL_FIELDS}, "neuron": self.neuron_spec().to_dict()}
+        return {**{name: getattr(self, name) for name in MODEL_FIELDS}, **self.model_settings(),
+                "neuron": self.neuron_spec().to_dict()}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -176,7 +195,7 @@ class Config:
             value = getattr(self, f.name)
             if choices and value not in choices:
                 raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
-        for name in ("num_classes", "img_size", "in_chans", "depth", "embed_dim", "num_heads", "time_steps", "batch_size", "val_batch_size"):
+        for name in ("num_classes", "img_size", "in_chans", "time_steps", "batch_size", "val_batch_size"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.workers is None or self.workers >= 0, f"workers must be >= 0 or auto, got {self.workers}")
         need(self.eval_img_size is None or self.eval_img_size >= 1, f"eval_img_size must be >= 1, got {self.eval_img_size}")
@@ -186,10 +205,6 @@ class Config:
         for name in ("val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch", "aug_repeats"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.epochs + self.cooldown_epochs >= 1, "epochs + cooldown_epochs must be at least 1")
-        need(self.embed_dim % 8 == 0, f"embed_dim must be divisible by 8 (SPS widths embed_dim/8, /4, /2), got {self.embed_dim}")
-        need(self.embed_dim % self.num_heads == 0, f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        need(len(self.pooling_stat) == 4 and not set(self.pooling_stat) - {"0", "1"},
-             f"pooling_stat must be four 0/1 flags such as '0011', got {self.pooling_stat!r}")
         need(len(self.mean) == self.in_chans and len(self.std) == self.in_chans,
              f"mean and std need {self.in_chans} values (in_chans), got {len(self.mean)} and {len(self.std)}")
         need(all(s > 0 for s in self.std), "every std value must be > 0")
@@ -201,6 +216,19 @@ class Config:
         need(not self.fused_optimizer or self.opt in FUSED_OPTIMIZERS,
              f"fused_optimizer: true needs opt {' or '.join(FUSED_OPTIMIZERS)} (torch's fused kernels); "
              f"opt {self.opt} has none, so leave fused_optimizer at auto or false")
+        need(0 <= self.reprob <= 1, f"reprob must lie in [0, 1], got {self.reprob}")
+        need(self.recount >= 1, f"recount must be >= 1, got {self.recount}")
+        need(not self.reprob or not definition.frames,
+             f"random erasing (reprob) works on images and {self.dataset} serves event frames; set reprob 0")
+        if self.aa_ops is not None:
+            from timm.data.auto_augment import NAME_TO_OP
+
+            unknown = [op for op in self.aa_ops if op not in NAME_TO_OP]
+            need(not unknown, f"aa_ops: {', '.join(unknown)} is not a timm RandAugment op; the ops are "
+                              f"{', '.join(sorted(NAME_TO_OP))}")
+            need(bool(self.aa_ops) and str(self.aa).startswith("rand"),
+                 f"aa_ops picks RandAugment's ops: it needs at least one op and a RandAugment aa (rand-...), "
+                 f"got aa {self.aa!r}")
         for name in ("hflip", "mixup_prob", "mixup_switch_prob", "smoothing"):
             need(0 <= getattr(self, name) <= 1, f"{name} must lie in [0, 1], got {getattr(self, name)}")
         for name in ("mixup", "cutmix", "color_jitter", "weight_decay", "warmup_lr", "min_lr"):
@@ -208,23 +236,35 @@ class Config:
         need(self.batch_size % 2 == 0 or (self.mixup == 0 and self.cutmix == 0) or self.mixup_mode == "elem",
              f"mixup needs an even batch_size, got {self.batch_size}")
         need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(self.mlp_ratio > 0, f"mlp_ratio must be > 0, got {self.mlp_ratio}")
         need(0 < self.crop_pct <= 1, f"crop_pct must lie in (0, 1], got {self.crop_pct}")
         need(self.clip_grad is None or self.clip_grad > 0, f"clip_grad must be > 0 or none, got {self.clip_grad}")
-        need(self.attn_v_threshold > 0, f"attn_v_threshold must be > 0, got {self.attn_v_threshold}")
         need(self.log_interval >= 1, f"log_interval must be >= 1, got {self.log_interval}")
         need(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"),
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
         self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
+        self._check_models()
         return self
+
+    def _check_models(self) -> None:
+        """The model's settings, and every entry of ``models``: a name that is registered, settings it takes;
+        each value given is kept as read (a flag's "4" as 4), and no default is added."""
+        from ..models import architecture_of
+
+        for name, settings in self.models.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"models: {name} must map setting names to values, got {settings!r}")
+            resolved = architecture_of(name).resolve(name, settings, source=f"models: {name}")
+            self.models[name] = {key: resolved[key] for key in settings}
+        resolved = self.model_settings()
+        self.model_args = {key: resolved[key] for key in self.model_args}
 
 
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Config)}
-# The fields that are the model's constructor arguments, under the model's own names (timm's where timm
-# has one); the study's spellings of them (layer, dim, in_channels) are read as these (original_keys).
-MODEL_FIELDS = ("num_classes", "img_size", "in_chans", "embed_dim", "depth", "num_heads", "mlp_ratio", "time_steps",
-                "pooling_stat", "attn_v_threshold", "tet", "dvs_mode")
+# The fields every model takes as constructor arguments, under the model's own names (timm's where timm has
+# one); a model's own settings (depth, embed_dim, ...) are its architecture's (model_args), and the study's
+# spellings of them (layer, dim, in_channels) are read as those (original_keys).
+MODEL_FIELDS = ("num_classes", "img_size", "in_chans", "time_steps", "tet")
 # The neuron settings with config fields of their own (the study's and SpikingJelly's names);
 # any other setting of a neuron goes through neuron_args.
 NEURON_FIELDS = ("v_threshold", "v_reset", "tau", "surrogate", "surrogate_alpha", "detach_reset")

@@ -11,14 +11,20 @@ tensor whatever its size, while an array pickled through the worker's pipe costs
 bytes. Measured on this project's CPU with a loader of CIFAR batches of 64 (``benchmarks/loader_transfer.py``):
 float32 image and label tensors took 1.0 ms of the main process per batch, uint8 images and labels
 by value 0.21 ms. By value loses above about 1 MiB (ImageNet batches), so larger images keep their segment.
+
+Training batches may then be randomly erased there (``BatchErasing``), as timm's GPU prefetcher erases them:
+normalised, before the training loop mixes them (mixup).
 """
 
 from __future__ import annotations
 
+import contextlib
+import random
 from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+from timm.data.random_erasing import RandomErasing
 
 # batches of fewer image bytes than this leave a worker by value (pickled), larger ones in shared memory
 BY_VALUE_BYTES = 2**20
@@ -63,6 +69,52 @@ class ImageNormalizer:
         return chw.div(scale).sub_(mean).div_(std)
 
 
+class BatchErasing:
+    """timm's ``RandomErasing`` on a normalised training batch ``[B, C, H, W]``, in place on its device: each image,
+    with probability ``probability``, gets 1 to ``count`` boxes filled per ``mode`` (const: 0, the mean colour once
+    normalised; rand: one normal colour per box; pixel: normal noise).
+
+    timm draws the boxes from Python's ``random`` and the fills from torch's generator of the batch's device, the
+    main process's global generators. Left there, a step's erasing would depend on every draw made before it
+    (mixup's, the model's, the evaluation's) and turning erasing on would shift all of those. So each step draws
+    from those generators reseeded from (seed, epoch, rank, step) alone, and they are restored afterwards: the
+    erasing of a batch is fixed by which batch it is, as the batch itself is (the sampler orders it from (seed,
+    epoch), its images are augmented from (seed, epoch, index)), with any number of loader workers and after a
+    resume mid-epoch, and the other draws of the run are those of a run without erasing. Per step rather than
+    per image: the batch on the device no longer carries its images' indices, and one reseed per batch is cheap."""
+
+    def __init__(self, probability: float, mode: str, count: int, seed: int, rank: int = 0):
+        self.probability, self.mode, self.count = probability, mode, count
+        self.seed, self.rank = seed, rank
+        self._erasers: dict[torch.device, RandomErasing] = {}
+
+    def __call__(self, images: torch.Tensor, epoch: int, step: int) -> torch.Tensor:
+        device = images.device
+        if device not in self._erasers:  # timm makes its fills on the device it is given: the batch's
+            self._erasers[device] = RandomErasing(probability=self.probability, mode=self.mode,
+                                                  max_count=self.count, device=str(device))
+        with _generators_seeded(f"erasing:{self.seed}:{epoch}:{self.rank}:{step}", device):
+            return self._erasers[device](images)
+
+
+@contextlib.contextmanager
+def _generators_seeded(key: str, device: torch.device):
+    """Python's generator and torch's for the CPU and ``device`` seeded from ``key``, their states restored after."""
+    python_state = random.getstate()
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda, device_type="cuda"):  # saves and restores the CPU's and these
+        random.seed(key)  # a str seeds through SHA-512: the same on every platform and run
+        derived = random.getrandbits(63)
+        torch.default_generator.manual_seed(derived)
+        for index in cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(derived)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+
+
 class FramesCollate:
     """Stacks event frames ``[T, C, H, W]`` into the model's 5-D input ``[B, T, C, H, W]``, normalised per channel
     (mean 0, std 1, the DVS configs' values, leave the counts as they are). Event counts are float, often above
@@ -81,15 +133,18 @@ class FramesCollate:
 
 class DeviceBatches:
     """The batches of ``loader`` as the model takes them: on ``device``, images normalised by ``normalize``
-    (None: frames, normalised by their collate), channels-last where asked. Arrays are pinned before the copy
-    on a GPU (tensors from workers arrive pinned by the loader), so the copy does not make the host wait.
+    (None: frames, normalised by their collate), channels-last where asked, then randomly erased by ``erase``
+    (training batches only). Arrays are pinned before the copy on a GPU (tensors from workers arrive pinned by
+    the loader), so the copy does not make the host wait.
 
-    ``sampler``, ``dataset``, ``num_workers`` and ``len()`` are the loader's."""
+    ``sampler``, ``dataset``, ``num_workers`` and ``len()`` are the loader's; with ``erase`` the sampler is an
+    ``EpochSampler``, which says the epoch and where in it the pass starts."""
 
     def __init__(self, loader: torch.utils.data.DataLoader, device: Union[torch.device, str],
-                 normalize: Optional[ImageNormalizer] = None, channels_last: bool = False):
+                 normalize: Optional[ImageNormalizer] = None, channels_last: bool = False,
+                 erase: Optional[BatchErasing] = None):
         self.loader, self.device = loader, torch.device(device)
-        self.normalize, self.channels_last = normalize, channels_last
+        self.normalize, self.channels_last, self.erase = normalize, channels_last, erase
 
     @property
     def sampler(self):
@@ -115,11 +170,16 @@ class DeviceBatches:
     def __iter__(self):
         # the loader's iterator starts here, as iter(loader) starts it (it draws its workers' seed from torch's
         # generator then, before the trainer seeds the epoch), not at the first batch
-        return self._on_device(iter(self.loader))
+        epoch, first_step = 0, 0
+        if self.erase is not None:  # the pass's place, read as it starts: its first batch is step skip / batch
+            epoch, first_step = self.sampler.epoch, self.sampler.skip // self.loader.batch_size
+        return self._on_device(iter(self.loader), epoch, first_step)
 
-    def _on_device(self, batches):
-        for images, labels in batches:
+    def _on_device(self, batches, epoch: int, first_step: int):
+        for step, (images, labels) in enumerate(batches, start=first_step):
             images, labels = self._to_device(images), self._to_device(labels)
             if self.normalize is not None:
                 images = self.normalize(images, self.channels_last)
+            if self.erase is not None:
+                images = self.erase(images, epoch, step)
             yield images, labels

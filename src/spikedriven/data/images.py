@@ -95,6 +95,17 @@ def _patch_posterize(transform) -> None:
                 op.aug_fn = _posterize
 
 
+def _use_ops(transform, config_str: str, names: Sequence[str]) -> None:
+    """Rebuild timm's RandAugment in ``transform`` by timm, from the same ``aa`` string (magnitude, noise, ops per
+    image) over the ops ``names``, as Spikformer's CIFAR recipe picks five. Its hparams (fill colour,
+    translation, interpolation), which timm's transform factory worked out and every op keeps a copy of, are
+    handed on unchanged."""
+    for i, t in enumerate(transform.transforms):
+        if isinstance(t, auto_augment.RandAugment):
+            hparams = dict(t.ops[0].hparams)
+            transform.transforms[i] = auto_augment.rand_augment_transform(config_str, hparams, transforms=list(names))
+
+
 def build_transforms(cfg: "Config", train: bool, normalize: bool = False, image_size: Optional[int] = None,
                      eval_size: Optional[int] = None):
     """timm's transform for ``cfg``. By default it ends in the PIL image, which
@@ -103,7 +114,8 @@ def build_transforms(cfg: "Config", train: bool, normalize: bool = False, image_
     float pipeline, the reference. For square images of ``image_size`` a
     training crop that would return them unchanged (``scale`` and ``ratio``
     [1, 1] at ``img_size``, the study's "no random crop") is left out.
-    ``eval_size``: evaluate at another size than ``img_size`` (ImageNet at 288)."""
+    ``eval_size``: evaluate at another size than ``img_size`` (ImageNet at 288). ``aa_ops``
+    picks RandAugment's ops."""
     size = eval_size if (eval_size and not train) else cfg.img_size
     transform = create_transform(
         input_size=(cfg.in_chans, size, size),
@@ -120,6 +132,8 @@ def build_transforms(cfg: "Config", train: bool, normalize: bool = False, image_
         crop_pct=cfg.crop_pct,
         use_prefetcher=not normalize,  # timm's name for "no per-image ToTensor/Normalize"
     )
+    if train and cfg.aa_ops:
+        _use_ops(transform, cfg.aa, cfg.aa_ops)
     _patch_posterize(transform)
     identity_crop = image_size == cfg.img_size and list(cfg.scale) == [1.0, 1.0] and list(cfg.ratio) == [1.0, 1.0]
     transform.transforms = [

@@ -6,8 +6,9 @@ alone: which worker process draws it, how many workers there are and how many
 processes share the data change nothing, so workers can persist across epochs
 and a resumed run can start mid-epoch without loading what it skips. Samples
 leave the workers as uint8 images (or count frames), and the loaders deliver
-them on the run's device, normalised there (``batches``). Mixup is applied in the
-training loop (``engine``), so switching it off at an epoch really happens.
+them on the run's device, normalised there (``batches``), training batches then randomly
+erased there (``reprob``), each step's erasing seeded from (seed, epoch, rank, step). Mixup is
+applied in the training loop (``engine``), so switching it off at an epoch really happens.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 
 from ..errors import DataError
 from ..runtime import workers_for
-from .batches import DeviceBatches, FramesCollate, ImageCollate, ImageNormalizer
+from .batches import BatchErasing, DeviceBatches, FramesCollate, ImageCollate, ImageNormalizer
 from .registry import dataset_def
 
 if TYPE_CHECKING:
@@ -174,7 +175,8 @@ def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, wor
     ``loader.sampler.set_epoch(epoch, skip)`` before each epoch. With ``aug_repeats``
     > 1, timm's repeated-augmentation sampler orders the epoch (each image that many
     times per epoch, differently augmented, spread over the processes). Batches come
-    out on ``device``, ready for the model (``channels_last`` where the run chose it)."""
+    out on ``device``, ready for the model (``channels_last`` where the run chose it),
+    randomly erased with ``reprob`` > 0 (``batches.BatchErasing``)."""
     per_rank = len(dataset) // world
     if cfg.batch_size > per_rank:
         raise DataError(f"batch_size {cfg.batch_size} is larger than the {per_rank} training samples per process; lower --batch-size")
@@ -191,7 +193,10 @@ def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, wor
         dataset, batch_size=cfg.batch_size, sampler=EpochSampler(order), num_workers=workers, drop_last=True,
         collate_fn=collate, pin_memory=device.type == "cuda", persistent_workers=workers > 0,
     )
-    return DeviceBatches(loader, device, normalize, channels_last)
+    erase = None
+    if cfg.reprob > 0 and normalize is not None:  # images only (validate refuses it for event frames)
+        erase = BatchErasing(cfg.reprob, cfg.remode, cfg.recount, cfg.seed, rank)
+    return DeviceBatches(loader, device, normalize, channels_last, erase)
 
 
 def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1,

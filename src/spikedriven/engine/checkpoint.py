@@ -1,9 +1,10 @@
-"""Reading and writing checkpoints: ours and those of the original SDT code.
+"""Reading and writing checkpoints: ours and those of each architecture's original code.
 
 Reading never unpickles arbitrary objects: ``torch.load(weights_only=True)``
 with an allow-list that adds only ``argparse.Namespace`` (the original code
 stores its command line that way). Loading into a model is strict; the only
-keys ever dropped are the original's known dead weights.
+keys ever dropped are the original's known dead weights, as the model's
+architecture declares them (``Architecture.original_state_dict``).
 """
 
 from __future__ import annotations
@@ -21,21 +22,11 @@ from torch import nn
 from ..atomic import atomic_write
 from ..config.original_keys import normalised
 from ..errors import CheckpointError
-from ..models import renamed_args
+from ..models import ARCHITECTURES, architecture_of, renamed_args
+from ..models.registry import Architecture, identify_state_dict
 
 FORMAT_NAME = "spikedriven"
 FORMAT_VERSION = 1
-
-# The original SDSA defines an 8x8 Conv1d ("talking heads") that forward never uses, and two neuron
-# layers (SPS's rpe_lif, SDSA's attn_lif) that it never calls: with PLIF they hold a leak parameter.
-DEAD_KEYS = re.compile(r"^(block\.\d+\.attn\.talking_heads\.weight|patch_embed\.rpe_lif\..*|block\.\d+\.attn\.attn_lif\..*)$")
-# The original's neuron layers under our names (their state: PLIF's leak parameter w).
-ORIGINAL_NEURON_NAMES = {
-    "proj_lif": "proj_neuron", "proj_lif1": "proj_neuron1", "proj_lif2": "proj_neuron2", "proj_lif3": "rpe_neuron",
-    "shortcut_lif": "shortcut_neuron", "q_lif": "q_neuron", "k_lif": "k_neuron", "v_lif": "v_neuron",
-    "talking_heads_lif": "kv_neuron", "fc1_lif": "fc1_neuron", "fc2_lif": "fc2_neuron", "head_lif": "head_neuron",
-}
-_NEURON_KEY = re.compile(r"^((?:.*\.)?)(\w+_lif\d?)(\..+)$")
 
 SAFE_GLOBALS = [argparse.Namespace]
 
@@ -54,6 +45,8 @@ def read_checkpoint(path: PathLike) -> dict:
         raise CheckpointError(f"checkpoint {path} {_load_failure(path, e)}") from None
     if isinstance(ckpt, Mapping) and all(isinstance(v, torch.Tensor) for v in ckpt.values()) and ckpt:
         ckpt = {"state_dict": dict(ckpt)}  # a bare state dict
+    elif isinstance(ckpt, Mapping) and "state_dict" not in ckpt and _is_tensor_dict(ckpt.get("model")) and ckpt["model"]:
+        ckpt = {**ckpt, "state_dict": ckpt["model"]}  # the layout of plain torch.save scripts: {"model": ..., "epoch": ...}
     if not isinstance(ckpt, Mapping) or "state_dict" not in ckpt:
         raise CheckpointError(f"checkpoint {path} holds no 'state_dict'; it is not a model checkpoint")
     for key in ("state_dict", "state_dict_ema"):
@@ -104,20 +97,57 @@ def original_args(ckpt: Mapping) -> dict:
     return {}
 
 
-def clean_state_dict(state_dict: Mapping[str, Any]) -> dict:
-    """Strip DDP / compile prefixes, drop the known dead keys, name the original's neuron layers as ours."""
+def strip_prefixes(state_dict: Mapping[str, Any]) -> dict:
+    """The state dict without DDP's ``module.`` and torch.compile's ``_orig_mod.`` prefixes."""
     out = {}
     for key, value in state_dict.items():
         for prefix in ("module.", "_orig_mod."):
             while key.startswith(prefix):
                 key = key[len(prefix):]
-        if DEAD_KEYS.match(key):
-            continue
-        found = _NEURON_KEY.match(key)
-        if found and found.group(2) in ORIGINAL_NEURON_NAMES:
-            key = found.group(1) + ORIGINAL_NEURON_NAMES[found.group(2)] + found.group(3)
         out[key] = value
     return out
+
+
+def model_architecture(model: nn.Module) -> Optional[Architecture]:
+    """The registered family of ``model`` (None for a model that is not one of ours)."""
+    return ARCHITECTURES.get(getattr(model, "architecture", ""))
+
+
+def state_dict_for(model: nn.Module, ckpt: Mapping, key: str = "state_dict") -> dict:
+    """The checkpoint's weights under the model's names: prefixes stripped, and a checkpoint of the original
+    code read as the model's architecture reads its original's (renamed keys, dead weights dropped)."""
+    state_dict = strip_prefixes(ckpt[key])
+    arch = model_architecture(model)
+    if arch is not None and is_original_format(ckpt):
+        state_dict = arch.original_state_dict(state_dict)
+    return state_dict
+
+
+def checkpoint_model(ckpt: Mapping) -> Optional[str]:
+    """The model a checkpoint of ours records (``config.model``; an earlier version's checkpoints record none)."""
+    if is_original_format(ckpt):
+        return None
+    config = ckpt.get("config")
+    return config.get("model") if isinstance(config, Mapping) else None
+
+
+def other_architecture(model: nn.Module, ckpt: Mapping, key: str = "state_dict") -> Optional[str]:
+    """A sentence naming both when ``ckpt`` holds another architecture's weights than ``model``, else None."""
+    arch = model_architecture(model)
+    if arch is None:
+        return None
+    recorded = checkpoint_model(ckpt)
+    if recorded is not None:
+        try:
+            family = architecture_of(recorded).name
+        except Exception:  # a model of a plugin not loaded, or no longer registered: the names say it
+            family = recorded
+    else:
+        family = identify_state_dict(strip_prefixes(ckpt[key]))
+    if family is None or family == arch.name:
+        return None
+    what = f"a {recorded} model ({family})" if recorded is not None and recorded != family else f"{family} weights"
+    return f"holds {what}, and the model to load it into is {arch.name} ({arch.title})"
 
 
 def fit_report(model: nn.Module, state_dict: Mapping[str, Any]) -> Optional[str]:
@@ -138,12 +168,6 @@ def fit_report(model: nn.Module, state_dict: Mapping[str, Any]) -> Optional[str]
     return "; ".join(parts) or None
 
 
-# The model settings the original code's pickled argparse Namespace records, under its names (read as
-# ours, the model's argument names, by the config's vocabulary: dim is embed_dim, TET is tet).
-ORIGINAL_MODEL_ARGS = ("spike_mode", "dim", "layer", "time_steps", "num_classes", "num_heads", "pooling_stat",
-                       "mlp_ratio", "img_size", "TET")
-
-
 def flat_model_args(args: Mapping) -> dict:
     """Model settings with the neuron's spelled out: ``{"time_steps": 4, "spike_mode": "lif", "tau": 2.0, ...}``,
     under today's argument names (a checkpoint of an earlier version may record ``T``)."""
@@ -155,19 +179,21 @@ def flat_model_args(args: Mapping) -> dict:
     return flat
 
 
-def recorded_model_args(ckpt: Mapping) -> dict:
-    """The model settings a checkpoint records (ours: its ``model_args``; the original's: its arguments)."""
+def recorded_model_args(ckpt: Mapping, arch: Optional[Architecture]) -> dict:
+    """The model settings a checkpoint records (ours: its ``model_args``; the original's: the arguments its
+    architecture's original code records, read as ours: dim is embed_dim, TET is tet)."""
     if not is_original_format(ckpt):
         return flat_model_args(ckpt.get("model_args") or {})
     args = original_args(ckpt)
-    return {normalised(theirs): args[theirs] for theirs in ORIGINAL_MODEL_ARGS if args.get(theirs) is not None}
+    names = arch.original_args if arch is not None else ()
+    return {normalised(theirs): args[theirs] for theirs in names if args.get(theirs) is not None}
 
 
 def settings_mismatch(model: nn.Module, ckpt: Mapping) -> list[str]:
     """Each setting in which ``model`` differs from what ``ckpt`` was trained with, as 'name recorded (the model
     has value)'. Shapes are ``fit_report``'s business; this catches what keeps them: the neuron, T, heads."""
     have = flat_model_args(getattr(model, "model_args", None) or {})
-    recorded = recorded_model_args(ckpt)
+    recorded = recorded_model_args(ckpt, model_architecture(model))
     return [
         f"{key} {recorded[key]!r} (the model has {have[key]!r})"
         for key in recorded
@@ -192,7 +218,10 @@ def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = F
     key = "state_dict_ema" if use_ema else "state_dict"
     if key not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no '{key}' (it holds: {', '.join(sorted(ckpt))})")
-    state_dict = clean_state_dict(ckpt[key])
+    other = other_architecture(model, ckpt, key)
+    if other:
+        raise CheckpointError(f"checkpoint {path} {other}; build the model it was trained as (give --model)")
+    state_dict = state_dict_for(model, ckpt, key)
     problem = fit_report(model, state_dict)
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit the model ({problem}); check the model size, number of classes and config")

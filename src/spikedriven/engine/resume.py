@@ -41,13 +41,22 @@ def show(value: Any) -> str:
 
 
 def setting_changes(old: Config, new: Config, ignore: tuple = ()) -> dict[str, tuple[Any, Any]]:
-    """``{name: (old, new)}`` for every field that differs, in the config's order. The neuron's fields
-    count as changed only if the neurons they describe differ (``surrogate_alpha: none`` is sigmoid's 4)."""
+    """``{name: (old, new)}`` for every setting that differs, in the config's order. The neuron's fields
+    count as changed only if the neurons they describe differ (``surrogate_alpha: none`` is sigmoid's 4),
+    and the model's settings one by one as resolved (a default given explicitly changes nothing; a config's
+    entry for another model in ``models`` concerns no run of this one)."""
     a, b = old.to_dict(), new.to_dict()
     same_neuron = old.neuron_spec() == new.neuron_spec()
     neuron_fields = {"spike_mode", "neuron_args", *NEURON_FIELDS}
-    return {k: (a[k], b[k]) for k in FIELDS
-            if k not in ignore and a[k] != b[k] and not (same_neuron and k in neuron_fields)}
+    changes = {}
+    for k in FIELDS:
+        if k == "model_args" and old.model == new.model:
+            before, after = old.model_settings(), new.model_settings()
+            changes.update({key: (before[key], after[key]) for key in before if before[key] != after[key]})
+        elif k not in ignore and k not in ("model_args", "models") and a[k] != b[k] \
+                and not (same_neuron and k in neuron_fields):
+            changes[k] = (a[k], b[k])
+    return changes
 
 
 # ------------------------------------------------------------ which checkpoint

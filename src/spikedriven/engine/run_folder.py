@@ -34,7 +34,7 @@ SUMMARY_FIELDS = ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_t
 def default_run_dir(cfg: Config) -> Path:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     dataset = cfg.dataset.split("/")[-1]
-    return Path("output/train") / f"{stamp}-{dataset}-{cfg.spike_mode}-uth{cfg.v_threshold:g}-seed{cfg.seed}"
+    return Path("output/train") / f"{stamp}-{dataset}-{cfg.model}-{cfg.spike_mode}-uth{cfg.v_threshold:g}-seed{cfg.seed}"
 
 
 def holds_run(path: Path) -> bool:

@@ -175,8 +175,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         save_config(cfg, run_dir / "config.yaml")
         summary.keep_before(start_epoch)
         scalars = ScalarLog(run_dir, start_epoch, wandb_config=cfg.to_dict() if cfg.log_wandb else None)
-    log.info("run folder %s | %s | %s mode u_th=%g | %d train / %d %s images | %s | %d parameters",
-             run_dir, cfg.dataset, cfg.spike_mode, cfg.v_threshold, len(splits.train), len(splits.eval),
+    log.info("run folder %s | %s | %s | %s mode u_th=%g | %d train / %d %s images | %s | %d parameters",
+             run_dir, cfg.dataset, cfg.model, cfg.spike_mode, cfg.v_threshold, len(splits.train), len(splits.eval),
              splits.eval_name, device, sum(p.numel() for p in model.parameters()))
 
     def payload(epoch: int, state: EpochState, rng: Optional[dict] = None) -> dict:
@@ -312,7 +312,7 @@ def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eva
         "eval_set": eval_name,
         "best_epoch": int(best_row["epoch"]), "best_top1": float(best_row["eval_top1"]),
         "final_epoch": int(rows[-1]["epoch"]), "final_top1": float(rows[-1]["eval_top1"]),
-        "spike_mode": cfg.spike_mode, "v_threshold": cfg.v_threshold, "seed": cfg.seed,
+        "model": cfg.model, "spike_mode": cfg.spike_mode, "v_threshold": cfg.v_threshold, "seed": cfg.seed,
     }
     if eval_name == "val":
         test_loader = build_eval_loader(cfg, build_test_dataset(cfg), device=device)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+from timm.layers import register_notrace_module
 from torch import nn
 
 from ..neurons import SpikingNeuron
@@ -38,6 +39,8 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, levels: int = 0) 
     return conv, nn.BatchNorm2d(out_ch)
 
 
+# torch.fx records it as one call: it hands norm_then a function, which a graph cannot hold as an argument
+@register_notrace_module
 class SpikingPatchSplit(nn.Module):
     """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a
     spiking relative-position conv added to the features."""
@@ -72,6 +75,7 @@ class SpikingPatchSplit(nn.Module):
         return {"add": output.numel()}
 
 
+@register_notrace_module  # torch.fx records it as one call: it splits the heads by its input's shape
 class SpikeDrivenSelfAttention(nn.Module):
     """SDSA: ``q * SN(sum_tokens(k * v))`` with binary q, k, v; no softmax, no scale.
 

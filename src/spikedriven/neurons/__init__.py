@@ -12,7 +12,7 @@ arithmetic) its fused form, and registered by name:
     multispike.py      multispike (SDT-V3's multi-level integer spikes)
     (every other module here is a neuron family too: it is imported, and its neurons registered, on its own)
     fused.py           all T steps in one pass (Triton kernels on CUDA: _triton.py)
-    registry.py        register_neuron, create_neuron, plugins, the `spikedriven neurons` listing
+    registry.py        register_neuron, create_neuron, the `spikedriven neurons` listing (plugins: spikedriven.plugins)
 
     create_neuron({"mode": "if_soft", "v_threshold": 1.0})
 """
@@ -20,7 +20,7 @@ arithmetic) its fused form, and registered by name:
 from .base import NEURON_PATHS, SpikingNeuron, ThresholdNeuron, below_threshold, neuron_path, set_neuron_path
 from .fused import fused_available, fused_multi_step, fused_neuron
 from .registry import (
-    NEURONS, create_neuron, describe_neurons, load_plugins, neuron_class, plugin_key, register_neuron, resolve_spec,
+    NEURONS, create_neuron, describe_neurons, neuron_class, register_neuron, resolve_spec,
 )
 from .spec import FusedForm, NeuronSpec, Param, StepOps
 from .surrogates import SURROGATES, Surrogate, register_surrogate
@@ -42,6 +42,6 @@ _register_builtin_families()
 __all__ = [
     "NEURONS", "NEURON_PATHS", "SURROGATES", "FusedForm", "NeuronSpec", "Param", "SpikingNeuron", "StepOps",
     "Surrogate", "ThresholdNeuron", "below_threshold", "create_neuron", "describe_neurons", "fused_available",
-    "fused_multi_step", "fused_neuron", "load_plugins", "neuron_class", "neuron_path", "plugin_key",
+    "fused_multi_step", "fused_neuron", "neuron_class", "neuron_path",
     "register_neuron", "register_surrogate", "resolve_spec", "set_neuron_path",
 ]  # fmt: skip

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
+from timm.layers import register_notrace_module
 from torch import nn
 
 from ..errors import ConfigError
@@ -35,6 +36,7 @@ __all__ = ["NEURON_PATHS", "SpikingNeuron", "ThresholdNeuron", "neuron_path", "s
 NEURON_PATHS = ("fused", "loop")
 
 
+@register_notrace_module  # torch.fx records a neuron as one call: its steps are a Python loop over T
 class SpikingNeuron(nn.Module):
     """Base class; a family defines ``charge`` and ``reset`` (or a whole ``multi_step``)."""
 
@@ -49,6 +51,11 @@ class SpikingNeuron(nn.Module):
     # probe(t, h, spike, v) after every step, set per instance by a recorder (analysis.membrane);
     # while set the loop runs, since the fused kernels never materialise H
     _membrane_probe = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # torchvision's tracer takes a registered class's subclasses as leaves too; timm's own check wants each
+        register_notrace_module(cls)
 
     # -------------------------------------------------------------- settings
     @classmethod

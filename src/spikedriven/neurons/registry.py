@@ -1,4 +1,4 @@
-"""Neurons by name: the registry, the factory, plugins and the listing of ``spikedriven neurons``.
+"""Neurons by name: the registry, the factory and the listing of ``spikedriven neurons``.
 
 A neuron of your own is one class in one file::
 
@@ -9,29 +9,23 @@ A neuron of your own is one class in one file::
         name = "my_neuron"
         ...
 
-and ``--plugins my_neurons.py`` (a file, or an importable module) loads it. The
-run's config records the plugins, so evaluation, comparison, resuming and the
-study import them again on their own.
+and ``--plugins my_neurons.py`` (a file, or an importable module) loads it
+(``spikedriven.plugins``). The run's config records the plugins, so evaluation,
+comparison, resuming and the study import them again on their own.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import importlib.util
-import sys
-from pathlib import Path
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Union
 
 from ..errors import ConfigError
 from .base import SpikingNeuron
 from .spec import NeuronSpec, Param, StepOps
 from .surrogates import SURROGATES
 
-__all__ = ["NEURONS", "create_neuron", "describe_neurons", "load_plugins", "neuron_class", "register_neuron", "resolve_spec"]
+__all__ = ["NEURONS", "create_neuron", "describe_neurons", "neuron_class", "register_neuron", "resolve_spec"]
 
 NEURONS: dict[str, type[SpikingNeuron]] = {}
-_PLUGINS: dict[str, int] = {}  # plugin (resolved path or module name) -> neurons and surrogates it registered
 
 
 def register_neuron(cls: type[SpikingNeuron]) -> type[SpikingNeuron]:
@@ -75,56 +69,6 @@ def create_neuron(spec: Union[NeuronSpec, Mapping[str, Any], str], **overrides: 
     if overrides:
         spec = spec.replace(**overrides)
     return neuron_class(spec.mode)(spec)
-
-
-# ------------------------------------------------------------------ plugins
-
-
-def plugin_key(plugin: str) -> str:
-    """How a plugin is recorded: a file as its absolute path (so another folder finds it), a module by name."""
-    path = Path(plugin).expanduser()
-    return str(path.resolve()) if path.suffix == ".py" or path.is_file() else plugin
-
-
-def load_plugins(plugins: Sequence[str]) -> None:
-    """Import each plugin (a ``.py`` file or a module name) once; each must register a neuron or a surrogate."""
-    for plugin in plugins:
-        key = plugin_key(plugin)
-        if key in _PLUGINS:
-            continue
-        before = len(NEURONS) + len(SURROGATES)
-        path = Path(key)
-        try:
-            if path.suffix == ".py" or path.is_file():
-                if not path.is_file():
-                    raise ConfigError(f"plugin {plugin} does not exist")
-                module_name = f"spikedriven_plugin_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-                loader_spec = importlib.util.spec_from_file_location(module_name, path)
-                module = importlib.util.module_from_spec(loader_spec)
-                sys.modules[module_name] = module
-                try:
-                    loader_spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[module_name]
-                    raise
-            else:
-                importlib.import_module(key)
-        except ConfigError:
-            raise
-        except ModuleNotFoundError as e:
-            if e.name == key.split(".")[0]:
-                raise ConfigError(f"plugin {plugin} is neither a .py file nor an importable module") from None
-            raise ConfigError(f"plugin {plugin} failed to import: {type(e).__name__}: {e}") from None
-        except Exception as e:  # the plugin's own code: any error it raises is the plugin's
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise ConfigError(f"plugin {plugin} failed to import: {type(e).__name__}: {first}") from None
-        added = len(NEURONS) + len(SURROGATES) - before
-        if not added:
-            raise ConfigError(
-                f"plugin {plugin} registered no neuron or surrogate; decorate a SpikingNeuron subclass with "
-                "@register_neuron (from spikedriven.neurons)"
-            )
-        _PLUGINS[key] = added
 
 
 # ------------------------------------------------------------------ listing

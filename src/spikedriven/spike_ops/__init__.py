@@ -1,6 +1,7 @@
 """Autograd operations for spiking layers that keep less for the backward pass.
 
-* Spike inputs as bool. A convolution, a product or a max-pool keeps its
+* Spike inputs as bool. A convolution, a linear layer, a product (also an
+  attention's products of spike matrices) or a max-pool keeps its
   input for backward. A spike tensor holds only 0 and 1, so it is kept as
   ``torch.bool`` (1 byte instead of 4 for fp32) and turned back into the
   compute dtype when backward needs it; multi-level spikes ``k / levels``
@@ -27,15 +28,21 @@ sets it on a whole model (a run sets the config key ``backward_memory``, as its
 ``Runtime`` resolved it), ``memory_mode(model, mode)`` within a block, and
 ``keep_full_tensors(model)`` is the plain reference of benchmarks and tests.
 
-    layers.py   the memory modes; convolution, max-pool and product of spikes kept as bool / uint8
-    norm.py     norm_then: batch norm (after a convolution) and a neuron or pool, recomputed in backward
+    layers.py     the memory modes; convolution (1-d, 2-d), linear layer, max-pool and product of spikes kept
+                  as bool / uint8
+    attention.py  spike_attention: products of spike matrices (q kᵀ v), recomputed in backward
+    norm.py       norm_then: batch norm (after a convolution) and a neuron or pool, recomputed in backward
 """
 
-from .layers import (MEMORY_MODES, SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, saved_tensor_bytes,
-                     set_backward_memory, spike_conv2d, spike_max_pool2d, spike_mul)
-from .norm import norm_then, per_step
+from .attention import ATTENTION_ORDERS, attention_products, spike_attention
+from .layers import (MEMORY_MODES, SpikeConv1d, SpikeConv2d, SpikeLinear, SpikeMaxPool2d, keep_full_tensors, memory_mode,
+                     saved_tensor_bytes, set_backward_memory, spike_conv1d, spike_conv2d, spike_linear, spike_max_pool2d,
+                     spike_mul)
+from .norm import norm_then, per_step, recomputing
 
 __all__ = [
-    "MEMORY_MODES", "SpikeConv2d", "SpikeMaxPool2d", "keep_full_tensors", "memory_mode", "norm_then", "per_step",
-    "saved_tensor_bytes", "set_backward_memory", "spike_conv2d", "spike_max_pool2d", "spike_mul",
+    "ATTENTION_ORDERS", "MEMORY_MODES", "SpikeConv1d", "SpikeConv2d", "SpikeLinear", "SpikeMaxPool2d",
+    "attention_products", "keep_full_tensors", "memory_mode", "norm_then", "per_step", "recomputing",
+    "saved_tensor_bytes", "set_backward_memory", "spike_attention", "spike_conv1d", "spike_conv2d", "spike_linear",
+    "spike_max_pool2d", "spike_mul",
 ]  # fmt: skip

@@ -8,10 +8,11 @@ docstring gives the modes and what each saves.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 from torch.autograd.function import once_differentiable
 
@@ -87,10 +88,13 @@ def _unpack(packed: torch.Tensor, dtype: torch.dtype, levels: int = 1) -> torch.
 # ------------------------------------------------------------- convolution
 
 
-class _SpikeConv2d(torch.autograd.Function):
+_CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d}  # by the number of spatial axes
+
+
+class _SpikeConv(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups, levels):
-        out = F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        out = _CONVOLUTIONS[len(stride)](x, weight, bias, stride, padding, dilation, groups)
         ctx.save_for_backward(_pack(x, levels), weight)
         # under autocast the convolution ran in out.dtype; backward repeats that
         ctx.conf = (stride, padding, dilation, groups)
@@ -128,19 +132,33 @@ class _SpikeConv2d(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None, None, None, None
 
 
+def _spike_conv(x, weight, bias, stride, padding, dilation, groups, levels, memory, expand):
+    """``F.conv1d`` / ``F.conv2d`` (by ``weight``'s rank) for a spike input, keeping it in one byte for backward;
+    ``expand`` repeats a scalar stride, padding or dilation over the spatial axes."""
+    if not _tracked(memory, x, weight, bias) or not x.is_floating_point():
+        return _CONVOLUTIONS[weight.dim() - 2](x, weight, bias, stride, padding, dilation, groups)
+    return _SpikeConv.apply(x, weight, bias, expand(stride), expand(padding), expand(dilation), groups, levels)
+
+
+@register_notrace_function  # branches on its input's requires_grad and dtype: torch.fx records the call
 def spike_conv2d(x, weight, bias=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), groups=1, levels=1,
                  memory="auto"):
     """``F.conv2d`` for a spike input ``x`` (values k / levels), keeping ``x`` in one byte for backward
     (``memory``: the layer's memory mode)."""
-    if not _tracked(memory, x, weight, bias) or not x.is_floating_point():
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
-    pair = nn.modules.utils._pair
-    return _SpikeConv2d.apply(x, weight, bias, pair(stride), pair(padding), pair(dilation), groups, levels)
+    return _spike_conv(x, weight, bias, stride, padding, dilation, groups, levels, memory, nn.modules.utils._pair)
 
 
-class SpikeConv2d(nn.Conv2d):
-    """A ``Conv2d`` whose input is always spikes (same parameters and state-dict keys);
+@register_notrace_function  # branches on its input's requires_grad and dtype: torch.fx records the call
+def spike_conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, levels=1, memory="auto"):
+    """``F.conv1d`` for a spike input ``x`` ``[N, C, L]``, keeping ``x`` in one byte for backward."""
+    return _spike_conv(x, weight, bias, stride, padding, dilation, groups, levels, memory, nn.modules.utils._single)
+
+
+class _SpikeInputConv:
+    """A convolution whose input is always spikes (the same parameters and state-dict keys as its torch class);
     ``levels``: the spikes' levels (1: binary)."""
+
+    _spike_fn: Callable  # the spike convolution of its rank
 
     def __init__(self, *args, levels: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
@@ -150,8 +168,81 @@ class SpikeConv2d(nn.Conv2d):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
             return super().forward(x)
-        return spike_conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups, self.levels,
-                            self.backward_memory)
+        return type(self)._spike_fn(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                                    self.levels, self.backward_memory)
+
+
+class SpikeConv2d(_SpikeInputConv, nn.Conv2d):
+    """A ``Conv2d`` whose input is always spikes (same parameters and state-dict keys);
+    ``levels``: the spikes' levels (1: binary)."""
+
+    _spike_fn = staticmethod(spike_conv2d)
+
+
+class SpikeConv1d(_SpikeInputConv, nn.Conv1d):
+    """A ``Conv1d`` whose input is always spikes (same parameters and state-dict keys);
+    ``levels``: the spikes' levels (1: binary)."""
+
+    _spike_fn = staticmethod(spike_conv1d)
+
+
+# ------------------------------------------------------------------ linear
+
+
+class _SpikeLinear(torch.autograd.Function):
+    """``F.linear`` of a contiguous spike input. For such an input PyTorch folds it to two dimensions and
+    runs one matrix product (addmm with a bias); backward runs what autograd runs for that product, in
+    the same order and on the same layouts, so the gradients are identical to ``F.linear``'s."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, levels):
+        out = F.linear(x, weight, bias)
+        ctx.save_for_backward(_pack(x, levels), weight)
+        # under autocast the product ran in out.dtype; backward repeats that
+        ctx.levels, ctx.dtypes = levels, (x.dtype, out.dtype)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        packed, weight = ctx.saved_tensors
+        in_dtype, compute = ctx.dtypes
+        needs_x, needs_w, needs_b = ctx.needs_input_grad[:3]
+        grad = grad_out.to(compute).reshape(-1, grad_out.shape[-1])  # a copy where grad_out is not contiguous
+        grad_x = grad_w = grad_b = None
+        if needs_x:
+            grad_x = grad.mm(weight.to(compute)).view(packed.shape).to(in_dtype)
+        if needs_w:
+            x = _unpack(packed, in_dtype, ctx.levels).to(compute)
+            grad_w = grad.t().mm(x.reshape(-1, x.shape[-1])).to(weight.dtype)
+        if needs_b:
+            grad_b = grad.sum(0, keepdim=True).view(-1).to(weight.dtype)
+        return grad_x, grad_w, grad_b, None
+
+
+@register_notrace_function  # branches on its input's requires_grad, dtype and layout: torch.fx records the call
+def spike_linear(x, weight, bias=None, levels=1, memory="auto"):
+    """``F.linear`` for a spike input ``x`` ``[..., in_features]``, keeping ``x`` in one byte for backward."""
+    # a non-contiguous input takes another path through PyTorch (a copy, then a product without the bias)
+    if not _tracked(memory, x, weight, bias) or not x.is_floating_point() or not x.is_contiguous() or x.dim() < 2:
+        return F.linear(x, weight, bias)
+    return _SpikeLinear.apply(x, weight, bias, levels)
+
+
+class SpikeLinear(nn.Linear):
+    """A ``Linear`` whose input is always spikes (same parameters and state-dict keys); ``levels``: the
+    spikes' levels (1: binary). It acts on the last axis, so ``norm_then`` gives it ``[T, B, ..., D]``
+    as it is (``time_major``)."""
+
+    time_major = True
+
+    def __init__(self, *args, levels: int = 1, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.levels = levels
+        self.backward_memory = "auto"  # set_backward_memory
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return spike_linear(x, self.weight, self.bias, self.levels, self.backward_memory)
 
 
 # ---------------------------------------------------------------- max-pool
@@ -180,6 +271,7 @@ def _as_list(value):
     return list(nn.modules.utils._pair(value))
 
 
+@register_notrace_function  # branches on its input's requires_grad and dtype: torch.fx records the call
 def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, levels=1, memory="auto"):
     """``F.max_pool2d`` for a spike input, keeping the input in one byte and no indices."""
     stride = kernel_size if stride is None else stride
@@ -226,6 +318,7 @@ class _SpikeMul(torch.autograd.Function):
         return grad_a, grad_b, None
 
 
+@register_notrace_function  # branches on its inputs' requires_grad and dtype: torch.fx records the call
 def spike_mul(a: torch.Tensor, b: torch.Tensor, levels: int = 1, memory: str = "auto") -> torch.Tensor:
     """``a * b`` (broadcasting) for spikes ``a`` and ``b`` of ``levels`` levels, keeping both in one byte each."""
     if not _tracked(memory, a, b) or not (a.is_floating_point() and b.is_floating_point()):

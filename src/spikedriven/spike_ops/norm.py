@@ -4,17 +4,42 @@ convolution too, from its spike input."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+import contextlib
+import threading
+from typing import Callable, Iterator, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.layers import register_notrace_function
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.func import functional_call
 
-from .layers import SpikeConv2d, SpikeMaxPool2d, _active_mode, _pack, _unpack
+from .layers import SpikeConv1d, SpikeConv2d, SpikeLinear, SpikeMaxPool2d, _active_mode, _pack, _unpack
+
+# layers whose input is always spikes, of their ``levels``
+SPIKE_FED = (SpikeConv2d, SpikeConv1d, SpikeLinear, SpikeMaxPool2d)
+
+_RECOMPUTATION = threading.local()
 
 
+def recomputing() -> bool:
+    """True while backward recomputes a forward (``norm_then``'s ``fn``): a layer that ``fn`` calls as a
+    module (so that its hooks and spike counts see it) is called there a second time, and should not
+    count its output again. Never under ``torch.compile``, where ``norm_then`` recomputes nothing."""
+    return not torch.compiler.is_compiling() and getattr(_RECOMPUTATION, "depth", 0) > 0
+
+
+@contextlib.contextmanager
+def _recomputation() -> Iterator[None]:
+    _RECOMPUTATION.depth = getattr(_RECOMPUTATION, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _RECOMPUTATION.depth -= 1
+
+
+@register_notrace_function  # unpacks its input's shape: torch.fx records the call
 def per_step(layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     """Apply frame-wise layers to ``[T, B, ...]`` by folding time into the batch."""
     t, b = x.shape[:2]
@@ -24,8 +49,14 @@ def per_step(layers: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) ->
 
 def _pre(layers: Sequence[nn.Module], x: torch.Tensor, params: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
     """``layers`` applied frame-wise to ``x`` (``x`` itself when there are none); with ``params``
-    (theirs, in ``parameters()`` order) in place of their own."""
-    return per_step(_chain(layers, params), x) if layers else x
+    (theirs, in ``parameters()`` order) in place of their own. Layers that act on the last axes only
+    (a linear layer, a transpose of the last two) say so with ``time_major = True``; a chain of only
+    such layers takes ``[T, B, ...]`` as it is, without folding time into the batch."""
+    if not layers:
+        return x
+    if all(getattr(layer, "time_major", False) for layer in layers):
+        return _chain(layers, params)(x)
+    return per_step(_chain(layers, params), x)
 
 
 def _chain(layers: Sequence[nn.Module], params: Optional[Sequence[torch.Tensor]] = None):
@@ -48,7 +79,7 @@ def _spike_levels_in(layers: Sequence[nn.Module]) -> int:
     """The levels of the spikes the first layer that does something only ever sees (0: not spikes)."""
     for layer in layers:
         if not isinstance(layer, nn.Identity):
-            return layer.levels if isinstance(layer, (SpikeConv2d, SpikeMaxPool2d)) else 0
+            return layer.levels if isinstance(layer, SPIKE_FED) else 0
     return 0
 
 
@@ -101,7 +132,7 @@ class _NormThen(torch.autograd.Function):
         def copy(stat):  # the same kernel as forward, without moving the module's statistics again
             return None if stat is None else stat.clone()
 
-        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled):
+        with torch.enable_grad(), torch.autocast(device_type, dtype=dtype, enabled=enabled), _recomputation():
             z = _pre(ctx.pre, x, pre_params)
             y = F.batch_norm(z.flatten(0, 1), copy(norm.running_mean), copy(norm.running_var), weight, bias,
                              True, 0.0, norm.eps)
@@ -113,6 +144,7 @@ class _NormThen(torch.autograd.Function):
         return (*grads[:3], None, None, None, None, None, *grads[3:])
 
 
+@register_notrace_function  # branches on its inputs' requires_grad: torch.fx records the call
 def norm_then(
     x: torch.Tensor,
     norm: nn.BatchNorm2d,

@@ -17,15 +17,21 @@ if TYPE_CHECKING:
     from .runner import Study
 
 
+def _label(study: Study, model: str, mode: str, thr) -> str:
+    """A setting's legend entry; the model is named when the study compares several."""
+    return setting_label(mode, thr, model if len(study.models) > 1 else None)
+
+
 def curves_figure(study: Study) -> Figure:
     fig = Figure(figsize=(8, 5), layout="constrained")
     ax = fig.subplots()
-    for (mode, thr), runs in study.done_by_setting().items():
+    for (model, mode, thr), runs in study.done_by_setting().items():
         curves = [summary_top1(study.run_dir(r)) for r in runs]
         n = min(len(c) for c in curves)
         epochs = range(n)
         mean = [statistics.fmean(c[e] for c in curves) for e in epochs]
-        line, = ax.plot(epochs, mean, label=f"{setting_label(mode, thr)} ({len(curves)} seed{'s' if len(curves) > 1 else ''})")
+        seeds = f"{len(curves)} seed{'s' if len(curves) > 1 else ''}"
+        line, = ax.plot(epochs, mean, label=f"{_label(study, model, mode, thr)} ({seeds})")
         if len(curves) > 1:
             lo = [min(c[e] for c in curves) for e in epochs]
             hi = [max(c[e] for c in curves) for e in epochs]
@@ -39,34 +45,39 @@ def curves_figure(study: Study) -> Figure:
 
 
 def firing_figure(study: Study) -> Figure:
-    """Grouped bars: one group per neuron layer (categories, so no line joins them), one bar per setting."""
-    series = {}
-    for setting, runs in study.done_by_setting().items():
+    """Grouped bars: one group per neuron layer (categories, so no line joins them), one bar per setting; one
+    panel per model, whose layers are its own."""
+    panels: dict = {}
+    for (model, mode, thr), runs in study.done_by_setting().items():
         mets = [json.loads((study.eval_dir(r) / "metrics.json").read_text()) for r in runs]
         layers = list(mets[0]["firing_rates"])
-        series[setting] = (layers, [statistics.fmean(m["firing_rates"][l]["mean"] for m in mets) for l in layers])
-    layers = next(iter(series.values()))[0]
-    fig = Figure(figsize=(max(8.0, 0.25 * len(layers) * len(series) + 3), 5), layout="constrained")
-    ax = fig.subplots()
-    width = 0.8 / len(series)
-    for i, ((mode, thr), (_, rates)) in enumerate(series.items()):
-        offset = (i - (len(series) - 1) / 2) * width
-        ax.bar([x + offset for x in range(len(layers))], rates, width, label=setting_label(mode, thr))
-    ax.set_xticks(range(len(layers)), layers, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("firing rate (mean over T and seeds)")
-    ax.set_title("Firing rate per neuron layer")
-    ax.legend(fontsize=8)
+        rates = [statistics.fmean(m["firing_rates"][l]["mean"] for m in mets) for l in layers]
+        panels.setdefault(model, {})[(mode, thr)] = (layers, rates)
+    widest = max(len(next(iter(series.values()))[0]) * len(series) for series in panels.values())
+    fig = Figure(figsize=(max(8.0, 0.25 * widest + 3), 5 * len(panels)), layout="constrained")
+    for ax, (model, series) in zip(fig.subplots(len(panels), 1, squeeze=False)[:, 0], panels.items()):
+        layers = next(iter(series.values()))[0]
+        width = 0.8 / len(series)
+        for i, ((mode, thr), (_, rates)) in enumerate(series.items()):
+            offset = (i - (len(series) - 1) / 2) * width
+            ax.bar([x + offset for x in range(len(layers))], rates, width, label=setting_label(mode, thr))
+        ax.set_xticks(range(len(layers)), layers, rotation=70, ha="right", fontsize=7)
+        ax.set_ylabel("firing rate (mean over T and seeds)")
+        ax.set_title(f"Firing rate per neuron layer: {model}")
+        ax.legend(fontsize=8)
     return fig
 
 
 def tradeoff_figure(rows: list[dict], models: Sequence[str]) -> Figure:
-    """Final top-1 against energy per image, one panel per energy model; bars: std over seeds."""
+    """Final top-1 against energy per image, one panel per energy model (``models``); bars: std over seeds."""
     fig = Figure(figsize=(4.5 * len(models) + 1.0, 4.5), layout="constrained")
     axes = fig.subplots(1, len(models), squeeze=False)[0]
+    several = len({row["model"] for row in rows}) > 1  # architectures: each point names its own
     for ax, model in zip(axes, models):
         for r in rows:
             ax.errorbar(r[f"energy_{model}_uj_mean"], r["final_top1_mean"], xerr=r[f"energy_{model}_uj_std"],
-                        yerr=r["final_top1_std"], fmt="o", capsize=3, label=setting_label(r["mode"], r["v_threshold"]))
+                        yerr=r["final_top1_std"], fmt="o", capsize=3,
+                        label=setting_label(r["mode"], r["v_threshold"], r["size"] if several else None))
         ax.set_xlabel(f"energy per image, {model} (uJ)")
         ax.set_ylabel("final top-1 (%)")
         ax.set_title(f"energy model: {model}", fontsize=9)

@@ -1,5 +1,5 @@
-"""A study's plan: the grid of (neuron, threshold, seed) runs, what each evaluation measures, and the study's
-folder."""
+"""A study's plan: the grid of (model, neuron, threshold, seed) runs, what each evaluation measures, and the
+study's folder."""
 
 from __future__ import annotations
 
@@ -21,24 +21,32 @@ def _takes_threshold(mode: str) -> bool:
     return "v_threshold" in neuron_class(mode).settings()
 
 
-def setting_label(mode: str, v_threshold: Optional[float]) -> str:
-    return neuron_title(mode) + ("" if v_threshold is None else f" u_th={v_threshold:g}")
+def setting_label(mode: str, v_threshold: Optional[float], model: Optional[str] = None) -> str:
+    """'IF, soft reset u_th=1', with the model in front when a study compares several."""
+    neuron = neuron_title(mode) + ("" if v_threshold is None else f" u_th={v_threshold:g}")
+    return neuron if model is None else f"{model}: {neuron}"
 
 
 @dataclass(frozen=True)
 class PlannedRun:
+    model: str
     mode: str
     v_threshold: Optional[float]  # None: the neuron has no threshold
     seed: int
 
     @property
-    def name(self) -> str:
+    def legacy_name(self) -> str:
+        """The folder name of earlier versions, which named no model."""
         threshold = "" if self.v_threshold is None else f"-uth{self.v_threshold:g}"
         return f"{self.mode}{threshold}-seed{self.seed}"
 
     @property
-    def setting(self) -> tuple[str, float]:
-        return self.mode, self.v_threshold
+    def name(self) -> str:
+        return f"{self.model}-{self.legacy_name}"
+
+    @property
+    def setting(self) -> tuple[str, str, Optional[float]]:
+        return self.model, self.mode, self.v_threshold
 
 
 @dataclass(frozen=True)
@@ -75,7 +83,8 @@ class EvalPlan:
 
 
 def parse_baseline(text: Optional[str]) -> tuple[str, Optional[float], bool]:
-    """``--baseline MODE[:U_TH]`` as (mode, threshold, given); default LIF at u_th 1."""
+    """``--baseline MODE[:U_TH]`` as (mode, threshold, given); default LIF at u_th 1. Each model of a study
+    is compared with the baseline neuron in that model."""
     if text is None:
         return "lif", 1.0, False
     mode, _, threshold = text.partition(":")
@@ -137,15 +146,17 @@ def check_devices(devices: list[str]) -> list[str]:
     return devices
 
 
-def plan_runs(modes: list[str], thresholds: list[float], lif_thresholds: list[float], seeds: list[int]) -> list[PlannedRun]:
+def plan_runs(models: list[str], modes: list[str], thresholds: list[float], lif_thresholds: list[float],
+              seeds: list[int]) -> list[PlannedRun]:
     runs = []
-    for mode in modes:
-        if not _takes_threshold(mode):
-            mode_thresholds = [None]
-        else:
-            mode_thresholds = lif_thresholds if neuron_class(mode).leaky else thresholds
-        for thr in mode_thresholds:
-            runs.extend(PlannedRun(mode, None if thr is None else float(thr), seed) for seed in seeds)
+    for model in models:
+        for mode in modes:
+            if not _takes_threshold(mode):
+                mode_thresholds = [None]
+            else:
+                mode_thresholds = lif_thresholds if neuron_class(mode).leaky else thresholds
+            for thr in mode_thresholds:
+                runs.extend(PlannedRun(model, mode, None if thr is None else float(thr), seed) for seed in seeds)
     return runs
 
 

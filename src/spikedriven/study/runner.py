@@ -1,9 +1,10 @@
 """The neuron-model study as one command: plan, train, evaluate, tabulate, plot.
 
-A study is a grid of (spike mode, threshold, seed) runs sharing one config.
-Each run lives in ``<study>/runs/<mode>-uth<v>-seed<s>/`` and is trained with
-``--resume auto``, so rerunning the same command skips finished runs and
-resumes interrupted ones. ``study.yaml`` records the plan and every override.
+A study is a grid of (model, spike mode, threshold, seed) runs sharing one config
+(each model takes its own settings from the config's ``models:`` entry, or its
+defaults). Each run lives in ``<study>/runs/<model>-<mode>-uth<v>-seed<s>/`` and is
+trained with ``--resume auto``, so rerunning the same command skips finished runs
+and resumes interrupted ones. ``study.yaml`` records the plan and every override.
 
 A run made with other settings than the study now asks for (its config file
 was edited, a flag changed) is "stale": the study refuses to mix it into its
@@ -30,6 +31,8 @@ import yaml
 from ..analysis.runs import RunCurve, read_run
 from ..atomic import write_text_atomic
 from ..config import Config, coerce, load_config, recorded_config, requested_values
+from ..config.original_keys import fold_model_settings
+from ..models import architecture_of
 from ..runtime import cpu_ids
 from ..errors import ConfigError, SpikedrivenError
 from ..neurons import neuron_class
@@ -60,15 +63,29 @@ class Study:
         self.evaluation, self.baseline, self.other_runs = evaluation, baseline, list(other_runs)
         self.configs = {run: self.run_config(run) for run in runs}  # validates every run before any starts
 
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(run.model for run in self.runs))
+
     def run_values(self, run: PlannedRun) -> dict:
         threshold = {} if run.v_threshold is None else {"v_threshold": run.v_threshold}
-        return {**self.overrides, "spike_mode": run.mode, **threshold, "seed": run.seed, "output": str(self.run_dir(run))}
+        return {**self.overrides, "model": run.model, "spike_mode": run.mode, **threshold, "seed": run.seed,
+                "output": str(self.run_dir(run))}
 
     def run_config(self, run: PlannedRun) -> Config:
-        return load_config(self.config_path, self.run_values(run))
+        try:
+            return load_config(self.config_path, self.run_values(run))
+        except ConfigError as e:
+            raise ConfigError(f"the study's run {run.name}: {e}") from None
 
     def run_dir(self, run: PlannedRun) -> Path:
-        return self.folder / "runs" / run.name
+        """``runs/<model>-<neuron>...``; a run of an earlier version, whose folder named no model, is found
+        under its old name when it holds that model."""
+        folder = self.folder / "runs" / run.name
+        legacy = self.folder / "runs" / run.legacy_name
+        if not folder.exists() and legacy.is_dir() and _recorded_model(legacy) == run.model:
+            return legacy
+        return folder
 
     def eval_dir(self, run: PlannedRun) -> Path:
         return self.run_dir(run) / "eval_last"
@@ -123,7 +140,11 @@ class Study:
         cfg = self.configs[run]
         for key in sorted({*self.overrides, *self.run_values(run)}):
             value = getattr(cfg, key)
-            args += ["--" + key.replace("_", "-"), *(map(str, value) if isinstance(value, list) else [str(value)])]
+            if isinstance(value, dict):  # model_args, neuron_args: KEY=VALUE words, each a YAML scalar
+                words = [f"{k}={_yaml_scalar(v)}" for k, v in value.items()]
+            else:
+                words = list(map(str, value)) if isinstance(value, list) else [str(value)]
+            args += ["--" + key.replace("_", "-"), *words]
         return args + ["--resume", "auto"]
 
     def eval_args(self, run: PlannedRun) -> list[str]:
@@ -143,6 +164,7 @@ class Study:
         return " && ".join(shlex.join(step) for step in self.steps(run, nproc))
 
     def done_by_setting(self) -> dict:
+        """``{(model, mode, threshold): [finished runs]}``, in the plan's order."""
         groups = {}
         for setting in dict.fromkeys(r.setting for r in self.runs):
             done = [r for r in self.runs if r.setting == setting and self.is_done(r)]
@@ -212,21 +234,43 @@ class Study:
             raise SpikedrivenError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their .log files in {self.folder / 'runs'}")
 
 
+def _yaml_scalar(value) -> str:
+    """``value`` as YAML writes it, so that reading the word back gives it again ('0011' stays text)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def _recorded_model(run_dir: Path) -> Optional[str]:
+    """The model a run folder's config.yaml records (an earlier version's default, sdt, when it names none)."""
+    try:
+        recorded = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return None
+    return recorded.get("model", "sdt") if isinstance(recorded, dict) else None
+
+
 def run_study(
     config_path: Optional[str], overrides: dict, modes: list[str], thresholds: Optional[str] = None,
     lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
     command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
     with_runs: Sequence[str] = (), report_only: bool = False, slurm: Optional[SlurmOptions] = None, out=None,
+    models: Optional[list[str]] = None,
 ) -> Optional[list[dict]]:
-    """The study of ``modes`` (registered neuron names); ``thresholds`` / ``lif_thresholds``: comma-separated
+    """The study of ``modes`` (registered neuron names) in each of ``models`` (registered model names; None:
+    the config's model); ``thresholds`` / ``lif_thresholds``: comma-separated
     thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
     evaluation measures; ``baseline``: ``MODE[:U_TH]`` every setting is compared with (default lif:1);
     ``with_runs``: run folders (the original code's, or ours) tabulated beside the study's; ``report_only``:
     train and evaluate nothing, tabulate the finished runs and list the missing ones."""
     out = out or sys.stdout
     base = load_config(config_path, overrides)  # also imports the plugins, whose neurons --modes may name
-    overrides = {key: coerce(key, value, "command line") for key, value in overrides.items()}  # recorded typed
+    # recorded typed, a model's settings (--depth, --set depth=2) under model_args
+    overrides = {key: coerce(key, value, "command line") for key, value in fold_model_settings(overrides).items()}
+    if "model" in overrides and models:
+        raise ConfigError("--model names one model and --models the study's; give --models alone")
+    models = list(dict.fromkeys(models or [base.model]))
+    for model in models:
+        architecture_of(model)
     for mode in modes:
         neuron_class(mode)
     if n_seeds < 1:
@@ -234,11 +278,12 @@ def run_study(
     if nproc_per_run > 1 and not devices:
         raise ConfigError("--nproc-per-run needs --devices")
     thr, lif_thr = split_thresholds(modes, thresholds, lif_thresholds)
-    runs = plan_runs(modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)])
+    runs = plan_runs(models, modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)])
     base_mode, base_threshold, given = parse_baseline(baseline)
-    if given and (base_mode, base_threshold) not in {r.setting for r in runs}:
+    neurons = dict.fromkeys((r.mode, r.v_threshold) for r in runs)
+    if given and (base_mode, base_threshold) not in neurons:
         raise ConfigError(f"--baseline {baseline} is not a setting of this study; its settings are "
-                          + ", ".join(f"{m}:{t:g}" if t is not None else m for m, t in dict.fromkeys(r.setting for r in runs)))
+                          + ", ".join(f"{m}:{t:g}" if t is not None else m for m, t in neurons))
     other_runs = [read_run(folder) for folder in with_runs]  # a malformed folder fails before any training
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
     study = Study(config_path, overrides, runs, folder, command_line, evaluation, (base_mode, base_threshold), other_runs)

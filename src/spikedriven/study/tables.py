@@ -15,6 +15,7 @@ from ..analysis.statistics import Comparison, compare_to_baseline, last_mean, la
 from ..atomic import atomic_write, write_text_atomic
 from ..config import Config
 from ..errors import SpikedrivenError
+from ..models import architecture_of
 
 from .plan import neuron_title, setting_label
 from .figures import curves_figure, firing_figure, summary_top1, tradeoff_figure
@@ -26,18 +27,19 @@ log = logging.getLogger("spikedriven.study")
 
 
 def collect(study: Study) -> list[dict]:
-    """One row per (mode, threshold) over the seeds that finished, with the comparison to the baseline."""
+    """One row per (model, mode, threshold) over the seeds that finished, with the comparison to the baseline
+    neuron in the same model."""
     rows, finals = [], {}
-    dataset = next(iter(study.configs.values())).dataset
-    for (mode, thr), done in study.done_by_setting().items():
+    for (model, mode, thr), done in study.done_by_setting().items():
+        cfg = study.configs[done[0]]
         res = [json.loads((study.run_dir(r) / "results.json").read_text()) for r in done]
         met = [json.loads((study.eval_dir(r) / "metrics.json").read_text()) for r in done]
         final = [x.get("final_test_top1", x["final_top1"]) for x in res]
         best = [x.get("best_test_top1", x["best_top1"]) for x in res]
         last = [last_mean(summary_top1(study.run_dir(r)), LAST_EPOCHS) for r in done]
-        finals[(mode, thr)] = (final, [r.seed for r in done])
+        finals[(model, mode, thr)] = (final, [r.seed for r in done])
         row = {
-            "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
+            "model": model, "size": size_label(cfg), "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
             **_mean_std_columns("final_top1", final), **_mean_std_columns("best_top1", best),
             **_mean_std_columns("last10_top1", [value for value, _ in last]),
             "last10_epochs": min(n for _, n in last),
@@ -50,16 +52,16 @@ def collect(study: Study) -> list[dict]:
             row.update(_mean_std_columns(f"energy_{model}_uj", [m["energy"][model]["total_j"] * 1e6 for m in met]))
         if study.evaluation.speed:
             row.update(_speed_columns(met))
-        row["published_best_top1"] = PUBLISHED_BEST_TOP1.get(dataset, {}).get((mode, thr))
+        row["published_best_top1"] = published_top1(cfg, mode, thr)
         rows.append(row)
-    baseline = finals.get(study.baseline)
     for row in rows:
+        baseline = finals.get((row["model"], *study.baseline))
         if baseline is None:
             comparison = None
         elif (row["mode"], row["v_threshold"]) == study.baseline:
             comparison = "baseline"
         else:
-            values, seeds = finals[(row["mode"], row["v_threshold"])]
+            values, seeds = finals[(row["model"], row["mode"], row["v_threshold"])]
             comparison = compare_to_baseline(values, baseline[0], seeds, baseline[1])
         row.update(_comparison_columns(comparison))
     return rows
@@ -76,11 +78,12 @@ def write_tables(study: Study) -> list[dict]:
     # the header describes the runs as they were trained (the stale check made them agree with the plan)
     described = study.recorded_config(next(r for r in study.runs if study.is_done(r)))
     first = next(iter(study.done_by_setting().values()))[0]
+    sizes = list(dict.fromkeys(row["size"] for row in rows))
     conventions = json.loads((study.eval_dir(first) / "metrics.json").read_text())["energy"]
     conventions = {m: conventions[m]["convention"] for m in study.evaluation.models}
     write_text_atomic(study.folder / "results.md", format_markdown(rows, described, study.baseline, conventions,
-                                                                  study.other_runs))
-    write_text_atomic(study.folder / "results.tex", format_latex(rows, described, study.baseline))
+                                                                  study.other_runs, sizes))
+    write_text_atomic(study.folder / "results.tex", format_latex(rows, described, study.baseline, sizes))
     curves_figure(study).savefig(study.folder / "curves.png", dpi=120)
     firing_figure(study).savefig(study.folder / "firing.png", dpi=120)
     tradeoff_figure(rows, study.evaluation.models).savefig(study.folder / "tradeoff.png", dpi=120)
@@ -89,13 +92,16 @@ def write_tables(study: Study) -> list[dict]:
     return rows
 
 
-# Best-epoch test top-1 of the publication (SPEC section 1), for comparison only.
-PUBLISHED_BEST_TOP1 = {
-    "torch/cifar10": {("lif", 1.0): 94.34, ("if", 0.8): 94.13, ("if", 1.0): 94.44, ("if", 1.2): 94.32,
-                      ("if_soft", 0.8): 93.88, ("if_soft", 1.0): 94.53, ("if_soft", 1.2): 94.40},
-    "torch/cifar100": {("lif", 1.0): 76.00, ("if", 0.8): 76.11, ("if", 1.0): 76.07, ("if", 1.2): 76.15,
-                       ("if_soft", 0.8): 76.00, ("if_soft", 1.0): 76.36, ("if_soft", 1.2): 76.56},
-}
+def size_label(cfg: Config) -> str:
+    """The model as papers name it: 'sdt 2-256'."""
+    return architecture_of(cfg.model).size_label(cfg.model, cfg.model_settings())
+
+
+def published_top1(cfg: Config, mode: str, v_threshold: Optional[float]) -> Optional[float]:
+    """The publication's best-epoch top-1 for this setting, where its model declares one for this dataset,
+    size and T (for comparison only: the study's paper for SDT 2-256 on CIFAR, SPEC section 1)."""
+    table = architecture_of(cfg.model).published.get((cfg.dataset, size_label(cfg), cfg.time_steps), {})
+    return table.get((mode, v_threshold))
 
 
 LAST_EPOCHS = 10  # the mean of the last epochs' top-1, a steadier figure than the final epoch alone
@@ -169,36 +175,38 @@ def _baseline_text(baseline: tuple[str, Optional[float]]) -> str:
 
 
 def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0),
-                    conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = ()) -> str:
+                    conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = (),
+                    sizes: Sequence[str] = ()) -> str:
     conventions = conventions or {}
     models = list(conventions) or ["sdt"]
     last_n = min(r["last10_epochs"] for r in rows)
     eval_set = "test set" if rows[0]["best_picked_on"] == "test" else "held-out split"
     lines = [
-        f"# Neuron-model study: {cfg.dataset}, {cfg.depth}-{cfg.embed_dim}, T = {cfg.time_steps}, {cfg.total_epochs} epochs",
+        f"# Neuron-model study: {cfg.dataset}, {', '.join(sizes) or size_label(cfg)}, T = {cfg.time_steps}, "
+        f"{cfg.total_epochs} epochs",
         "",
         "## Accuracy",
         "",
         f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {_last(last_n)} = the mean of the "
         f"{_last(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
-        f"top-1 to the baseline, {_baseline_text(baseline)}, with its 95 % confidence interval and p-value (a paired "
+        f"top-1 to the baseline, {_baseline_text(baseline)} in the same model, with its 95 % confidence interval and p-value (a paired "
         "t-test on per-seed differences when both ran the same seeds, else Welch's t-test); \"within noise\" when "
         "the interval contains 0.",
         "",
-        f"| neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {_last(last_n)} | Δ final [95 % CI] "
-        "| p | test | verdict | publication, best epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {_last(last_n)} "
+        "| Δ final [95 % CI] | p | test | verdict | publication, best epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
         lines.append(
-            f"| {neuron_title(r['mode'])} | {_threshold(r['v_threshold'])} | {r['seeds']} "
+            f"| {r['size']} | {neuron_title(r['mode'])} | {_threshold(r['v_threshold'])} | {r['seeds']} "
             f"| {_pm(r['final_top1_mean'], r['final_top1_std'])} | {_pm(r['best_top1_mean'], r['best_top1_std'])} "
             f"| {_pm(r['last10_top1_mean'], r['last10_top1_std'])} | {_interval(r)} | {_p(r)} | {r['test'] or '-'} "
             f"| {r['verdict']} | {pub} |"
         )
     speed = "fused_images_per_s" in rows[0]
-    header = ["neuron", "u_th", "mean firing rate", "SOPs / image (M)", *(f"energy {m} (uJ)" for m in models)]
+    header = ["model", "neuron", "u_th", "mean firing rate", "SOPs / image (M)", *(f"energy {m} (uJ)" for m in models)]
     if speed:
         header += [f"fused images/s (batch {rows[0]['speed_batch']})", f"loop images/s (batch {rows[0]['speed_batch']})",
                    "fused latency, batch 1 (ms)", "loop latency, batch 1 (ms)"]
@@ -208,7 +216,7 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional
                                         "mean over seeds; '-' where a path did not run." if speed else ""),
               "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in rows:
-        cells = [neuron_title(r["mode"]), _threshold(r["v_threshold"]), f"{r['mean_firing_rate']:.4f}",
+        cells = [r["size"], neuron_title(r["mode"]), _threshold(r["v_threshold"]), f"{r['mean_firing_rate']:.4f}",
                  f"{r['sops_per_image'] / 1e6:.2f}",
                  *(_pm(r[f"energy_{m}_uj_mean"], r[f"energy_{m}_uj_std"], 3) for m in models)]
         if speed:
@@ -228,15 +236,16 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional
     return "\n".join(lines) + "\n"
 
 
-def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0)) -> str:
+def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0),
+                 sizes: Sequence[str] = ()) -> str:
     """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
     last_n = min(r["last10_epochs"] for r in rows)
-    headers = ["Neuron", "u_th", "Seeds", "Final top-1", "Best top-1", f"Mean of {_last(last_n)}",
+    headers = ["Model", "Neuron", "u_th", "Seeds", "Final top-1", "Best top-1", f"Mean of {_last(last_n)}",
                "Diff. final [95% CI]", "p"]
-    body = [[neuron_title(r["mode"]), r["v_threshold"], r["seeds"],
+    body = [[r["size"], neuron_title(r["mode"]), r["v_threshold"], r["seeds"],
              (r["final_top1_mean"], r["final_top1_std"]), (r["best_top1_mean"], r["best_top1_std"]),
              (r["last10_top1_mean"], r["last10_top1_std"]),
              None if r["vs_baseline"] is None else _interval(r), None if r["p_value"] is None else _p(r)] for r in rows]
-    caption = (f"{cfg.dataset}, {cfg.depth}-{cfg.embed_dim}, T = {cfg.time_steps}: top-1 (%), mean and std over seeds; "
-               f"difference of mean final top-1 against {_baseline_text(baseline)}")
-    return latex_table(headers, body, bold_best=(3, 4, 5), caption=caption)
+    caption = (f"{cfg.dataset}, {', '.join(sizes) or size_label(cfg)}, T = {cfg.time_steps}: top-1 (%), mean and std "
+               f"over seeds; difference of mean final top-1 against {_baseline_text(baseline)} in the same model")
+    return latex_table(headers, body, bold_best=(4, 5, 6), caption=caption, groups=[r["model"] for r in rows])
