@@ -173,16 +173,65 @@ def test_a_dvs_config_trains_and_evaluates_through_the_command_line(conf, fixtur
     assert metrics["config"]["model_args"]["dvs_mode"] is (fixture == "cifar10_dvs")
 
 
-def test_dvs_mode_pools_in_the_original_layout():
-    """The original pools k * v and q * kv in its head layout [T, B, heads, N, d] with a 3x3 window over
-    (N, d); ours holds them as [T, B, heads, d, N]: a max-pool's window is symmetric, so both agree."""
-    from spikedriven.models.sdt_blocks import SpikeDrivenSelfAttention
-    from spikedriven.neurons import create_neuron
+def _attention_in_the_original_layout(attn, x):
+    """SDSA with dvs_mode as the original computes it: plain layers, heads as [T, B, heads, N, dim/heads], and its
+    3x3 max-pools as a MaxPool3d of kernel (1, 3, 3) on k and v per frame, and on k * v and q * kv in that layout."""
+    t, b, c, h, w = x.shape
+    n, heads = h * w, attn.num_heads
+    pool = torch.nn.MaxPool3d((1, 3, 3), 1, (0, 1, 1))
 
-    attn = SpikeDrivenSelfAttention(16, 2, lambda: create_neuron("lif"), lambda: create_neuron("lif"), dvs_mode=True)
-    z = (torch.rand(2, 3, 2, 8, 20) > 0.7).float()  # [T, B, heads, d, N]
-    original = torch.nn.MaxPool3d((1, 3, 3), 1, (0, 1, 1))(z.transpose(-1, -2).contiguous()).transpose(-1, -2)
-    assert torch.equal(attn._pool_heads(z), original)
+    def fire(neuron, conv, bn, s):
+        return neuron(bn(conv(s.flatten(0, 1))).reshape(t, b, c, h, w).contiguous())
+
+    def split(z):
+        return z.flatten(3).transpose(-1, -2).reshape(t, b, n, heads, c // heads).permute(0, 1, 3, 2, 4).contiguous()
+
+    s = attn.shortcut_neuron(x)
+    q = split(fire(attn.q_neuron, attn.q_conv, attn.q_bn, s))
+    k = split(pool(fire(attn.k_neuron, attn.k_conv, attn.k_bn, s)))
+    v = split(pool(fire(attn.v_neuron, attn.v_conv, attn.v_bn, s)))
+    kv = attn.kv_neuron(pool(k.mul(v)).sum(dim=-2, keepdim=True))
+    y = pool(q.mul(kv)).transpose(3, 4).reshape(t, b, c, h, w).contiguous()
+    return attn.proj_bn(attn.proj_conv(y.flatten(0, 1))).reshape(t, b, c, h, w).contiguous() + x
+
+
+@pytest.mark.parametrize("memory", ["full", "lean", "min"])
+def test_dvs_mode_trains_as_the_original_at_the_pools_ties(memory, monkeypatch):
+    """Spikes tie often in a 3x3 window, and a max-pool's backward gives the gradient to the first maximum in its
+    scan order: pooled in another layout (the same forward), the original's gradients would go elsewhere."""
+    import copy
+
+    from spikedriven.models.sdt_blocks import SpikeDrivenSelfAttention
+    from spikedriven.spike_ops import memory_mode
+
+    torch.manual_seed(0)
+    model = build_model(load_config(DVS_CONF, {"img_size": 16, "embed_dim": 32, "num_heads": 4, "time_steps": 3,
+                                               "amp": "none", "spike_mode": "if_soft", "v_threshold": 0.5}))
+    with torch.no_grad():  # larger weights: more spikes, so more ties in the pools' windows
+        for p in model.parameters():
+            p.mul_(3.0)
+    reference = copy.deepcopy(model)
+    frames = torch.poisson(torch.full((2, 3, 2, 16, 16), 0.8), generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([3, 7])
+
+    def loss_and_grads(net):
+        logits = net(frames)
+        loss = torch.nn.functional.cross_entropy(logits.mean(0) if logits.dim() == 3 else logits, labels)
+        loss.backward()
+        return logits.detach(), loss.detach(), {name: p.grad for name, p in net.named_parameters()}
+
+    with memory_mode(model, memory):
+        logits, loss, grads = loss_and_grads(model)
+    original_forward = SpikeDrivenSelfAttention.forward
+    with monkeypatch.context() as patch:
+        patch.setattr(SpikeDrivenSelfAttention, "forward", _attention_in_the_original_layout)
+        with memory_mode(reference, "full"):
+            logits_ref, loss_ref, grads_ref = loss_and_grads(reference)
+    assert SpikeDrivenSelfAttention.forward is original_forward
+    assert torch.equal(logits, logits_ref) and torch.equal(loss, loss_ref)
+    assert grads["patch_embed.proj_conv.weight"].abs().sum() > 0  # the loss reaches the first layer
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, grads_ref[name], rtol=1e-6, atol=1e-8, msg=name)
 
 
 @pytest.mark.parametrize("conf", [DVS_CONF, GESTURE_CONF], ids=["cifar10-dvs", "gesture"])

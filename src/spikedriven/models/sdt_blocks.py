@@ -84,9 +84,11 @@ class SpikeDrivenSelfAttention(nn.Module):
 
     ``dvs_mode`` (the original's attention for event data): a 3x3 max-pool,
     stride 1, on k and v over each frame, and on k * v and on q * kv in the
-    original's head layout, where the window spans tokens and the channels of a
-    head. Here the head layout is ``[heads, dim/heads, N]`` (the original's
-    transposed); a max-pool's window is symmetric, so the result is the same.
+    original's head layout ``[heads, N, dim/heads]``, where the window spans
+    tokens and the channels of a head. Here the heads are held as
+    ``[heads, dim/heads, N]`` (a view of ``[C, H, W]``), and those two pools run
+    on the original's layout (``_pool_heads``): the forward would be the same
+    either way, the gradient at the windows' ties would not.
     """
 
     def __init__(self, dim: int, num_heads: int, neuron: NeuronFactory, attn_neuron: NeuronFactory, levels: int = 1,
@@ -134,8 +136,13 @@ class SpikeDrivenSelfAttention(nn.Module):
         return {"and" if self.levels == 1 else "mul": 2 * elements, "add": t * b * c * (h * w - 1) + elements}
 
     def _pool_heads(self, z: torch.Tensor) -> torch.Tensor:
-        """The 3x3 max-pool over (head channels, tokens) of ``[T, B, heads, dim/heads, N]``."""
-        return self.head_pool(z.reshape(-1, 1, *z.shape[-2:])).reshape(z.shape)
+        """The 3x3 max-pool over (tokens, head channels) of ``[T, B, heads, dim/heads, N]``, run on the original's
+        ``[T, B, heads, N, dim/heads]``. Spikes tie often in a window, and a max-pool's backward gives the
+        gradient to the first maximum in its scan order (rows, then columns): pooled transposed, the same
+        maxima would hand their gradients to other spikes than the original's, at every step of training."""
+        tokens_first = z.transpose(-1, -2)
+        pooled = self.head_pool(tokens_first.reshape(-1, 1, *tokens_first.shape[-2:]))
+        return pooled.reshape(tokens_first.shape).transpose(-1, -2)
 
 
 class SpikingMLP(nn.Module):
