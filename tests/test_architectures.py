@@ -221,6 +221,12 @@ def test_a_run_records_its_model_and_eval_resume_and_weights_know_it(spikformer_
     assert code == 0, err
     metrics = json.loads((spikformer_run / "eval_last" / "metrics.json").read_text())
     assert metrics["config"]["model"] == "spikformer_cifar" and metrics["config"]["model_args"]["num_heads"] == 2
+    # a flag that repeats a setting is read as its type ("1" is the run's depth 1); one that differs is refused
+    code, _, err = run_cli(["eval", "--checkpoint", str(spikformer_run), "--depth", "1", "--eval-output",
+                            str(tmp_path / "again")], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["eval", "--checkpoint", str(spikformer_run), "--depth", "2"], capsys)
+    assert code == 2 and "depth=2 (checkpoint: 1)" in err
     # a resume that asks for another model, or another size, is refused naming what differs
     code, _, err = run_cli(["train", "--resume", str(spikformer_run), "--model", "sdt"], capsys)
     assert code == 2 and "model='sdt' (run: 'spikformer_cifar')" in err
