@@ -84,7 +84,8 @@ def _add_model_flags(parser, exclude: tuple = ()) -> None:
         if key in exclude:
             continue
         kind = users[0][1].kind
-        metavar = {bool: "BOOL", int: "INT", float: "FLOAT"}.get(kind, "STR")
+        kinds = {param.kind for _, param in users}  # one flag for every model that takes the name, read by each
+        metavar = "|".join({bool: "BOOL", int: "INT", float: "FLOAT", list: "INTS"}.get(k, "STR") for k in kinds)
         text = "; ".join(f"{arch.name}: {param.doc} (default {_model_defaults(arch, key)})" for arch, param in users)
         bare = dict(nargs="?", const="true") if kind is bool else {}  # a bare --dvs-mode means true
         group.add_argument(flag_name(key), *FLAG_ALIASES.get(key, []), dest=f"modelarg_{key}", metavar=metavar,

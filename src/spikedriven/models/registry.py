@@ -119,6 +119,8 @@ def _typed(model: str, key: str, param: Param, value: Any) -> Any:
                 value = int(text)
             elif param.kind is float:
                 value = float(text)
+            elif param.kind is list:  # "96,192,384,480" or "[96, 192, 384, 480]"
+                value = [int(word) for word in text.strip("[]").replace(",", " ").split()]
         except ValueError:
             pass  # left as text: coerce names the type it needs
     elif param.kind is str and isinstance(value, int) and not isinstance(value, bool):

@@ -26,13 +26,15 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-_KIND_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string"}
+_KIND_WORDS = {float: "a number", int: "an integer", bool: "true or false", str: "a string",
+               list: "a list of integers"}
 
 
 @dataclass(frozen=True)
 class Param:
-    """One setting of a neuron.
+    """One setting of a neuron (or of a model's architecture).
 
+    ``kind``: float, int, bool, str, or list (a list of integers, such as a width per stage).
     ``check(value, settings)`` returns what is wrong with a value (a phrase such as
     "must be > 0"), or None; ``settings`` holds every setting of the neuron, for
     checks that relate two of them (``v_reset`` below ``v_threshold``).
@@ -58,6 +60,9 @@ class Param:
             return int(value)
         if self.kind in (bool, str) and isinstance(value, self.kind):
             return value
+        if self.kind is list and isinstance(value, (list, tuple)) and value and all(
+                isinstance(v, int) and not isinstance(v, bool) for v in value):
+            return list(value)
         raise ValueError(f"must be {_KIND_WORDS[self.kind]}{' or none' if self.allow_none else ''}")
 
 
