@@ -201,7 +201,8 @@ def test_the_study_plans_each_neuron_by_its_settings():
 
 def test_neuron_settings_as_flags_and_yaml(tmp_path):
     args = build_parser().parse_args(["train", "--spike-mode", "multispike", "--levels", "8"])
-    assert load_config(DEMO, overrides_from_args(args)).neuron_spec() == NeuronSpec("multispike", levels=8)
+    assert load_config(DEMO, overrides_from_args(args)).neuron_spec() == NeuronSpec(
+        "multispike", levels=8, rounding="half_up", gradient_window="open")
     args = build_parser().parse_args(["train", "--spike-mode", "multispike", "--neuron-args", "levels=6"])
     assert load_config(DEMO, overrides_from_args(args)).neuron_spec().levels == 6
     conf = tmp_path / "m.yml"

@@ -13,7 +13,8 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 import spikedriven  # noqa: F401  (registers the models with timm)
 from spikedriven.models import ARCHITECTURES
 
-SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}  # the settings a family has of these
+# the settings a family has of these: one width and depth, or a width per stage and the transformer stages' depths
+SMALL = {"embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0, "embed_dims": [8, 16, 32, 32], "depths": [1, 1]}
 TIME_STEPS, BATCH, HEIGHT, WIDTH = 2, 2, 40, 56
 
 
@@ -55,9 +56,16 @@ def test_every_family_is_covered():
 @pytest.mark.parametrize("name", ENTRY_POINTS)
 def test_widths_and_feature_info(name):
     model = small_model(name)
-    assert model.num_features == model.head_hidden_size == SMALL["embed_dim"]
-    assert model.get_classifier().in_features == model.head_hidden_size
+    arch = ARCHITECTURES[_family(name)]
     modules = dict(model.named_modules())
+    assert model.get_classifier().in_features == model.head_hidden_size
+    if arch.feature_stages:  # a MetaFormer's stages: their own widths, the grid shrinking to 1/16
+        assert model.num_features == model.head_hidden_size == SMALL["embed_dims"][-1]
+        assert [i["num_chs"] for i in model.feature_info] == SMALL["embed_dims"]
+        assert [i["reduction"] for i in model.feature_info] == [4, 8, 16, 16]
+        assert all(info["module"] in modules for info in model.feature_info)
+        return
+    assert model.num_features == model.head_hidden_size == SMALL["embed_dim"]
     assert len(model.feature_info) == 1 + SMALL["depth"]  # the SPS, then each block
     for info in model.feature_info:
         assert info["num_chs"] == model.num_features and info["module"] in modules
@@ -123,7 +131,7 @@ def test_intermediate_indices_formats_and_pruning(name):
         with pytest.raises(ValueError, match="output_fmt must be one of NCHW, NHWC"):
             model.forward_intermediates(x, output_fmt="NCL")
         assert model.prune_intermediate_layers([0, 1]) == [0, 1]
-        assert len(getattr(model, model.blocks_name)) == 1 and model.num_classes == 0
+        assert len(model.stages()) == 2 and model.num_classes == 0
         assert all(torch.equal(a, b) for a, b in zip(model.forward_intermediates(x, intermediates_only=True), maps))
 
 

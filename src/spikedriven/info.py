@@ -206,16 +206,22 @@ def models_report() -> str:
             default = param.default if not isinstance(param.default, float) else f"{param.default:g}"
             lines.append(f"    --{key.replace('_', '-'):<18} {str(default):<8} {param.doc}")
         lines.append("  entry points (--model), at their default input:")
+        width = max(22, *(len(name) for name in arch.sizes))
+        labels = {name: arch.size_label(name, arch.defaults(name)).split(" ", 1)[-1] for name in arch.sizes}
+        label_width = max(8, *(len(label) for label in labels.values()))
         for name in arch.sizes:
             with torch.device("meta"):  # sized from shapes alone: no weights made, no arithmetic done
                 model = timm.create_model(name)
             params, macs = dense_size(model, model.in_chans, model.img_size)
-            settings = arch.defaults(name)
             changed = ", ".join(f"{k} {v}" for k, v in arch.fixed(name).items())
-            lines.append(f"    {name:<22} {arch.size_label(name, settings).split(' ', 1)[-1]:<8} "
+            lines.append(f"    {name:<{width}} {labels[name]:<{label_width}} "
                          f"{model.in_chans}x{model.img_size}x{model.img_size}, T={model.time_steps}, "
                          f"{model.num_classes} classes: {params:,} parameters, {macs / 1e6:,.2f} M MACs per step"
                          + (f" ({changed})" if changed else ""))
+        spec = getattr(model, "default_neuron", None)
+        if spec is not None:  # a family built around one neuron: what it runs when none is given
+            settings = ", ".join(f"{k} {v}" for k, v in spec.params.items())
+            lines.append(f"  default neuron (when none is given): {spec.mode} ({settings})")
         lines.append("")
     lines.append("Neurons are passed in to every model: --spike-mode (spikedriven neurons lists them).")
     return "\n".join(lines)

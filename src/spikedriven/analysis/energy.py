@@ -142,6 +142,7 @@ STRUCTURE_KINDS = {
     "mul": ("attention masks of multi-level spikes (small integer multiplies)", "e_mul"),
     "add": ("token sums and residual additions", "e_add"),
     "compare": ("max-pool compares", "e_compare"),
+    "or": ("max-pools of binary spike frames (OR)", "e_and"),
     "bias": ("bias adds (batch norm folded into its convolution)", "e_add"),
 }
 
@@ -160,7 +161,7 @@ OP_CONSTANTS = {
     "e_mul": Constant(3.7, "a multiply, 32-bit float (the leak's 1/tau; a shift for tau = 2 would cost less)"),
     "e_compare": Constant(0.9, "a compare (a subtraction's sign)"),
     "e_select": Constant(0.9, "a select (a hard reset's V_reset where a spike fired)"),
-    "e_and": Constant(0.03, "a 1-bit AND of two spikes (an 8-bit integer add's cost, an upper bound)"),
+    "e_and": Constant(0.03, "a 1-bit AND (or OR) of two spikes (an 8-bit integer add's cost, an upper bound)"),
 }
 MEMORY_CONSTANTS = {
     "e_read": Constant(5.0, "reading a 32-bit word from a small SRAM"),

@@ -16,7 +16,8 @@ from ..errors import DataError
 from ..engine.loop import evaluate
 from ..engine.recorder import SpikeRecorder, neuron_layers
 from .energy import ENERGY_MODELS, EnergyModel, estimate, resolve_energy_models
-from .operations import LayerOps, OperationCounter, counts_per_image
+from .operations import (EXPANDED_VIEW, INTEGER_VIEW, LayerOps, OperationCounter, counts_per_image, expanded_counts,
+                         multi_level)
 
 E_MAC = 4.6e-12  # joules per multiply-accumulate (45 nm)
 E_AC = 0.9e-12  # joules per accumulate (45 nm)
@@ -94,7 +95,9 @@ def analyze(
     counter over it. Everything is weighted by samples. Returns plain Python values (JSON-ready):
     accuracy in percent, mean cross-entropy loss, neuron firing rates, per-layer operations, and energy per
     image under each of ``energy_models`` (``resolve_energy_models``; default
-    ``sdt`` with ``e_mac`` / ``e_ac``). ``amp``: none, bf16 or fp16. ``recorders``: further context
+    ``sdt`` with ``e_mac`` / ``e_ac``); for a model with multi-level spikes also ``energy_expanded``, the
+    same models over the operations of its spikes run as binary ones (``energy_views`` says how each view
+    counts). ``amp``: none, bf16 or fp16. ``recorders``: further context
     managers over the model (a ``MembraneRecorder``), active during the same pass.
     """
     device = torch.device(device)
@@ -109,7 +112,8 @@ def analyze(
     per_step, mean_rate = recorder.firing_rates()
     rates = {name: {"per_step": r.tolist(), "mean": float(r.mean())} for name, r in per_step.items()}
     layers, totals = energy_summary(counter.layers(), e_mac, e_ac)
-    return dict(
+    counts = counts_per_image(counter, recorder)
+    result = dict(
         samples=samples,
         time_steps=_time_steps(counter, recorder),
         num_classes=num_classes,
@@ -126,5 +130,10 @@ def analyze(
         totals=totals,
         energy_constants=dict(e_mac_j=e_mac, e_ac_j=e_ac),
         convention=convention(e_mac, e_ac),
-        energy=estimate(counts_per_image(counter, recorder), energy_models),
+        energy=estimate(counts, energy_models),
     )
+    if multi_level(recorder):  # multi-level spikes: also priced as the binary spikes they stand for
+        levels = sorted({m.output_levels() for m in recorder.layers.values()} - {1})
+        result["energy_views"] = dict(levels=levels, integer=INTEGER_VIEW, expanded=EXPANDED_VIEW)
+        result["energy_expanded"] = estimate(expanded_counts(counter, recorder, counts), energy_models)
+    return result

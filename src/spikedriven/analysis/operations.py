@@ -21,6 +21,12 @@ A layer counts as spike-fed when every input it sees is a spike k / levels
 ``counts_per_image`` turns this, and a ``SpikeRecorder``'s neuron steps, into
 the per-image ``energy.Counts`` that every energy model reads.
 
+A model with multi-level spikes has two views of the same forward (``INTEGER_VIEW``, ``EXPANDED_VIEW``):
+``counts_per_image`` gives the integer one; ``expanded_counts`` the one in which every multi-level spike is
+run as binary spikes over D sub-steps (``spike_ops.binary_expansion``), computed from what the counter
+saw: the counts k each layer read (the events of each sub-step), the neurons' levels, the products of
+multi-level spikes that ``spike_mul`` / ``spike_attention`` reported and the max-pools over such spikes.
+
 Layout conventions (those of ``spikedriven.models``), with B the batch size of
 the model's input:
 
@@ -34,10 +40,11 @@ brings its own number of time steps is counted correctly.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import weakref
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Optional
 
@@ -45,6 +52,8 @@ import torch
 from torch import nn
 
 from ..engine.recorder import SpikeRecorder
+from ..neurons import StepOps
+from ..spike_ops.expansion import ProductTally, binary_frame, spike_counts, watch_products
 from .energy import Counts, LayerCount, NeuronCount
 
 @dataclass
@@ -60,6 +69,9 @@ class LayerOps:
     input_elements: int = 0  # input elements per step, summed over samples
     output_elements: int = 0  # output elements per step, summed over samples
     weights: int = 0
+    levels: int = 1  # of the spikes it reads (k / levels)
+    # [T, K] float64, multi-level spike input only: how many inputs of each step held the count k = 0 .. K - 1
+    level_counts: Optional[torch.Tensor] = None
 
     @property
     def kind(self) -> str:
@@ -75,6 +87,23 @@ class LayerOps:
         """SOPs (fr_in x T x MACs) for a spike-fed layer, T x MACs for a real-valued one."""
         dense = float(self.time_steps * self.macs_per_step)
         return self.input_rate() * dense if self.spike_input else dense
+
+    def count_levels(self, counts: torch.Tensor) -> None:
+        """Add the counts k ``[T, B, rest]`` of a batch to ``level_counts``."""
+        k = counts.flatten(1).long()
+        size = max(int(k.max()) + 1, 0 if self.level_counts is None else self.level_counts.shape[1])
+        offsets = torch.arange(k.shape[0], device=k.device).unsqueeze(1) * size  # one histogram per step
+        found = torch.bincount((k + offsets).flatten(), minlength=k.shape[0] * size).view(-1, size).double().cpu()
+        if self.level_counts is not None:
+            found[:, :self.level_counts.shape[1]] += self.level_counts
+        self.level_counts = found
+
+    def sub_step_events(self) -> torch.Tensor:
+        """``[T, levels]``: the events of each binary sub-step j = 1 .. levels of each step, an input k / levels
+        being the binary frames [k >= j] (a sum of spikes k > levels, floor((k + levels - j) / levels) events)."""
+        k = torch.arange(self.level_counts.shape[1], dtype=torch.float64)
+        frames = torch.stack([binary_frame(k, j, self.levels) for j in range(1, self.levels + 1)], dim=1)
+        return self.level_counts @ frames
 
 
 def _time_major(module: nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor:
@@ -128,6 +157,11 @@ class OperationCounter:
         )
         self.norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         self.structure: dict[str, float] = {}  # summed over samples
+        # for the expanded view: max-pool compares over multi-level spikes, by their levels (summed over samples),
+        # and the products of such spikes that spike_mul / spike_attention report (while the block is active)
+        self.pool_compares_by_levels: Counter = Counter()
+        self.products = ProductTally()
+        self._watch = None
         self.samples = 0
         # this forward's outputs of layers with a bias: (weak reference to their storage's owner, address, elements)
         self._biased: list = []
@@ -168,16 +202,15 @@ class OperationCounter:
             if x.is_meta:  # a model built on the meta device has shapes and no values: the dense count only
                 stats.spike_input = False
                 return
-            # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference
-            levels = getattr(module, "levels", None) or self.levels
-            events = x.double() * levels
-            whole = events.round()
+            # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference;
             # a layer reading sums of spikes says so: any count k >= 0 is k events
+            stats.levels = getattr(module, "levels", None) or self.levels
             bounded = not getattr(module, "spike_count_input", False)
-            stats.spike_input = stats.spike_input and bool(
-                ((events - whole).abs() < 1e-4 * levels).all() and (whole >= 0).all()
-                and (not bounded or (whole <= levels).all()))
-            stats.input_sum += (whole if stats.spike_input else x.double()).sum(dim=(1, 2)).cpu()
+            counts = spike_counts(x, stats.levels, bounded) if stats.spike_input else None
+            stats.spike_input = counts is not None
+            stats.input_sum += (counts if stats.spike_input else x.double()).sum(dim=(1, 2)).cpu()
+            if stats.spike_input and stats.levels > 1:
+                stats.count_levels(counts)  # which counts came, for the binary sub-steps of the expanded view
 
         return record
 
@@ -186,8 +219,11 @@ class OperationCounter:
 
     def _structure_hook(self, count):
         def record(module, inputs, output):
-            for kind, n in count(inputs, output).items():
+            ops = count(inputs, output)
+            for kind, n in ops.items():
                 self._add(kind, n)
+            if isinstance(module, nn.MaxPool2d) and getattr(module, "levels", 1) > 1:
+                self.pool_compares_by_levels[module.levels] += ops["compare"]
 
         return record
 
@@ -206,12 +242,17 @@ class OperationCounter:
         self._handles += [modules[name].register_forward_hook(self._structure_hook(count))
                           for name, count in self.structure_targets.items()]
         self._handles += [m.register_forward_hook(self._norm_hook) for m in self.norms]
+        self._watch = watch_products(self.model, self.products)
+        self._watch.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+        if self._watch is not None:
+            self._watch.__exit__(None, None, None)
+            self._watch = None
 
     def layers(self) -> list[LayerOps]:
         """Layers that ran at least once, in definition order."""
@@ -255,3 +296,72 @@ def counts_per_image(counter: OperationCounter, recorder: SpikeRecorder) -> Coun
                                    ops.state_reads, ops.state_writes))
     structure = {kind: total / n for kind, total in counter.structure.items()}
     return Counts(layers, neurons, structure)
+
+
+# The two views of a model with multi-level spikes, in words (eval prints and records them).
+INTEGER_VIEW = ("integer view: a level-k spike (k / D) is one event worth k accumulations in the layers it feeds; "
+                "layers and neurons run the T steps; a product of two multi-level spikes is one small integer multiply")
+EXPANDED_VIEW = ("expanded view: a level-k spike is k binary spikes over D sub-steps (frame j: [k >= j]); a layer fed "
+                 "by such spikes runs T x D binary sub-steps (the same events; its bias added once per step), a "
+                 "multi-level neuron D binary sub-steps per step (its class's binary_ops), a product of a level-a and "
+                 "a level-b spike a x b ANDs, of an integer with a level-D spike D adds, a max-pool of level-D spikes "
+                 "D ORs per compare")
+
+
+def multi_level(recorder: SpikeRecorder) -> bool:
+    """Whether any neuron layer the recorder watches emits multi-level spikes (then there are two views)."""
+    return any(m.output_levels() > 1 for m in recorder.layers.values())
+
+
+def expanded_counts(counter: OperationCounter, recorder: SpikeRecorder, counts: Optional[Counts] = None) -> Counts:
+    """Per image, the operations of the counted forwards with every multi-level spike run as binary spikes
+    (``EXPANDED_VIEW``), rewritten from their integer view ``counts`` (``counts_per_image``'s by default)."""
+    counts = counts if counts is not None else counts_per_image(counter, recorder)
+    layers = []
+    for s, layer in zip(counter.layers(), counts.layers):  # the same layers, in the same order
+        if s.spike_input and s.level_counts is not None:
+            # D binary sub-steps per step, each reading its frame; their events add up to the integer view's,
+            # and every event costs the same accumulations, so the SOPs are the integer view's too
+            events = float(s.sub_step_events().sum())
+            layer = dataclasses.replace(layer, time_steps=s.time_steps * s.levels, input_reads=events / counter.samples,
+                                        ops=events * s.macs_per_step / s.input_elements)
+        layers.append(layer)
+    neurons = [part for count in counts.neurons for part in _binary_neuron(count, recorder.layers[count.name])]
+    return Counts(layers, neurons, _binary_structure(counter))
+
+
+def _binary_neuron(count: NeuronCount, module: nn.Module) -> list[NeuronCount]:
+    """A neuron layer in the expanded view: a multi-level one as its D binary sub-steps a step (which emit its
+    events, one binary spike each) and what it computes once a step, at its class's ``binary_ops``."""
+    levels = module.output_levels()
+    if levels == 1:
+        return [count]
+    ops = type(module).binary_ops
+    parts = [dataclasses.replace(count, name=f"{count.name} ({levels} binary sub-steps a step)",
+                                 time_steps=count.time_steps * levels, **dataclasses.asdict(ops.sub_step))]
+    if ops.step != StepOps():
+        parts.append(dataclasses.replace(count, name=f"{count.name} (once a step)", events=0.0,
+                                         **dataclasses.asdict(ops.step)))
+    return parts
+
+
+def _binary_structure(counter: OperationCounter) -> dict:
+    """The structure operations per image, with those on multi-level spikes as binary ones. The integer view
+    counts each product of multi-level spikes as one "mul" (the blocks' ``inference_ops``) and a max-pool's
+    compares as "compare"; each ``move`` takes n of those (``source``) and puts ``factor`` x n binary ones
+    (``target``) in their place."""
+    ops = Counter(counter.structure)
+    # a level-a spike times a level-b one: an AND for each pair of their sub-steps
+    moves = [("mul", "and", a * b, n) for (a, b), n in counter.products.spike.items()]
+    # an integer-valued number times a level-d spike: each of the d binary frames selects one add of it
+    moves += [("mul", "add", d, n) for d, n in counter.products.mixed.items()]
+    # the maximum of level-d spikes: the maxima of their d binary frames, ORs
+    moves += [("compare", "or", d, n) for d, n in counter.pool_compares_by_levels.items()]
+    for source, target, factor, n in moves:
+        ops[source] -= n
+        ops[target] += factor * n
+    short = [kind for kind, n in ops.items() if n < 0]
+    if short:
+        raise ValueError(f"the blocks' inference_ops declare fewer {short[0]!r} operations than the products or "
+                         "max-pools of multi-level spikes computed; a block counts each such product as one 'mul'")
+    return {kind: n / counter.samples for kind, n in ops.items() if n}

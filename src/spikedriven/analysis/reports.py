@@ -1,7 +1,9 @@
 """Writing an evaluation folder (compare.py puts several side by side).
 
 An evaluation folder holds ``metrics.json`` (everything, machine-readable),
-``firing_rates.csv``, ``energy.csv``, ``firing_rates.png`` and ``energy.png``.
+``firing_rates.csv``, ``energy.csv``, ``firing_rates.png`` and ``energy.png``, and
+``energy_<model>.csv`` per energy model (and ``energy_<model>_expanded.csv`` for a model
+with multi-level spikes: its spikes run as binary ones).
 Plots use matplotlib's object-oriented API with the Agg canvas, so no global
 backend is touched and no display is needed.
 """
@@ -30,6 +32,7 @@ REQUIRED_KEYS = ("top1", "mean_firing_rate", "firing_rates", "layers", "totals")
 
 __all__ = [
     "find_metrics",
+    "format_energy_views",
     "format_summary",
     "load_metrics",
     "plot_energy",
@@ -182,6 +185,9 @@ def write_evaluation(folder: PathLike, result: Mapping[str, Any], config: Option
     }
     for name, estimate in (result.get("energy") or {}).items():
         files[f"energy_{name}_csv"] = write_energy_model_csv(folder / f"energy_{name}.csv", estimate)
+    for name, estimate in (result.get("energy_expanded") or {}).items():  # multi-level spikes as binary ones
+        path = folder / f"energy_{name}_expanded.csv"
+        files[f"energy_{name}_expanded_csv"] = write_energy_model_csv(path, estimate)
     if result.get("speed"):
         files["speed_csv"] = write_speed_csv(folder / "speed.csv", result["speed"])
     if result.get("learned_neuron_settings"):
@@ -225,6 +231,8 @@ def format_summary(result: Mapping[str, Any]) -> str:
                      + ", ".join(f"{kind} {_si(j, 'J')}" for kind, j in parts if j))
         lines.append(f"convention ({name}): {estimate['convention']}")
         lines += [f"note ({name}): {note}" for note in estimate.get("notes", [])]
+    if result.get("energy_expanded"):
+        lines += format_energy_views(result)
     for key in dict.fromkeys(k for values in (result.get("learned_neuron_settings") or {}).values() for k in values):
         values = [v[key] for v in result["learned_neuron_settings"].values() if key in v]
         lines.append(f"learned {key} over {len(values)} layers: min {min(values):.4g}  mean {sum(values) / len(values):.4g}  "
@@ -237,6 +245,25 @@ def format_summary(result: Mapping[str, Any]) -> str:
         for name, rate in rates.items():
             lines.append(f"{name:<{width}}  " + "  ".join(f"{r:6.4f}" for r in rate["per_step"]) + f"  {rate['mean']:6.4f}")
     return "\n".join(lines)
+
+
+def format_energy_views(result: Mapping[str, Any]) -> list[str]:
+    """The energy per image of a model with multi-level spikes in its two views, a table each: the energy
+    models as rows, the total and its parts by kind as columns, the same columns in both so they compare."""
+    views = result["energy_views"]
+    tables = [(views["integer"], result["energy"]), (views["expanded"], result["energy_expanded"])]
+    kinds = [k for k in dict.fromkeys(k for _, energy in tables for e in energy.values() for k in e["by_kind_j"])
+             if any(e["by_kind_j"].get(k) for _, energy in tables for e in energy.values())]
+    width = max(len("model"), *(len(name) for name in result["energy"]))
+    levels = ", ".join(str(n) for n in views["levels"])
+    lines = [f"energy/image of the multi-level spikes (levels {levels}) in two views:"]
+    for words, energy in tables:
+        lines.append(f"  {words}")
+        lines.append(f"    {'model':<{width}}" + "".join(f"{column:>11}" for column in ("total", *kinds)))
+        for name, e in energy.items():
+            cells = [e["total_j"], *(e["by_kind_j"].get(k, 0.0) for k in kinds)]
+            lines.append(f"    {name:<{width}}" + "".join(f"{_si(j, 'J') if j else '-':>11}" for j in cells))
+    return lines
 
 
 # ------------------------------------------------------------------ compare

@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping, Optional
 # named as the model names them (timm's depth, embed_dim, in_chans); the original's names are read as those.
 SPELLINGS = {"TET": "tet", "TET_means": "tet_means", "TET_lamb": "tet_lamb",
              "layer": "depth", "dim": "embed_dim", "in_channels": "in_chans",
-             "time_step": "time_steps"}  # Spikformer's train.py
+             "time_step": "time_steps",  # Spikformer's train.py
+             "nb_classes": "num_classes"}  # SDT-V2's and -V3's main_finetune.py
 
 FALSE_WORDS = {False, None, 0, "", "false", "False", "no", "none", "None", "0"}
 

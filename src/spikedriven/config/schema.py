@@ -74,6 +74,15 @@ class Config:
     tet_lamb: float = _f(0.0, "TET's regulariser weight: (1 - lamb) mean_t CE + lamb MSE(outputs, means); 0: off")
     bce_loss: bool = _f(False, "binary cross-entropy instead of cross-entropy (timm's BinaryCrossEntropy)")
     bce_target_thresh: Optional[float] = _f(None, "with bce_loss: targets above this become 1 (none: soft targets)")
+    # --- distillation (DeiT's, as SDT-V2's fine-tune uses it): a model with a kd head learns a teacher's predictions
+    teacher: Optional[str] = _f(None, "the teacher, a timm model name (caformer_b36.sail_in22k_ft_in1k in SDT-V2's "
+                                "fine-tune); its weights come from teacher_checkpoint, nothing is downloaded")
+    teacher_checkpoint: Optional[str] = _f(None, "the teacher's weights: a file timm reads for that model (its "
+                                           "original's .pth, a timm .pth or .safetensors)")
+    distillation_type: str = _f("hard", "hard: the kd head learns the teacher's top class (cross-entropy); soft: its "
+                                "distribution at distillation_tau (KL)", choices=("hard", "soft"))
+    distillation_alpha: float = _f(0.5, "loss = (1 - alpha) label loss of the head + alpha distillation loss of the kd head")
+    distillation_tau: float = _f(1.0, "the softmax temperature of soft distillation")
     # --- model
     model: str = _f("sdt", "the model: a registered name (spikedriven models lists each with its settings)")
     model_args: dict = _f({}, "the model's settings by name (depth=4 embed_dim=384); each is also a top-level key "
@@ -103,6 +112,8 @@ class Config:
     opt_betas: Optional[list] = _f([0.9, 0.999], "Adam betas (none: the optimizer's own)")
     opt_eps: Optional[float] = _f(1e-8, "optimizer epsilon (none: the optimizer's own, e.g. LAMB's 1e-6 in the "
                                   "original's configs that say opt_eps: None)")
+    opt_kwargs: dict = _f({}, "further keyword arguments of the timm optimizer, as timm's --opt-kwargs "
+                          "(trust_clip=true for LAMB, as SDT-V2's and -V3's recipes use it)")
     clip_grad: Optional[float] = _f(None, "clip the gradient norm to this value (none: off)")
     sched: str = _f("cosine", "timm scheduler name")
     epochs: int = _f(300, "epochs of the schedule (cooldown comes on top)")
@@ -244,7 +255,22 @@ class Config:
         self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
         self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
         self._check_models()
+        self._check_distillation()
         return self
+
+    def _check_distillation(self) -> None:
+        """A teacher comes with its weights and a model with a kd head to learn from it; a kd head without a
+        teacher may be evaluated and exported, and training refuses it (``engine.trainer``)."""
+        if (self.teacher is None) != (self.teacher_checkpoint is None):
+            raise ConfigError("distillation needs both teacher (a timm model name) and teacher_checkpoint (its "
+                              "weights: nothing is downloaded); give both, or neither")
+        if self.teacher is not None and not self.model_settings().get("kd"):
+            raise ConfigError(f"a teacher trains a model's distillation head, and model {self.model} has none: "
+                              "give kd: true (a model that takes it: metaspikformer_*), or drop teacher")
+        if not 0 <= self.distillation_alpha <= 1:
+            raise ConfigError(f"distillation_alpha must lie in [0, 1], got {self.distillation_alpha}")
+        if self.distillation_tau <= 0:
+            raise ConfigError(f"distillation_tau must be > 0, got {self.distillation_tau}")
 
     def _check_models(self) -> None:
         """The model's settings, and every entry of ``models``: a name that is registered, settings it takes;

@@ -53,9 +53,43 @@ class TETLoss:
         return (1 - self.lamb) * per_step + self.lamb * regulariser
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor, loss_fn: Callable) -> torch.Tensor:
-    """TET models return per-step logits ``[T, B, K]``: the loss is averaged over steps
-    (``TETLoss`` adds its regulariser)."""
+class DistillationLoss:
+    """DeiT's distillation, as SDT-V2's fine-tune runs it: a model with a distillation head returns, in training,
+    its head's logits and the distillation head's; the head learns the labels (``criterion``), the distillation
+    head the teacher's predictions on the same images, ``(1 - alpha) label loss + alpha distillation loss``.
+    ``hard``: cross-entropy with the teacher's top class; ``soft``: KL divergence of the softmaxes at ``tau``,
+    summed, times tau², over the logits' elements. With TET the per-step distillation logits learn it as their mean."""
+
+    def __init__(self, criterion: Callable, teacher: nn.Module, kind: str, alpha: float, tau: float):
+        self.criterion, self.teacher, self.kind, self.alpha, self.tau = criterion, teacher, kind, alpha, tau
+
+    def __call__(self, outputs, target: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        if not isinstance(outputs, tuple):
+            raise TypeError("distillation needs the model's two heads' logits: a model built with kd true, in training")
+        logits, distilled = outputs
+        label_loss = classification_loss(logits, target, self.criterion)
+        with torch.no_grad():
+            teacher = self.teacher(images)
+        if distilled.dim() == 3:
+            distilled = distilled.mean(0)
+        if self.kind == "hard":
+            distillation = nn.functional.cross_entropy(distilled, teacher.argmax(dim=1))
+        else:
+            t = self.tau
+            distillation = nn.functional.kl_div(nn.functional.log_softmax(distilled / t, dim=1),
+                                                nn.functional.log_softmax(teacher / t, dim=1),
+                                                reduction="sum", log_target=True) * (t * t) / distilled.numel()
+        return (1 - self.alpha) * label_loss + self.alpha * distillation
+
+
+def classification_loss(logits, target: torch.Tensor, loss_fn: Callable, images: Optional[torch.Tensor] = None
+                        ) -> torch.Tensor:
+    """TET models return per-step logits ``[T, B, K]``: the loss is averaged over steps (``TETLoss`` adds its
+    regulariser); a distillation loss reads the model's two outputs and the images its teacher sees."""
+    if isinstance(loss_fn, DistillationLoss):
+        return loss_fn(logits, target, images)
+    if isinstance(logits, tuple):
+        raise TypeError("the model returns two heads' logits (kd): training it needs a teacher (DistillationLoss)")
     if logits.dim() == 3:
         return (loss_fn if isinstance(loss_fn, TETLoss) else TETLoss(loss_fn))(logits, target)
     return loss_fn(logits, target)
@@ -189,7 +223,7 @@ def train_one_epoch(
             if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast(device, amp):
-                loss = classification_loss(model(images), target, loss_fn)
+                loss = classification_loss(model(images), target, loss_fn, images)
             optimizer.zero_grad(set_to_none=True)
             if nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):  # per-step sync only in skip mode
                 skipped += 1

@@ -1,6 +1,10 @@
-"""The training recipe from timm's factories: optimizer, schedule, mixup and the matching loss."""
+"""The training recipe from timm's factories: optimizer, schedule, mixup and the matching loss; a teacher and
+its distillation loss where the model has a distillation head."""
 
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
 
 import torch
 from timm.data import Mixup
@@ -10,7 +14,7 @@ from timm.scheduler import create_scheduler_v2
 
 from ..config import Config
 from ..errors import ConfigError
-from .loop import TETLoss
+from .loop import DistillationLoss, TETLoss
 
 
 def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bool = False):
@@ -25,7 +29,9 @@ def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bo
         given = dict(betas=None if cfg.opt_betas is None else tuple(cfg.opt_betas), eps=cfg.opt_eps,
                      fused=True if fused else None)
         optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                        **{k: v for k, v in given.items() if v is not None})
+                                        **{k: v for k, v in given.items() if v is not None}, **cfg.opt_kwargs)
+    except TypeError as e:  # an opt_kwargs key the optimizer does not take
+        raise ConfigError(f"optimizer {cfg.opt!r} cannot be built with opt_kwargs {cfg.opt_kwargs}: {e}") from None
     except (ValueError, AssertionError) as e:
         raise ConfigError(f"optimizer {cfg.opt!r} cannot be built: {e}") from None
     try:
@@ -40,9 +46,31 @@ def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bo
     return optimizer, scheduler, total_epochs
 
 
-def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
+def build_teacher(cfg: Config, device: torch.device) -> torch.nn.Module:
+    """The distillation teacher: timm's model ``cfg.teacher`` with the weights of ``cfg.teacher_checkpoint``
+    (timm reads a model's original checkpoint through its own filter, so a published .pth loads as it is), in
+    evaluation mode and frozen; one sentence for a name timm does not know or weights that do not fit."""
+    import timm
+
+    path = Path(cfg.teacher_checkpoint)
+    if not path.is_file():
+        raise ConfigError(f"teacher_checkpoint {path} does not exist or is not a file")
+    if not timm.is_model(cfg.teacher):
+        raise ConfigError(f"teacher {cfg.teacher!r} is not a timm model name (timm.list_models lists them)")
+    try:
+        teacher = timm.create_model(cfg.teacher, pretrained=True, num_classes=cfg.num_classes,
+                                    pretrained_cfg_overlay=dict(file=str(path), num_classes=cfg.num_classes))
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise ConfigError(f"teacher {cfg.teacher} cannot load {path}: {str(e).splitlines()[0]}") from None
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
+def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device,
+                        teacher: Optional[torch.nn.Module] = None):
     """timm's Mixup (label smoothing inside it when on) and the matching loss, as timm's train.py pairs
-    them; with TET the loss averages the per-step losses and adds TET's regulariser."""
+    them; with TET the loss averages the per-step losses and adds TET's regulariser; with a ``teacher`` the
+    model's distillation head learns its predictions beside (``DistillationLoss``)."""
     mixup = None
     if mixup_on:
         mixup = Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
@@ -56,4 +84,7 @@ def make_mixup_and_loss(cfg: Config, mixup_on: bool, device: torch.device):
         loss = LabelSmoothingCrossEntropy(smoothing=cfg.smoothing)
     else:
         loss = torch.nn.CrossEntropyLoss()
-    return mixup, TETLoss(loss, cfg.tet_means, cfg.tet_lamb) if cfg.tet else loss
+    loss = TETLoss(loss, cfg.tet_means, cfg.tet_lamb) if cfg.tet else loss
+    if teacher is not None:
+        loss = DistillationLoss(loss, teacher, cfg.distillation_type, cfg.distillation_alpha, cfg.distillation_tau)
+    return mixup, loss

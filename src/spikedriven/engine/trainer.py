@@ -38,7 +38,7 @@ from .checkpoint_writer import CheckpointWriter
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
 from .progress import EpochProgress, log_epoch
-from .recipe import build_optimizer_and_scheduler, make_mixup_and_loss
+from .recipe import build_optimizer_and_scheduler, build_teacher, make_mixup_and_loss
 from .recorder import SpikeRecorder, neuron_layers
 from .resume import ResumePlan, describe_changes, describe_progress, is_behind, newest_checkpoint
 from .rng import epoch_seed, rng_state, seed_everything, set_rng_state
@@ -71,6 +71,11 @@ def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train"
         shutdown(dist)
 
 
+KD_NEEDS_A_TEACHER = ("kd: true gives the model a distillation head, which learns a teacher's predictions: give "
+                      "teacher (a timm model name) and teacher_checkpoint (its weights), or train with kd: false; "
+                      "a kd checkpoint evaluates and exports without one")
+
+
 def place_model(cfg: Config, runtime: Runtime) -> nn.Module:
     """The model on the run's device, in the memory format and with the backward memory its runtime chose."""
     if runtime.device.type == "cuda":
@@ -98,6 +103,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
            overwrite: bool, resume_command: Optional[str], held: list) -> Path:
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError(FP16_NEEDS_CUDA)
+    if cfg.model_settings().get("kd") and cfg.teacher is None:
+        raise ConfigError(KD_NEEDS_A_TEACHER)
     if cfg.log_wandb:
         check_wandb()
     run_dir = plan.run_dir or (Path(cfg.output) if cfg.output else default_run_dir(cfg))
@@ -118,6 +125,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                                     channels_last=runtime.channels_last)
 
     model = place_model(cfg, runtime)
+    teacher = build_teacher(cfg, device) if cfg.teacher is not None else None
     optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
@@ -217,7 +225,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 scheduler.step(epoch)
                 lr = optimizer.param_groups[0]["lr"]
                 mixup_on = (cfg.mixup > 0 or cfg.cutmix > 0) and (cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch)
-                mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device)
+                mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device, teacher)
                 progress = EpochProgress(epoch, len(train_loader), epoch_state.step, lr, cfg.log_interval, dist.world,
                                          show_bar=dist.is_main and sys.stderr.isatty())
                 try:

@@ -107,6 +107,8 @@ class SpikingModel(nn.Module):
     """
 
     architecture: str = ""  # the registered family, for messages and the model card
+    # the neuron when none is given (None: LIF, or the mode the neuron's keywords name)
+    default_neuron: ClassVar[Optional[NeuronSpec]] = None
     # forward_features runs the stem, then every block of this ModuleList, on the time-major input
     stem_name: ClassVar[str] = "patch_embed"
     blocks_name: ClassVar[str] = "block"
@@ -132,7 +134,10 @@ class SpikingModel(nn.Module):
                               f"{', '.join(settings)})")
         if neuron is None:  # the study's keywords; None means the neuron's own default
             settings = {k: v for k, v in settings.items() if v is not None}
-            neuron = NeuronSpec(settings.pop("spike_mode", "lif"), **settings)
+            if not settings and self.default_neuron is not None:
+                neuron = self.default_neuron
+            else:
+                neuron = NeuronSpec(settings.pop("spike_mode", "lif"), **settings)
         if callable(neuron) and not isinstance(neuron, (NeuronSpec, str)):
             self.neuron_spec = self.attn_neuron_spec = None
             attn = attn_neuron if attn_neuron is not None else neuron
@@ -299,9 +304,12 @@ def _weights_overlay(variant: str, kwargs: Mapping[str, Any]) -> dict:
 
 def _feature_cfg(arch, variant: str, kwargs: Mapping[str, Any]) -> dict:
     """How ``features_only=True`` wraps a model: timm's getter, which calls ``forward_intermediates``, by default
-    on every stage (the stem and each of the ``depth`` blocks; timm's own default, stages 0 to 4, fits only
-    a model of four blocks)."""
+    on every stage (the stem and each of the ``depth`` blocks, or a staged model's fixed stages; timm's own
+    default, stages 0 to 4, fits only a model of five)."""
     cfg: dict[str, Any] = {"feature_cls": "getter"}
+    if arch.feature_stages:
+        cfg["out_indices"] = arch.feature_stages
+        return cfg
     depth = kwargs.get("depth", arch.defaults(variant).get("depth"))
     if isinstance(depth, int) and not isinstance(depth, bool) and depth >= 0:  # else the model refuses it
         cfg["out_indices"] = depth + 1  # the last depth + 1 stages: all of them

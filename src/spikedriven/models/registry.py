@@ -55,6 +55,7 @@ class Architecture:
     matches: Callable[[Mapping], bool] = lambda state_dict: False
     reference: str = ""
     label: Optional[Callable[[Mapping[str, Any]], str]] = None
+    feature_stages: int = 0  # a model of fixed stages (MetaFormers: 4): their number; 0: the stem and each block
     # published best-epoch top-1, for comparison only: {(dataset, size label, T): {(neuron, u_th): top-1}}
     published: Mapping[tuple, Mapping[tuple, float]] = field(default_factory=dict)
 

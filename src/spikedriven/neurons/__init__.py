@@ -4,7 +4,7 @@ One file per neuron family over a common base; each neuron is defined once,
 by its settings, equations, cost per step and (if the fused kernels cover its
 arithmetic) its fused form, and registered by name:
 
-    spec.py            the plain descriptions: Param, NeuronSpec, StepOps, FusedForm
+    spec.py            the plain descriptions: Param, NeuronSpec, StepOps, BinaryOps, FusedForm
     base.py            charge / fire / reset over T steps; ThresholdNeuron fires with a surrogate
     surrogates.py      surrogate gradients, each defined once for the loop and the fused kernels
     integrate_fire.py  if, if_soft, if_learnable
@@ -22,7 +22,7 @@ from .fused import fused_available, fused_multi_step, fused_neuron
 from .registry import (
     NEURONS, create_neuron, describe_neurons, neuron_class, register_neuron, resolve_spec,
 )
-from .spec import FusedForm, NeuronSpec, Param, StepOps
+from .spec import BinaryOps, FusedForm, NeuronSpec, Param, StepOps
 from .surrogates import SURROGATES, Surrogate, register_surrogate
 
 
@@ -40,8 +40,8 @@ def _register_builtin_families() -> None:
 _register_builtin_families()
 
 __all__ = [
-    "NEURONS", "NEURON_PATHS", "SURROGATES", "FusedForm", "NeuronSpec", "Param", "SpikingNeuron", "StepOps",
-    "Surrogate", "ThresholdNeuron", "below_threshold", "create_neuron", "describe_neurons", "fused_available",
-    "fused_multi_step", "fused_neuron", "neuron_class", "neuron_path",
+    "NEURONS", "NEURON_PATHS", "SURROGATES", "BinaryOps", "FusedForm", "NeuronSpec", "Param", "SpikingNeuron",
+    "StepOps", "Surrogate", "ThresholdNeuron", "below_threshold", "create_neuron", "describe_neurons",
+    "fused_available", "fused_multi_step", "fused_neuron", "neuron_class", "neuron_path",
     "register_neuron", "register_surrogate", "resolve_spec", "set_neuron_path",
 ]  # fmt: skip

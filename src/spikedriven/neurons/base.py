@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..layer_settings import LayerSetting
 from ..spike_ops import norm_then
 from .fused import fused_available, fused_multi_step
-from .spec import FusedForm, NeuronSpec, Param, StepOps, is_number
+from .spec import BinaryOps, FusedForm, NeuronSpec, Param, StepOps, is_number
 from .surrogates import SURROGATES, spike_function
 
 __all__ = ["NEURON_PATHS", "SpikingNeuron", "ThresholdNeuron", "neuron_path", "set_neuron_path"]
@@ -47,6 +47,15 @@ class SpikingNeuron(nn.Module):
     removes: ClassVar[tuple[str, ...]] = ()  # inherited settings this class does not take
     ops: ClassVar[StepOps] = StepOps()
     leaky: ClassVar[bool] = False  # the potential decays between inputs (the study's LIF side)
+    # A multi-level neuron (output_levels() = D > 1) run spike-driven sends its level k as k binary spikes
+    # over D sub-steps; the energy models' expanded view prices its step as D x sub_step + step. The default
+    # is an IF neuron with soft reset charged once with X + 1/2, so that it fires round(X) times: per
+    # sub-step the compare with the threshold and the subtraction of a fired spike, its potential read and
+    # written; once per step the 1/2 added and the clamp to [0, D] (two compares, two selects) that the
+    # integer neuron computes (the D sub-steps would bound the count by themselves: an upper bound). Ties
+    # rounded to even would take one more compare, not priced. Binary neurons never use it.
+    binary_ops: ClassVar[BinaryOps] = BinaryOps(sub_step=StepOps(add=1, compare=1, state_reads=1, state_writes=1),
+                                                step=StepOps(add=1, compare=2, select=2))
 
     # probe(t, h, spike, v) after every step, set per instance by a recorder (analysis.membrane);
     # while set the loop runs, since the fused kernels never materialise H

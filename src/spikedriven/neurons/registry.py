@@ -20,7 +20,7 @@ from typing import Any, Mapping, Union
 
 from ..errors import ConfigError
 from .base import SpikingNeuron
-from .spec import NeuronSpec, Param, StepOps
+from .spec import BinaryOps, NeuronSpec, Param, StepOps
 from .surrogates import SURROGATES
 
 __all__ = ["NEURONS", "create_neuron", "describe_neurons", "neuron_class", "register_neuron", "resolve_spec"]
@@ -43,6 +43,8 @@ def register_neuron(cls: type[SpikingNeuron]) -> type[SpikingNeuron]:
             raise TypeError(f"neuron {name!r}: setting {key!r} must be a Param, got {param!r}")
     if not isinstance(cls.ops, StepOps):
         raise TypeError(f"neuron {name!r}: ops must be a StepOps")
+    if not isinstance(cls.binary_ops, BinaryOps):
+        raise TypeError(f"neuron {name!r}: binary_ops must be a BinaryOps")
     NEURONS[name] = cls
     return cls
 
@@ -88,7 +90,10 @@ def describe_neurons() -> str:
         lines += [f"{name}: {cls.title}{learned}", f"  {cls.equations}"]
         for key, param in cls.settings().items():
             lines.append(f"  --{key.replace('_', '-'):<18} {_default(param.default):<9} {param.doc}")
-        lines += [f"  per step: {cls.ops.describe()}; {fused}", ""]
+        lines.append(f"  per step: {cls.ops.describe()}; {fused}")
+        if probe.output_levels() > 1:
+            lines.append(f"  per step as binary spikes: {cls.binary_ops.describe(probe.output_levels())}")
+        lines.append("")
     lines.append("surrogates (--surrogate, its sharpness --surrogate-alpha):")
     lines += [f"  {n:<20} alpha {s.default_alpha:g}: dS/dx = {s.formula}" for n, s in SURROGATES.items()]
     return "\n".join(lines)

@@ -6,6 +6,8 @@ config, the energy model and the command line all read these descriptions.
 * ``Param``: one setting of a neuron (default, meaning, type, valid range).
 * ``NeuronSpec``: a neuron by registered name and the values of its settings.
 * ``StepOps``: what one step of one neuron costs (operations, state traffic).
+* ``BinaryOps``: what one step of a multi-level neuron costs when it sends its level k as k
+  binary spikes over D sub-steps (the energy models' expanded view).
 * ``FusedForm``: the neuron as numbers for the fused kernels, which know no
   neuron names: charge ``H = V + X`` (no leak) or ``H = V + (X - (V - V_reset)) g``
   with ``g = 1/tau`` (a division, as the reference computes it) or a factor
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Optional, Union
 
-__all__ = ["FusedForm", "NeuronSpec", "Param", "StepOps"]
+__all__ = ["BinaryOps", "FusedForm", "NeuronSpec", "Param", "StepOps"]
 
 
 def is_number(value: Any) -> bool:
@@ -83,6 +85,19 @@ class StepOps:
                                         ("select", self.select)) if n]
         state = f"{self.state_reads} state read, {self.state_writes} write" if self.state_reads or self.state_writes else "no state"
         return ", ".join(parts) + f"; {state}"
+
+
+@dataclass(frozen=True)
+class BinaryOps:
+    """The cost of one time step of one multi-level neuron (``output_levels()`` D > 1) run spike-driven:
+    its level k sent as k binary spikes over D sub-steps. ``sub_step``: each of the D sub-steps;
+    ``step``: what runs once per step, before them."""
+
+    sub_step: StepOps
+    step: StepOps = StepOps()
+
+    def describe(self, levels: int) -> str:
+        return f"{levels} sub-steps x ({self.sub_step.describe()}) + once ({self.step.describe()})"
 
 
 @dataclass(frozen=True)

@@ -32,9 +32,12 @@ sets it on a whole model (a run sets the config key ``backward_memory``, as its
                   as bool / uint8
     attention.py  spike_attention: products of spike matrices (q kᵀ v), recomputed in backward
     norm.py       norm_then: batch norm (after a convolution) and a neuron or pool, recomputed in backward
+    expansion.py  binary_expansion: multi-level spikes k / D run as k binary spikes over D sub-steps (inference),
+                  and the count of their products for the energy models' expanded view
 """
 
 from .attention import ATTENTION_ORDERS, attention_products, spike_attention
+from .expansion import binary_expansion
 from .layers import (MEMORY_MODES, SpikeConv1d, SpikeConv2d, SpikeLinear, SpikeMaxPool2d, keep_full_tensors, memory_mode,
                      saved_tensor_bytes, set_backward_memory, spike_conv1d, spike_conv2d, spike_linear, spike_max_pool2d,
                      spike_mul)
@@ -42,7 +45,7 @@ from .norm import norm_then, per_step, recomputing
 
 __all__ = [
     "ATTENTION_ORDERS", "MEMORY_MODES", "SpikeConv1d", "SpikeConv2d", "SpikeLinear", "SpikeMaxPool2d",
-    "attention_products", "keep_full_tensors", "memory_mode", "norm_then", "per_step", "recomputing",
-    "saved_tensor_bytes", "set_backward_memory", "spike_attention", "spike_conv1d", "spike_conv2d", "spike_linear",
-    "spike_max_pool2d", "spike_mul",
+    "attention_products", "binary_expansion", "keep_full_tensors", "memory_mode", "norm_then", "per_step",
+    "recomputing", "saved_tensor_bytes", "set_backward_memory", "spike_attention", "spike_conv1d", "spike_conv2d",
+    "spike_linear", "spike_max_pool2d", "spike_mul",
 ]  # fmt: skip

@@ -1,7 +1,7 @@
 """Attention of spikes without softmax: matrix products of spike matrices, kept as bool for backward.
 
 ``(q kᵀ) s v`` or ``q (kᵀ v) s`` with spikes q, k, v ``[..., N, d]`` and a scale s (Spikformer's two
-orders). Autograd would keep q, k and v as floats and the N x N (or d x d) product, which is neither
+orders, the second also SDT-V2's), or ``((q kᵀ) v) s`` (SDT-V3's). Autograd would keep q, k and v as floats and the N x N (or d x d) product, which is neither
 spikes nor small; here only q, k and v are kept, in one byte each, and backward recomputes the
 products with the same calls as forward, so values and gradients are identical to the plain ones.
 """
@@ -12,17 +12,21 @@ import torch
 from timm.layers import register_notrace_function
 from torch.autograd.function import once_differentiable
 
+from . import expansion
 from .layers import _pack, _tracked, _unpack
 
-ATTENTION_ORDERS = ("qk_v", "q_kv")  # (q kᵀ) s, then v; q (kᵀ v), then s
+ATTENTION_ORDERS = ("qk_v", "q_kv", "qk_v_scaled")  # (q kᵀ) s, then v; q (kᵀ v), then s; (q kᵀ) v, then s
 
 
 def attention_products(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, order: str) -> torch.Tensor:
-    """The plain products in ``order``: ``((q @ kᵀ) * scale) @ v`` or ``(q @ (kᵀ @ v)) * scale``."""
+    """The plain products in ``order``: ``((q @ kᵀ) * scale) @ v``, ``(q @ (kᵀ @ v)) * scale`` or
+    ``((q @ kᵀ) @ v) * scale`` (the scale's place changes the rounding)."""
     if order == "qk_v":
         return ((q @ k.transpose(-2, -1)) * scale) @ v
     if order == "q_kv":
         return (q @ (k.transpose(-2, -1) @ v)) * scale
+    if order == "qk_v_scaled":
+        return ((q @ k.transpose(-2, -1)) @ v) * scale
     raise ValueError(f"unknown attention order {order!r}; valid orders are: {', '.join(ATTENTION_ORDERS)}")
 
 
@@ -55,6 +59,10 @@ def spike_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: fl
     memory mode), keeping the three in one byte each for backward."""
     if order not in ATTENTION_ORDERS:
         raise ValueError(f"unknown attention order {order!r}; valid orders are: {', '.join(ATTENTION_ORDERS)}")
+    if levels > 1 and expansion.watching():  # an operation count prices these products in its expanded view
+        expansion.note_attention(q, k, v, order, levels)
+    if levels > 1 and expansion.expanding():
+        return expansion.expanded_attention(q, k, v, scale, order, levels)
     tensors = (q, k, v)
     # under torch.compile the compiler chooses what backward keeps, as for norm_then
     if (not _tracked(memory, *tensors) or not all(t.is_floating_point() for t in tensors)

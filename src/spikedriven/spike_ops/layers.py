@@ -18,6 +18,7 @@ from torch.autograd.function import once_differentiable
 
 from ..layer_settings import LayerSetting
 from ..runtime import backward_memory_for
+from . import expansion
 
 
 MEMORY_MODES = ("auto", "min", "lean", "full")
@@ -321,6 +322,10 @@ class _SpikeMul(torch.autograd.Function):
 @register_notrace_function  # branches on its inputs' requires_grad and dtype: torch.fx records the call
 def spike_mul(a: torch.Tensor, b: torch.Tensor, levels: int = 1, memory: str = "auto") -> torch.Tensor:
     """``a * b`` (broadcasting) for spikes ``a`` and ``b`` of ``levels`` levels, keeping both in one byte each."""
+    if levels > 1 and expansion.watching():  # an operation count prices these products in its expanded view
+        expansion.note_mul(torch.broadcast_shapes(a.shape, b.shape), levels)
+    if levels > 1 and expansion.expanding():
+        return expansion.expanded_mul(a, b, levels)
     if not _tracked(memory, a, b) or not (a.is_floating_point() and b.is_floating_point()):
         return a * b
     return _SpikeMul.apply(a, b, levels)
