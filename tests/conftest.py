@@ -12,6 +12,17 @@ def _deterministic_threads():
     yield
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For a file of small tensors (``pytestmark = pytest.mark.usefixtures("one_thread")``): one thread is as fast
+    as two there, and on a busy machine two threads that spin waiting for each other make each test many
+    times slower. Restored after the file's tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 class _Kept(logging.Handler):
     def __init__(self):
         super().__init__(logging.WARNING)

@@ -150,3 +150,46 @@ def run_cli(args, capsys) -> tuple[int, str, str]:
     code = main(args)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def assert_same_state(a, b) -> None:
+    """Two modules' state dicts: the same keys, every tensor equal (the key and largest difference if not)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), (k, (sa[k].float() - sb[k].float()).abs().max().item())
+
+
+def mae_style_checkpoint(state_dict, path, **args):
+    """A checkpoint as SDT-V2's and -V3's ``misc.save_model`` writes it: the unwrapped state dict under 'model',
+    the optimizer, epoch and scaler beside it, the command line as an argparse Namespace under 'args'."""
+    import argparse
+
+    torch.save({"model": state_dict, "optimizer": {}, "epoch": 3, "scaler": {}, "args": argparse.Namespace(**args)},
+               path)
+    return path
+
+
+def assert_metaformer_init(model, heads, convs: int) -> None:
+    """SDT-V2's and -V3's initialisation: the heads from a normal of std 0.02 (cut at the absolute +-2: in effect
+    untruncated), biases 0; every one of the ``convs`` convolutions PyTorch's kaiming-uniform, weight and bias in
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)); batch norms weight 1, bias 0, statistics 0 and 1."""
+    from torch import nn
+
+    for head in heads:
+        assert abs(head.weight.std().item() - 0.02) < 0.002
+        assert 0.04 < head.weight.abs().max() < 2
+        assert torch.equal(head.bias, torch.zeros_like(head.bias))
+    found = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
+    assert len(found) == convs
+    for conv in found:
+        bound = 1 / (conv.weight[0].numel()) ** 0.5
+        assert conv.weight.abs().max() <= bound
+        if conv.weight.numel() >= 2000:
+            assert abs(conv.weight.std().item() / (bound / 3 ** 0.5) - 1) < 0.1
+        if conv.bias is not None:
+            assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 10
+    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
+        assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))

@@ -2,7 +2,6 @@
 alone (SPEC-architectures 0.1, 0.3, 0.5 and 2): sizes, outputs, gradients, BN statistics and the original's
 checkpoint layout."""
 
-import argparse
 import functools
 import re
 
@@ -14,6 +13,8 @@ from torch import nn
 
 import spikedriven  # noqa: F401  (registers the models with timm)
 from spikedriven.errors import CheckpointError
+
+from helpers import assert_metaformer_init, assert_same_state, mae_style_checkpoint
 
 NAMES = ("metaspikformer_8_384", "metaspikformer_8_512", "metaspikformer_8_768")
 
@@ -29,14 +30,7 @@ SPEC_ENTRIES = (825, 827)
 SMALL = dict(embed_dims=[16, 32, 32, 64], num_heads=4, depths=[1, 1], img_size=64, num_classes=10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are small: one thread is as fast as two, and on a busy machine two threads that spin
-    waiting for each other make each test many times slower. Restored after this file's tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------- the reference, from the SPEC's text
@@ -346,13 +340,6 @@ def loss_of(out, labels):
     return F.cross_entropy(out, labels)
 
 
-def assert_state_equal(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), (k, (sa[k].float() - sb[k].float()).abs().max().item())
-
-
 def max_diff(a, b):
     if isinstance(a, tuple):
         return max(max_diff(x, y) for x, y in zip(a, b))
@@ -396,23 +383,7 @@ def test_initialisation_follows_the_spec():
     kaiming-uniform U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weight and bias; BNs weight 1, bias 0, statistics 0 and 1."""
     torch.manual_seed(3)
     model = timm.create_model("metaspikformer_8_512", **{**SMALL, "num_classes": 100}, kd=True)
-    for head in (model.head, model.head_kd):
-        assert abs(head.weight.std().item() - 0.02) < 0.002
-        assert 0.04 < head.weight.abs().max() < 2  # cut at the absolute +-2: in effect untruncated, not at 2 std
-        assert torch.equal(head.bias, torch.zeros_like(head.bias))
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
-    assert len(convs) == 53
-    for conv in convs:
-        bound = 1 / (conv.weight[0].numel()) ** 0.5
-        assert conv.weight.abs().max() <= bound
-        if conv.weight.numel() >= 2000:
-            assert abs(conv.weight.std().item() / (bound / 3 ** 0.5) - 1) < 0.1
-        if conv.bias is not None:
-            assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 10
-    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
-        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
-        assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
-        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    assert_metaformer_init(model, (model.head, model.head_kd), convs=53)
 
 
 # ------------------------------------------------------------------ equal to the reference
@@ -451,7 +422,7 @@ def test_equals_the_reference_in_eval_and_training(time_steps, kd):
         assert g is not None and g_ref is not None, name
         assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-6), (name, (g - g_ref).abs().max().item())
     assert sum(p.grad.abs().sum().item() > 0 for p in model.parameters()) == len(list(model.parameters()))
-    assert_state_equal(ref, model)  # running statistics and num_batches_tracked, bit for bit
+    assert_same_state(ref, model)  # running statistics and num_batches_tracked, bit for bit
 
 
 def test_a_second_forward_pass_starts_from_rest():
@@ -502,10 +473,9 @@ def test_defaults_are_one_time_step_and_no_kd():
 
 
 def original_checkpoint(ref, path, kd, time_steps, model="metaspikformer_8_512"):
-    """``misc.save_model``'s layout: the unwrapped state dict under 'model', the Namespace under 'args'."""
-    args = argparse.Namespace(model=model, time_steps=time_steps, kd=kd, nb_classes=10, input_size=SMALL["img_size"])
-    torch.save({"model": ref.state_dict(), "optimizer": {}, "epoch": 3, "scaler": {}, "args": args}, path)
-    return path
+    """``misc.save_model``'s layout (``mae_style_checkpoint``) with this model's arguments."""
+    return mae_style_checkpoint(ref.state_dict(), path, model=model, time_steps=time_steps, kd=kd, nb_classes=10,
+                                input_size=SMALL["img_size"])
 
 
 @pytest.mark.parametrize("kd", [False, True])
@@ -517,7 +487,7 @@ def test_the_original_checkpoint_loads_strictly(tmp_path, kd):
     model = project_model(kd=kd, time_steps=2)
     ckpt = load_checkpoint(model, path)
     assert ckpt["epoch"] == 3
-    assert_state_equal(ref, model)
+    assert_same_state(ref, model)
     model.eval()
     x = images()
     with torch.no_grad():

@@ -2,7 +2,6 @@
 SPEC's text alone (SPEC-architectures 0.2, 0.3, 0.5 and 3): sizes, outputs, gradients, BN statistics, the
 quantiser's ties and the original's checkpoint layout."""
 
-import argparse
 import functools
 
 import pytest
@@ -13,6 +12,8 @@ from torch import nn
 
 import spikedriven  # noqa: F401  (registers the models with timm)
 from spikedriven.errors import CheckpointError
+
+from helpers import assert_metaformer_init, assert_same_state, mae_style_checkpoint
 
 NAMES = ("efficient_spiking_transformer_t", "efficient_spiking_transformer_s", "efficient_spiking_transformer_m",
          "efficient_spiking_transformer_l")
@@ -31,14 +32,7 @@ SPEC_ENTRIES = 605
 SMALL = dict(embed_dims=[16, 32, 64, 64], num_heads=4, depths=[1, 1], img_size=64, num_classes=10)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The tensors here are small: one thread is as fast as two, and on a busy machine two threads that spin
-    waiting for each other make each test many times slower. Restored after this file's tests."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --------------------------------------------------------------- the reference, from the SPEC's text
@@ -275,13 +269,6 @@ def spikes(ref):
     return {name: m for name, m in ref.named_modules() if isinstance(m, RefMultiSpike)}
 
 
-def assert_state_equal(a, b):
-    sa, sb = a.state_dict(), b.state_dict()
-    assert sa.keys() == sb.keys()
-    for k in sa:
-        assert torch.equal(sa[k], sb[k]), (k, (sa[k].float() - sb[k].float()).abs().max().item())
-
-
 # ---------------------------------------------------------------- sizes (SPEC 3.6, 3.7)
 
 
@@ -318,23 +305,7 @@ def test_initialisation_follows_the_spec():
     kaiming-uniform U(-1/sqrt(fan_in), 1/sqrt(fan_in)), weight and bias; BNs weight 1, bias 0, statistics 0 and 1."""
     torch.manual_seed(3)
     model = timm.create_model("efficient_spiking_transformer_s", **{**SMALL, "num_classes": 100})
-    for head in (model.head,):
-        assert abs(head.weight.std().item() - 0.02) < 0.002
-        assert 0.04 < head.weight.abs().max() < 2  # cut at the absolute +-2: in effect untruncated, not at 2 std
-        assert torch.equal(head.bias, torch.zeros_like(head.bias))
-    convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
-    assert len(convs) == 43
-    for conv in convs:
-        bound = 1 / (conv.weight[0].numel()) ** 0.5
-        assert conv.weight.abs().max() <= bound
-        if conv.weight.numel() >= 2000:
-            assert abs(conv.weight.std().item() / (bound / 3 ** 0.5) - 1) < 0.1
-        if conv.bias is not None:
-            assert conv.bias.abs().max() <= bound and conv.bias.abs().max() > bound / 10
-    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
-        assert torch.equal(bn.weight, torch.ones_like(bn.weight)) and torch.equal(bn.bias, torch.zeros_like(bn.bias))
-        assert torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
-        assert torch.equal(bn.running_var, torch.ones_like(bn.running_var))
+    assert_metaformer_init(model, (model.head,), convs=43)
 
 
 # ------------------------------------------------------------------ equal to the reference
@@ -373,7 +344,7 @@ def test_equals_the_reference_in_eval_and_training():
         assert g is not None and g_ref is not None, name
         assert torch.allclose(g, g_ref, rtol=1e-5, atol=1e-6), (name, (g - g_ref).abs().max().item())
     assert all(p.grad.abs().sum().item() > 0 for p in model.parameters())
-    assert_state_equal(ref, model)  # running statistics and num_batches_tracked, bit for bit
+    assert_same_state(ref, model)  # running statistics and num_batches_tracked, bit for bit
 
 
 def test_ties_round_half_to_even():
@@ -441,10 +412,9 @@ def test_defaults_equal_the_reference():
 
 
 def original_checkpoint(ref, path, model="Efficient_Spiking_Transformer_s"):
-    """``misc.save_model``'s layout: the unwrapped state dict under 'model', the Namespace under 'args'."""
-    args = argparse.Namespace(model=model, time_steps=1, nb_classes=10, input_size=SMALL["img_size"])
-    torch.save({"model": ref.state_dict(), "optimizer": {}, "epoch": 3, "scaler": {}, "args": args}, path)
-    return path
+    """``misc.save_model``'s layout (``mae_style_checkpoint``) with this model's arguments."""
+    return mae_style_checkpoint(ref.state_dict(), path, model=model, time_steps=1, nb_classes=10,
+                                input_size=SMALL["img_size"])
 
 
 def test_the_original_checkpoint_loads_strictly(tmp_path):
@@ -455,7 +425,7 @@ def test_the_original_checkpoint_loads_strictly(tmp_path):
     model = project_model()
     ckpt = load_checkpoint(model, path)
     assert ckpt["epoch"] == 3
-    assert_state_equal(ref, model)
+    assert_same_state(ref, model)
     model.eval()
     x = images()
     with torch.no_grad():

@@ -31,7 +31,7 @@ from torch import nn
 
 from ..neurons import NeuronSpec
 from ..neurons.spec import Param
-from ..spike_ops import SpikeConv1d, SpikeConv2d, norm_then, spike_attention
+from ..spike_ops import SpikeConv2d, norm_then, spike_attention
 from .base import NeuronArg, NeuronFactory, build_entry_point
 from .registry import Architecture, at_least, register_architecture
 from .sdt_v2 import MLP, MetaSpikeFormer, _cfg, check_stage_widths, merge_heads, split_heads
