@@ -2,6 +2,7 @@
 and tests/test_sdt_v3.py): the multi-level neuron's rounding and gradient window, V3's default neuron, V2's
 distillation head and its teacher, the recipes under conf/sdt-v2 and conf/sdt-v3, and their bad input."""
 
+import math
 from pathlib import Path
 
 import pytest
@@ -129,13 +130,72 @@ V2_DEMO = ["--model", "metaspikformer_8_384", "--embed-dims", "8,16,16,16", "--n
            "--batch-size", "128"]
 
 
-def test_a_kd_model_trains_with_a_teacher_from_its_checkpoint(teacher_file, tmp_path, capsys):
+def test_a_kd_model_distils_from_a_teacher_starting_from_weights_without_head_kd(teacher_file, tmp_path, capsys):
+    """SDT-V2's two stages: a run without kd, then a distillation fine-tune from its weights (head_kd, which they
+    lack, keeps its initialisation; every other weight is loaded), evaluated without the teacher."""
+    code, _, err = run_cli(["train", "-c", DEMO, *V2_DEMO, "--output", str(tmp_path / "t1")], capsys)
+    assert code == 0, err
+    first = torch.load(tmp_path / "t1" / "last.pth.tar", weights_only=False)["state_dict"]
     code, out, err = run_cli(["train", "-c", DEMO, *V2_DEMO, "--kd", "true", "--teacher", "resnet10t",
-                              "--teacher-checkpoint", str(teacher_file), "--output", str(tmp_path / "run")], capsys)
+                              "--teacher-checkpoint", str(teacher_file),
+                              "--lr", "1e-12", "--min-lr", "1e-12", "--resume", str(tmp_path / "t1" / "last.pth.tar"),
+                              "--no-resume-opt", "--output", str(tmp_path / "kd")], capsys)
     assert code == 0, err
-    assert (tmp_path / "run" / "last.pth.tar").is_file()
-    code, out, err = run_cli(["eval", "--checkpoint", str(tmp_path / "run")], capsys)  # no teacher needed
+    distilled = torch.load(tmp_path / "kd" / "last.pth.tar", weights_only=False)["state_dict"]
+    assert set(distilled) == set(first) | {"head_kd.weight", "head_kd.bias"}
+    # at an lr of 1e-12 the weights stay the first run's (batch-norm statistics move with the new batches)
+    assert all(torch.allclose(distilled[k], first[k], atol=1e-6) for k in first if "running" not in k and "num_batches" not in k)
+    code, out, err = run_cli(["eval", "--checkpoint", str(tmp_path / "kd")], capsys)  # no teacher needed
     assert code == 0, err
+    # anywhere else loading stays strict: the first run's weights do not fit a kd model for evaluation
+    from spikedriven.engine.checkpoint import load_checkpoint
+    from spikedriven.errors import CheckpointError
+
+    kd_model = build_model(load_config(DEMO, {"model": "metaspikformer_8_384", "embed_dims": [8, 16, 16, 16],
+                                              "num_heads": 2, "kd": True, "time_steps": 1}))
+    with pytest.raises(CheckpointError, match="missing keys: head_kd"):
+        load_checkpoint(kd_model, tmp_path / "t1" / "last.pth.tar")
+
+
+def test_the_schedule_per_step_after_a_warmup_prefix_is_the_mae_recipes():
+    """lr(e) at the fractional epoch e = step / steps_per_epoch: lr e / warmup during the warm-up from 0, then
+    min_lr + (lr - min_lr)(1 + cos(pi (e - warmup) / (epochs - warmup))) / 2 (SPEC-architectures 2.8)."""
+    cfg = load_config(DEMO, {"lr": 1.0, "min_lr": 0.01, "warmup_lr": 0.0, "warmup_epochs": 2, "epochs": 6,
+                             "cooldown_epochs": 0, "warmup_prefix": True, "sched_on_updates": True})
+    optimizer, scheduler, total = build_optimizer_and_scheduler(cfg, torch.nn.Linear(2, 2), updates_per_epoch=5)
+    assert total == 6
+    for update in range(30):
+        scheduler.step_update(update)
+        e = update / 5
+        expected = e / 2 if e < 2 else 0.01 + 0.99 * (1 + math.cos(math.pi * (e - 2) / 4)) / 2
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-12), update
+    cfg = load_config(DEMO, {"lr": 1.0, "min_lr": 0.0, "warmup_epochs": 1, "epochs": 4, "cooldown_epochs": 0})
+    optimizer, scheduler, _ = build_optimizer_and_scheduler(cfg, torch.nn.Linear(2, 2), updates_per_epoch=5)
+    scheduler.step(2)  # the study's: once per epoch, the cosine on the absolute epoch
+    assert optimizer.param_groups[0]["lr"] == pytest.approx((1 + math.cos(math.pi * 2 / 4)) / 2)
+
+
+def test_a_run_sets_the_lr_at_every_step(tmp_path, capsys, monkeypatch):
+    from spikedriven.engine import loop
+
+    seen = []
+    real = loop.train_one_epoch
+
+    def spy(model, batches, optimizer, *args, on_step=None, **kwargs):
+        def record(step):
+            on_step(step)
+            seen.append(optimizer.param_groups[0]["lr"])
+        return real(model, batches, optimizer, *args, on_step=record, **kwargs)
+
+    monkeypatch.setattr("spikedriven.engine.trainer.train_one_epoch", spy)
+    code, _, err = run_cli(["train", "-c", DEMO, *V2_DEMO, "--epochs", "2", "--warmup-epochs", "1", "--warmup-lr", "0",
+                            "--warmup-prefix", "true", "--sched-on-updates", "true", "--output", str(tmp_path / "r")],
+                           capsys)
+    assert code == 0, err
+    steps = len(seen) // 2  # 1,437 digits in full batches of 128: 11 steps an epoch; seen[u - 1]: the lr after update u
+    assert steps == 11 and seen[:3] == pytest.approx([3e-3 * u / steps for u in (1, 2, 3)])
+    assert seen[steps - 1] == pytest.approx(3e-3)  # the warm-up's end; then the cosine over the one epoch left
+    assert seen[steps + 5] == pytest.approx(1e-5 + (3e-3 - 1e-5) * (1 + math.cos(math.pi * 6 / steps)) / 2)
 
 
 @pytest.mark.parametrize("flags, words", [
@@ -179,9 +239,10 @@ def test_each_recipe_builds_its_model_and_optimizer(path):
     assert cfg.opt == "lamb" and cfg.opt_kwargs == {"trust_clip": True} and cfg.weight_decay == 0.05
     assert cfg.reprob == 0.25 and cfg.remode == "pixel" and cfg.aa == "rand-m9-mstd0.5-inc1" and cfg.mixup == 0
     optimizer, _, _ = build_optimizer_and_scheduler(cfg, build_model(load_config(DEMO, {"model": cfg.model, **(
-        {"embed_dims": [8, 16, 16, 16], "num_heads": 2})})))
+        {"embed_dims": [8, 16, 16, 16], "num_heads": 2})})), updates_per_epoch=10)
     assert type(optimizer).__name__ == "Lamb" and optimizer.defaults["trust_clip"]
     assert optimizer.defaults["max_grad_norm"] == 1.0 and optimizer.defaults["eps"] == 1e-6
+    assert cfg.warmup_prefix and cfg.sched_on_updates and cfg.warmup_lr == 0 and cfg.min_lr == 1e-6
     if "v3" in path.parent.name:
         assert cfg.time_steps == 1 and cfg.neuron_spec() == NeuronSpec(
             "multispike", levels=4, rounding="half_even", gradient_window="closed")

@@ -121,6 +121,11 @@ class Config:
     warmup_lr: float = _f(1e-6, "learning rate at epoch 0")
     min_lr: float = _f(1e-5, "learning rate at the end of the cosine and during cooldown")
     cooldown_epochs: int = _f(10, "epochs at min_lr after the schedule")
+    warmup_prefix: bool = _f(False, "the cosine starts after the warm-up and spans the remaining epochs, as SDT-V2's and "
+                             "-V3's recipes (timm's --warmup-prefix, with epochs counting the warm-up); false: the "
+                             "cosine runs on the absolute epoch, as the SDT study's")
+    sched_on_updates: bool = _f(False, "set the learning rate at every step from the fractional epoch, as SDT-V2's and "
+                                "-V3's recipes (timm's --sched-on-updates); false: once per epoch")
     # --- run
     batch_size: int = _f(64, "training batch size (per process)")
     val_batch_size: int = _f(64, "evaluation batch size")
@@ -216,6 +221,9 @@ class Config:
         for name in ("val_size", "epochs", "warmup_epochs", "cooldown_epochs", "mixup_off_epoch", "aug_repeats"):
             need(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         need(self.epochs + self.cooldown_epochs >= 1, "epochs + cooldown_epochs must be at least 1")
+        need(not self.warmup_prefix or self.warmup_epochs < self.epochs,
+             f"warmup_prefix: the cosine runs over the epochs after the warm-up, and warmup_epochs "
+             f"{self.warmup_epochs} leaves none of epochs {self.epochs}")
         need(len(self.mean) == self.in_chans and len(self.std) == self.in_chans,
              f"mean and std need {self.in_chans} values (in_chans), got {len(self.mean)} and {len(self.std)}")
         need(all(s > 0 for s in self.std), "every std value must be > 0")

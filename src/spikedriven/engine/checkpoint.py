@@ -213,8 +213,11 @@ def load_checkpoint(model: nn.Module, path: PathLike, use_ema: bool = False, che
     return load_into(model, read_checkpoint(path), path, use_ema, check_settings)
 
 
-def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = False, check_settings: bool = True) -> dict:
-    """``load_checkpoint`` for a checkpoint already read from ``path``."""
+def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = False, check_settings: bool = True,
+              new_heads: bool = False) -> dict:
+    """``load_checkpoint`` for a checkpoint already read from ``path``. ``new_heads``: a run that starts from the
+    checkpoint's weights may add the heads the model declares it can start afresh (``fresh_heads``: SDT-V2's
+    distillation head, which its T = 1 checkpoints lack); every other weight must be there."""
     key = "state_dict_ema" if use_ema else "state_dict"
     if key not in ckpt:
         raise CheckpointError(f"checkpoint {path} has no '{key}' (it holds: {', '.join(sorted(ckpt))})")
@@ -222,6 +225,10 @@ def load_into(model: nn.Module, ckpt: Mapping, path: PathLike, use_ema: bool = F
     if other:
         raise CheckpointError(f"checkpoint {path} {other}; build the model it was trained as (give --model)")
     state_dict = state_dict_for(model, ckpt, key)
+    if new_heads:  # the heads the checkpoint lacks keep their initialisation
+        fresh = tuple(f"{head}." for head in getattr(model, "fresh_heads", ()))
+        state_dict = {**{k: v for k, v in model.state_dict().items() if k.startswith(fresh)}, **state_dict} \
+            if fresh and not any(k.startswith(fresh) for k in state_dict) else state_dict
     problem = fit_report(model, state_dict)
     if problem:
         raise CheckpointError(f"checkpoint {path} does not fit the model ({problem}); check the model size, number of classes and config")

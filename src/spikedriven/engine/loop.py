@@ -146,6 +146,7 @@ def train_one_epoch(
     state: Optional[EpochState] = None,
     stop_requested: Callable[[], bool] = lambda: False,
     on_sync: Optional[Callable[[int, float, int], None]] = None,
+    on_step: Optional[Callable[[int], None]] = None,
 ) -> dict:
     """Train over ``batches``; returns mean loss, images seen (in the whole epoch and
     in this call, which differ after a mid-epoch resume) and steps skipped.
@@ -158,7 +159,8 @@ def train_one_epoch(
     the host never waits for the GPU to finish the queued steps and the GPU never idles
     while the host prepares the next batch; at a stop and at the epoch's end the host
     reads both. The sums and the finiteness check are done on the window's values when
-    read; ``on_sync(step, mean loss, images)`` then reports the steps up to ``step``.
+    read; ``on_sync(step, mean loss, images)`` then reports the steps up to ``step``. ``on_step(steps)``
+    runs after every step with the epoch's steps so far (a schedule set per step).
     Non-finite losses, and stop requests under torchrun, are agreed on by all ranks
     at sync points (acted on when read), so no rank is left waiting in a collective; a
     single process reads its stop flag, a host-side bool, after every step.
@@ -245,6 +247,8 @@ def train_one_epoch(
                 window_steps.append((batch_index, n))
                 state.images += n
             state.step = batch_index + 1
+            if on_step is not None:
+                on_step(state.step)
             # every rank reaches the same sync points (a window never holds more than sync_every steps)
             at_sync = state.step % sync_every == 0 or (log_every and state.step % log_every == 0)
             # one process needs no agreement to stop: act at once rather than at the next sync point

@@ -17,12 +17,17 @@ from ..errors import ConfigError
 from .loop import DistillationLoss, TETLoss
 
 
-def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bool = False):
+def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bool = False,
+                                  updates_per_epoch: int = 0):
     """timm's factories: AdamW without decay on biases and norm weights; cosine with warm-up and cooldown.
     ``fused``: torch's fused optimizer kernel (``Runtime.fused_optimizer``).
 
-    ``warmup_prefix=False`` makes the cosine run on the absolute epoch, as in the study:
-    ``lr(t) = min_lr + (lr - min_lr)(1 + cos(pi t / epochs)) / 2`` for ``warmup <= t < epochs``.
+    By default the cosine runs on the absolute epoch, as in the study:
+    ``lr(t) = min_lr + (lr - min_lr)(1 + cos(pi t / epochs)) / 2`` for ``warmup <= t < epochs``. With
+    ``warmup_prefix`` it starts after the warm-up and spans the rest, as MAE-style recipes (SDT-V2, -V3):
+    ``(1 + cos(pi (t - warmup) / (epochs - warmup))) / 2``, so timm is given ``epochs - warmup`` epochs of
+    cosine after its prefix. With ``sched_on_updates`` t is the fractional epoch, set at every step
+    (``scheduler.step_update``; ``updates_per_epoch``: the loader's batches), else the epoch.
     """
     try:
         # None: the optimizer's own default, as timm's train.py leaves it (LAMB's eps is 1e-6, not AdamW's 1e-8)
@@ -35,15 +40,18 @@ def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bo
     except (ValueError, AssertionError) as e:
         raise ConfigError(f"optimizer {cfg.opt!r} cannot be built: {e}") from None
     try:
-        scheduler, total_epochs = create_scheduler_v2(
-            optimizer, sched=cfg.sched, num_epochs=cfg.epochs, min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr,
-            warmup_epochs=cfg.warmup_epochs, cooldown_epochs=cfg.cooldown_epochs, warmup_prefix=False,
+        scheduler, _ = create_scheduler_v2(
+            optimizer, sched=cfg.sched, num_epochs=cfg.epochs - (cfg.warmup_epochs if cfg.warmup_prefix else 0),
+            min_lr=cfg.min_lr, warmup_lr=cfg.warmup_lr, warmup_epochs=cfg.warmup_epochs,
+            cooldown_epochs=cfg.cooldown_epochs, warmup_prefix=cfg.warmup_prefix,
+            step_on_epochs=not cfg.sched_on_updates, updates_per_epoch=updates_per_epoch,
         )
     except (ValueError, AssertionError) as e:
-        raise ConfigError(f"scheduler {cfg.sched!r} cannot be built: {e}") from None
+        why = str(e) or f"timm refused {cfg.epochs} epochs with {cfg.warmup_epochs} of warm-up"
+        raise ConfigError(f"scheduler {cfg.sched!r} cannot be built: {why}") from None
     if scheduler is None:
         raise ConfigError(f"unknown scheduler {cfg.sched!r}; try cosine, step, plateau, poly or tanh")
-    return optimizer, scheduler, total_epochs
+    return optimizer, scheduler, cfg.total_epochs
 
 
 def build_teacher(cfg: Config, device: torch.device) -> torch.nn.Module:

@@ -126,14 +126,17 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
 
     model = place_model(cfg, runtime)
     teacher = build_teacher(cfg, device) if cfg.teacher is not None else None
-    optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer)
+    steps_per_epoch = len(train_loader)
+    optimizer, scheduler, total_epochs = build_optimizer_and_scheduler(cfg, model, fused=runtime.fused_optimizer,
+                                                                       updates_per_epoch=steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" else None
 
     start_epoch, epoch_state, best = 0, EpochState(), {"eval_top1": None, "epoch": None}
     resume_rng, mismatched = None, []
     if plan.checkpoint is not None:  # a checkpoint of another shape is refused here, before any folder changes
         mismatched = [] if plan.full else ckpt_io.settings_mismatch(model, plan.contents)
-        ckpt = ckpt_io.load_into(model, plan.contents, plan.checkpoint, check_settings=plan.full)
+        ckpt = ckpt_io.load_into(model, plan.contents, plan.checkpoint, check_settings=plan.full,
+                                 new_heads=not plan.full)
         if plan.full:
             optimizer.load_state_dict(ckpt["optimizer"])
             if not plan.replans_schedule:  # else the new length's schedule, built above, is the one to follow
@@ -223,6 +226,12 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     set_rng_state(resume_rng)
                     resume_rng = None
                 scheduler.step(epoch)
+                on_step = None
+                if cfg.sched_on_updates:  # the lr of every step from its fractional epoch (a resumed epoch's too)
+                    def on_step(step: int, first: int = epoch * steps_per_epoch) -> None:
+                        scheduler.step_update(first + step)
+
+                    on_step(epoch_state.step)
                 lr = optimizer.param_groups[0]["lr"]
                 mixup_on = (cfg.mixup > 0 or cfg.cutmix > 0) and (cfg.mixup_off_epoch == 0 or epoch < cfg.mixup_off_epoch)
                 mixup, loss_fn = make_mixup_and_loss(cfg, mixup_on, device, teacher)
@@ -234,7 +243,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                         amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=runtime.channels_last,
                         nonfinite=cfg.nonfinite, sync_every=10,
                         log_every=cfg.log_interval, state=epoch_state, cuda_graphs=runtime.cuda_graphs,
-                        stop_requested=stop, on_sync=progress,
+                        stop_requested=stop, on_sync=progress, on_step=on_step,
                     )
                 except StopRequested:
                     raise stopped(epoch, epoch_state) from None

@@ -299,6 +299,9 @@ class MetaSpikeFormer(SpikingModel):
         self.kd = settings["kd"]
         if self.kd:
             self.head_kd = nn.Linear(self.head_hidden_size, num_classes) if num_classes > 0 else nn.Identity()
+            # a distillation fine-tune starts from a T = 1 run's weights, which have no head_kd (the original's
+            # --finetune loads them leniently; here only this head may be missing, and keeps its initialisation)
+            self.fresh_heads = ("head_kd",)
         self.apply(_init_weights)
 
     # -------------------------------------------------------------- structure
