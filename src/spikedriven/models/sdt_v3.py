@@ -155,7 +155,7 @@ class EfficientSpikingTransformer(MetaSpikeFormer):
                  embed_dims: Sequence[int] = (32, 64, 128, 192), num_heads: int = 8, mlp_ratio: int = 4,
                  depths: Sequence[int] = (6, 2), value_ratio: int = 4, time_steps: int = 1, neuron: NeuronArg = None,
                  attn_neuron: NeuronArg = None, tet: bool = False, **neuron_settings: Any):
-        nn.Module.__init__(self)
+        nn.Module.__init__(self)  # V2's constructor resolves V2's settings and adds kd: V3 sets itself up here
         settings = SDT_V3.resolve(self.family, dict(embed_dims=list(embed_dims), num_heads=num_heads,
                                                     mlp_ratio=mlp_ratio, depths=list(depths), value_ratio=value_ratio))
         neuron_factory, attn_factory = self.set_up(
