@@ -260,3 +260,22 @@ def test_stage_widths_and_depths_that_do_not_fit_are_one_sentence():
                          ({"depths": [1, 1, 1]}, "stages 3 and 4")):
         with pytest.raises(ConfigError, match=words):
             load_config(DEMO, {"model": "metaspikformer_8_384", **given})
+
+
+def test_a_config_gives_each_neuron_its_own_settings_so_a_study_of_several_shares_it(capsys, tmp_path):
+    """SDT-V3's recipe names its multi-level neuron's settings under neurons:, which a LIF run of the same file
+    (a study's --modes lif,multispike) leaves aside; neuron_args still applies over the entry."""
+    path = str(ROOT / "conf/sdt-v3/cifar10_s_300E.yml")
+    assert load_config(path, {"spike_mode": "lif"}).neuron_spec().mode == "lif"
+    assert load_config(path, {"neuron_args": ["rounding=half_up"]}).neuron_spec() == NeuronSpec(
+        "multispike", levels=4, rounding="half_up", gradient_window="closed")
+    code, out, err = run_cli(["study", "-c", path, "--modes", "lif,multispike", "--seeds", "1", "--dry-run",
+                              "--study-dir", str(tmp_path / "s")], capsys)
+    assert code == 0, err
+    assert "efficient_spiking_transformer_s-lif-uth1-seed42" in out and "efficient_spiking_transformer_s-multispike" in out
+    for neurons, words in (({"no_such": {}}, "neurons: no_such"), ({"multispike": {"rounding": "up"}}, "rounding must be"),
+                           ({"lif": {"levels": 4}}, "takes no setting levels")):
+        config = tmp_path / "c.yml"
+        config.write_text(f"model: efficient_spiking_transformer_t\nneurons: {neurons!r}\n".replace("'", '"'))
+        with pytest.raises(ConfigError, match=words):
+            load_config(str(config), {})

@@ -103,6 +103,9 @@ class Config:
     detach_reset: bool = _f(True, "no gradient through the reset")
     neuron_args: dict = _f({}, "further settings of the neuron by name (levels=8 for multispike); each neuron's "
                            "own settings are also flags (--levels 8)")
+    neurons: dict = _f({}, "settings per neuron, for a config several neurons share (a study's --modes): "
+                       "{MODE: {setting: value}}; the run's neuron takes its entry, under neuron_args (YAML only)",
+                       flag=False)
     plugins: list[str] = _f([], "Python files or modules that register neurons or models of your own (recorded: evaluation "
                             "and resuming load them again)")
     # --- optimisation
@@ -174,7 +177,8 @@ class Config:
                     f"neuron {self.spike_mode!r} takes no {key} (given {value!r}); its settings are "
                     f"{', '.join(takes) or 'none'} (spikedriven neurons lists every neuron's)"
                 )
-        return resolve_spec(NeuronSpec(self.spike_mode, **given, **self.neuron_args))
+        own = self.neurons.get(self.spike_mode, {})
+        return resolve_spec(NeuronSpec(self.spike_mode, **{**given, **own, **self.neuron_args}))
 
     def model_settings(self) -> dict:
         """The model's own settings, every one filled in and checked: its entry point's defaults, under its
@@ -262,9 +266,20 @@ class Config:
              f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
         self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
         self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
+        self._check_neurons()
         self._check_models()
         self._check_distillation()
         return self
+
+    def _check_neurons(self) -> None:
+        """Every entry of ``neurons``: a registered neuron, settings it takes, values it accepts."""
+        for mode, settings in self.neurons.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"neurons: {mode} must map setting names to values, got {settings!r}")
+            try:
+                resolve_spec(NeuronSpec(mode, **settings))
+            except ConfigError as e:
+                raise ConfigError(f"neurons: {mode}: {e}") from None
 
     def _check_distillation(self) -> None:
         """A teacher comes with its weights and a model with a kd head to learn from it; a kd head without a

@@ -47,7 +47,7 @@ def setting_changes(old: Config, new: Config, ignore: tuple = ()) -> dict[str, t
     entry for another model in ``models`` concerns no run of this one)."""
     a, b = old.to_dict(), new.to_dict()
     same_neuron = old.neuron_spec() == new.neuron_spec()
-    neuron_fields = {"spike_mode", "neuron_args", *NEURON_FIELDS}
+    neuron_fields = {"spike_mode", "neuron_args", "neurons", *NEURON_FIELDS}
     changes = {}
     for k in FIELDS:
         if k == "model_args" and old.model == new.model:
