@@ -249,7 +249,8 @@ def test_terminal_summary_is_compact_and_complete():
     assert "samples 5  T 3" in text and "top-3 100.00%" in text
     assert "SOPs/image 13.8  " in text and "SNN 67.6 pJ  ANN 82.8 pJ" in text and "convention:" in text
     assert "neuron1" in text and "0.4000" in text
-    assert len(text.splitlines()) == 3 + 1 + 2
+    assert "first layer (conv0): the analogue input as loaded (no encoding), counted as MACs" in text
+    assert len(text.splitlines()) == 4 + 1 + 2
 
 
 def test_compare_reads_a_metrics_file_and_an_evaluation_folder(tmp_path):

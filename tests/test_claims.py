@@ -110,10 +110,16 @@ def test_a_study_adding_an_energy_model_re_evaluates_without_training(study, mon
 def test_study_reads_runs_of_the_original_code_beside_its_own(study, tmp_path, capsys):
     folder, args = study
     theirs = original_run(tmp_path / "orig-if_soft")
-    assert main([*args, "--with-runs", str(theirs)]) == 0
+    lif = original_run(tmp_path / "orig-lif", rows=[(e, 60.0 + e) for e in range(12)])
+    (lif / "args.yaml").unlink()  # summary.csv alone: its neuron comes from the label
+    assert main([*args, "--with-runs", str(theirs), f"{lif}:lif@1"]) == 0
     md = (folder / "results.md").read_text()
     assert "Runs of the original code" in md and "orig-if_soft" in md and "original code" in md
     assert "81.00" in md and "76.50" in md  # final epoch 11: 81; the last 10 epochs (2..11): mean 76.5
+    # the labelled LIF run has a row of its own in the accuracy table; the IF soft run records no threshold
+    lines = [line for line in md.splitlines() if "given runs" in line and line.startswith("|")]
+    assert lines == ["| model not recorded, given runs | LIF, hard reset | 1 (label) | 1 run | 71.00 | 71.00 | 66.50 | - | - | - "
+                     "| baseline | 71.00* |"]
 
 
 def test_compare_tabulates_an_original_run_folder_and_ours(study, tmp_path, capsys):

@@ -50,10 +50,10 @@ def test_every_field_has_one_flag_and_every_flag_reads_back():
     parser = argparse.ArgumentParser()
     add_config_flags(parser)
     flags = {o for action in parser._actions for o in action.option_strings}
-    # models: and neurons: (settings per model, per neuron) are mappings of mappings, written in YAML only
-    yaml_only = ("models", "neurons")
+    # models:, neurons: and encodings: (settings per model, neuron, encoding) are mappings of mappings, YAML only
+    yaml_only = ("models", "neurons", "encodings")
     assert all(flag_name(name) in flags for name in FIELDS if name not in yaml_only)
-    assert not {"--models", "--neurons"} & flags
+    assert not {"--models", "--neurons", "--encodings"} & flags
     args = parser.parse_args(["--batch-size", "32", "--download", "--no-detach-reset", "--spike-mode", "if"])
     assert overrides_from_args(args) == {"batch_size": "32", "download": "true", "detach_reset": "false",
                                          "spike_mode": "if"}

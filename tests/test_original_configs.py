@@ -70,14 +70,14 @@ def test_the_original_spellings_are_understood(tmp_path):
 
 def test_every_problem_of_a_file_is_reported_in_one_message(tmp_path):
     path = tmp_path / "a.yml"
-    path.write_text("model_ema: true\nrpe_mode: dilated\nbatch_sise: 8\nepochs: many\nvflip: 0.5\n"
+    path.write_text("model_ema: true\nuse_conv_as_linear: false\nbatch_sise: 8\nepochs: many\nvflip: 0.5\n"
                     "drop_path: 0.1\nTET_mean: 1.0\n")
     with pytest.raises(ConfigError) as info:
         load_config(path)
     text = str(info.value)
     assert text.startswith(f"{path} has 6 problems: ")
-    for part in ("model_ema: True is not implemented", "rpe_mode: 'dilated' is not implemented (only the SDT's "
-                 "rpe_mode: conv)", "unknown config key 'batch_sise' (did you mean 'batch_size'?)",
+    for part in ("model_ema: True is not implemented", "use_conv_as_linear: False is not implemented (only "
+                 "convolutions as linear layers", "unknown config key 'batch_sise' (did you mean 'batch_size'?)",
                  "epochs (from", "vflip: 0.5 is not implemented (vertical flips)",
                  "unknown config key 'TET_mean' (did you mean 'tet_means'?)"):
         assert part in text, text

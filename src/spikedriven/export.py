@@ -155,6 +155,11 @@ def model_card(cfg: Config, model, ckpt: Mapping, checkpoint: Path) -> str:
     out.write(f"- dataset: {cfg.dataset} ({cfg.num_classes} classes, {cfg.in_chans}x{cfg.img_size}x{cfg.img_size} input)\n")
     out.write(f"- neuron: {neuron['mode']} ({neuron_text})\n")
     out.write(f"- time steps T: {cfg.time_steps}\n")
+    if cfg.encoding != "direct":  # the model alone does not reproduce the results: its input was encoded
+        where = "training and evaluation" if cfg.encode_eval else "training only; evaluated on the analogue image"
+        settings = "".join(f", {k}={v}" for k, v in cfg.encoding_settings().items())
+        out.write(f"- input encoding: {cfg.encoding}{settings} ({where}); feed the model the frames [B, T, C, H, W] "
+                  "of spikedriven.encodings' encoding_class(name)\n")
     settings = ", ".join(f"{k} {v}" for k, v in cfg.model_settings().items())
     out.write(f"- model: {cfg.model} ({arch.title}): {settings}; {sum(p.numel() for p in model.parameters()):,} parameters\n")
     epochs = f"{done + 1} of {cfg.epochs} planned" if done is not None else f"unknown ({cfg.epochs} planned)"

@@ -1,4 +1,4 @@
-"""``--plugins``: Python files or modules of one's own that register neurons, surrogates or models.
+"""``--plugins``: Python files or modules of one's own that register neurons, surrogates, encodings or models.
 
 A run's config records its plugins (a file as its absolute path), so evaluation, comparison, resuming and
 the study import them again on their own; the command line loads them before building its parser, so that
@@ -30,15 +30,16 @@ def plugin_key(plugin: str) -> str:
 
 
 def _registered() -> int:
-    """How many neurons, surrogates and models are registered: a plugin must add to it."""
+    """How many neurons, surrogates, encodings and models are registered: a plugin must add to it."""
+    from .encodings import ENCODINGS
     from .models.registry import ARCHITECTURES
 
-    return len(NEURONS) + len(SURROGATES) + len(ARCHITECTURES)
+    return len(NEURONS) + len(SURROGATES) + len(ENCODINGS) + len(ARCHITECTURES)
 
 
 def load_plugins(plugins: Sequence[str]) -> None:
-    """Import each plugin (a ``.py`` file or a module name) once; each must register a neuron, a surrogate or a
-    model."""
+    """Import each plugin (a ``.py`` file or a module name) once; each must register a neuron, a surrogate, an
+    encoding or a model."""
     for plugin in plugins:
         key = plugin_key(plugin)
         if key in _PLUGINS:
@@ -72,7 +73,8 @@ def load_plugins(plugins: Sequence[str]) -> None:
         added = _registered() - before
         if not added:
             raise ConfigError(
-                f"plugin {plugin} registered no neuron, surrogate or model; decorate a SpikingNeuron subclass with "
-                "@register_neuron (from spikedriven.neurons), or register_architecture a model (spikedriven.models)"
+                f"plugin {plugin} registered no neuron, surrogate, encoding or model; decorate a SpikingNeuron "
+                "subclass with @register_neuron (from spikedriven.neurons), an Encoding subclass with "
+                "@register_encoding (spikedriven.encodings), or register_architecture a model (spikedriven.models)"
             )
         _PLUGINS[key] = added

@@ -140,34 +140,60 @@ def plot_compare(path: PathLike, rows: Sequence[Mapping]) -> Path:
     return path
 
 
-def compare(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None) -> tuple[str, list[dict]]:
-    """One table over evaluations, and one over training runs; each input is a metrics file, a folder
-    holding one (directly or in an immediate subfolder), or a run folder (ours, or the original code's:
-    summary.csv beside config.yaml or args.yaml), whose curve gives best, final and last-10 figures.
-    With ``out_dir``, also writes ``compare.png`` there (when there are evaluations)."""
-    from .runs import read_run, runs_table
+def _run_folders(inputs: Sequence[PathLike], labels_file: Optional[PathLike]) -> tuple[list, list[Path]]:
+    """The inputs that are runs (as RunSpecs, labelled from ``labels_file``) and the metrics files of the rest
+    and of the runs' evaluated subfolders."""
+    from .run_labels import parse_run_argument, resolve_runs
 
     def looks_like_run(path: Path) -> bool:  # read_run then says what a damaged one lacks
-        return path.is_dir() and any((path / n).is_file() for n in ("summary.csv", "config.yaml", "args.yaml"))
+        return path.is_dir() and (any((path / n).is_file() for n in ("config.yaml", "args.yaml"))
+                                  or any(path.glob("summary*.csv")) or any(path.glob("*.log")))
 
-    if not inputs:
-        raise SpikedrivenError("compare needs at least one evaluation folder, metrics.json or run folder")
-    found, runs = [], []
-    for given in inputs:
-        if looks_like_run(Path(given)):
-            runs.append(read_run(given))
-            found += sorted(p for p in Path(given).glob(f"*/{METRICS_FILE}") if p.is_file())  # evaluated, or not
-        else:
+    run_inputs, found = [], []
+    for given in map(str, inputs):
+        spec = parse_run_argument(given)
+        if spec.neuron is None and len(spec.folders) == 1 and not looks_like_run(spec.folders[0]):
             found += find_metrics(given)
+            continue
+        run_inputs.append(given)
+        found += sorted(p for f in spec.folders for p in f.glob(f"*/{METRICS_FILE}") if p.is_file())  # evaluated
+    specs = resolve_runs(run_inputs, labels_file) if run_inputs or labels_file is not None else []
+    return specs, found
+
+
+def read_runs(specs: Sequence) -> list:
+    """The runs, each named by what tells its folders apart (``a+b`` for a run in two folders), unless the
+    labels file named it."""
+    from .runs import read_run
+
+    runs = [read_run(spec.folders, label=spec.name, neuron=spec.neuron) for spec in specs]
+    names = iter(short_labels([f for run in runs for f in run.folders]) if runs else [])
+    for run, spec in zip(runs, specs):
+        parts = [next(names) for _ in run.folders]
+        run.label = spec.name or "+".join(parts)
+    return runs
+
+
+def compare(inputs: Sequence[PathLike], out_dir: Optional[PathLike] = None,
+            labels_file: Optional[PathLike] = None) -> tuple[str, list[dict]]:
+    """One table over evaluations, and one over training runs; each input is a metrics file, a folder
+    holding one (directly or in an immediate subfolder), or a run (``run_labels.parse_run_argument``: a run
+    folder, ours or the original code's, optionally labelled, or several folders as one run), whose curve
+    gives best, final and last-10 figures. ``labels_file`` labels the runs (``run_labels``); with no run among
+    the inputs, its runs are the runs. With ``out_dir``, also writes ``compare.png`` there (when there are
+    evaluations)."""
+    from .runs import runs_table
+
+    if not inputs and labels_file is None:
+        raise SpikedrivenError("compare needs at least one evaluation folder, metrics.json or run folder")
+    specs, found = _run_folders(inputs, labels_file)
+    runs = read_runs(specs)
     labels = short_labels([path.parent for path in found]) if found else []
     rows = [_compare_row(label, path, load_metrics(path)) for label, path in zip(labels, found)]
     if out_dir is not None and rows:
         Path(out_dir).mkdir(parents=True, exist_ok=True)
         plot_compare(Path(out_dir) / "compare.png", rows)
-    if runs:
-        labels = short_labels([run.folder for run in runs])
-        for run, label in zip(runs, labels):
-            run.label = label
     parts = ([_format_compare(rows)] if rows else []) + (
-        ["training runs (from summary.csv, the same figures for every source):\n" + runs_table(runs)] if runs else [])
+        ["training runs (from their summary files, the same figures for every source):\n" + runs_table(runs)]
+        if runs else [])
     return "\n\n".join(parts), rows

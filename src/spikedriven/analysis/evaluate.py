@@ -7,7 +7,7 @@ always computed too, as the per-layer rows and totals every report shows.
 
 from __future__ import annotations
 
-from typing import Iterable, Optional, Sequence, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -22,7 +22,7 @@ from .operations import (EXPANDED_VIEW, INTEGER_VIEW, LayerOps, OperationCounter
 E_MAC = 4.6e-12  # joules per multiply-accumulate (45 nm)
 E_AC = 0.9e-12  # joules per accumulate (45 nm)
 
-__all__ = ["E_AC", "E_MAC", "analyze", "convention", "energy_summary", "learned_settings"]
+__all__ = ["E_AC", "E_MAC", "analyze", "convention", "energy_summary", "first_layer_input", "learned_settings"]
 
 
 def convention(e_mac: float = E_MAC, e_ac: float = E_AC) -> str:
@@ -79,6 +79,25 @@ def learned_settings(model: nn.Module) -> dict:
     return {name: values for name, m in neuron_layers(model).items() if (values := m.learned())}
 
 
+def first_layer_input(counter: OperationCounter, rows: Sequence[dict], encoder: Optional[Callable]) -> dict:
+    """What the layer reading the model's input received, and how its operations were counted."""
+    row = next((r for r in rows if r["name"] == counter.input_layer), None)
+    binary = bool(getattr(encoder, "binary", False))
+    encoding = getattr(encoder, "name", "direct") if encoder is not None else "direct"
+    if binary:
+        what = f"binary spikes from the {encoding} encoding"
+    elif encoder is not None:
+        what = f"real values from the {encoding} encoding"
+    else:
+        what = "the analogue input as loaded (no encoding)"
+    kind = row["kind"] if row else None
+    how = {"AC": "counted as ACs (SOPs = fr_in x T x MACs)", "MAC": "counted as MACs (T x MACs)"}
+    how = how.get(kind, "not counted")
+    layer = f" ({counter.input_layer})" if counter.input_layer else ""
+    return dict(encoding=encoding, binary=binary, layer=counter.input_layer, kind=kind,
+                line=f"first layer{layer}: {what}, {how}")
+
+
 def analyze(
     model: nn.Module,
     loader: Iterable,
@@ -88,6 +107,7 @@ def analyze(
     e_ac: float = E_AC,
     energy_models: Optional[Sequence[tuple[EnergyModel, dict]]] = None,
     recorders: Sequence = (),
+    encoder: Optional[Callable] = None,
 ) -> dict:
     """Evaluate ``model`` (already on ``device``) over ``loader`` batches ``(images, labels, ...)``.
 
@@ -98,14 +118,17 @@ def analyze(
     ``sdt`` with ``e_mac`` / ``e_ac``); for a model with multi-level spikes also ``energy_expanded``, the
     same models over the operations of its spikes run as binary ones (``energy_views`` says how each view
     counts). ``amp``: none, bf16 or fp16. ``recorders``: further context
-    managers over the model (a ``MembraneRecorder``), active during the same pass.
+    managers over the model (a ``MembraneRecorder``), active during the same pass. ``encoder``: the input
+    encoding applied to each batch (``encodings.build_encoder``); a binary one makes the first layer spike-fed,
+    and ``input`` says what that layer read and how it was counted.
     """
     device = torch.device(device)
     sdt_constants = {"e_mac": e_mac * 1e12, "e_ac": e_ac * 1e12}
     if energy_models is None:
         energy_models = resolve_energy_models(["sdt"], sdt_constants)
-    recorder, counter = SpikeRecorder(model), OperationCounter(model)
-    metrics = evaluate(model, loader, device, amp=amp, recorders=(recorder, counter, *recorders))
+    recorder = SpikeRecorder(model)
+    counter = OperationCounter(model, input_spikes=bool(getattr(encoder, "binary", False)))
+    metrics = evaluate(model, loader, device, amp=amp, recorders=(recorder, counter, *recorders), encoder=encoder)
     samples, num_classes = metrics["eval_images"], metrics["num_classes"]
     if not samples:
         raise DataError("the evaluation loader yielded no samples")
@@ -130,6 +153,7 @@ def analyze(
         totals=totals,
         energy_constants=dict(e_mac_j=e_mac, e_ac_j=e_ac),
         convention=convention(e_mac, e_ac),
+        input=first_layer_input(counter, layers, encoder),
         energy=estimate(counts, energy_models),
     )
     if multi_level(recorder):  # multi-level spikes: also priced as the binary spikes they stand for

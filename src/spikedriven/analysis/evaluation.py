@@ -21,6 +21,7 @@ from .speed import format_speed, measure_speed
 from ..config import MODEL_FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, load_config, recorded_config
 from ..config.original_keys import fold_model_settings
 from ..data import build_datasets, build_eval_loader, build_test_dataset
+from ..encodings import build_encoder
 from ..engine.distributed import resolve_device
 from ..runtime import Runtime
 from ..engine.loop import AMP_DTYPES, FP16_NEEDS_CUDA
@@ -32,7 +33,8 @@ log = logging.getLogger("spikedriven")
 
 # Settings that define the trained network: changing one changes what is analysed (and so does each of
 # the model's own settings, in model_args).
-MODEL_SETTINGS = ("model", *MODEL_FIELDS, "spike_mode", *NEURON_FIELDS, "neuron_args", "dataset", "mean", "std")
+MODEL_SETTINGS = ("model", *MODEL_FIELDS, "spike_mode", *NEURON_FIELDS, "neuron_args", "dataset", "mean", "std",
+                  "encoding", "encoding_args", "encode_eval")
 
 
 def _defining(values: Mapping[str, Any]) -> dict:
@@ -171,13 +173,18 @@ def evaluate_checkpoint(
     ckpt_io.load_into(model, ckpt, checkpoint, use_ema=use_ema, check_settings=not overridden)
     model.to(device)
     recorder = MembraneRecorder(model) if membrane else None
+    encoder = build_encoder(cfg, training=False)  # the checkpoint's recorded encoding, as its training applied it
     result = analyze(model, loader, device, amp=cfg.amp, e_mac=sdt_constants["e_mac"] * 1e-12,
                      e_ac=sdt_constants["e_ac"] * 1e-12, energy_models=models,
-                     recorders=[recorder] if recorder else ())
+                     recorders=[recorder] if recorder else (), encoder=encoder)
+    if encoder is None and cfg.encoding != "direct":
+        result["input"]["line"] += (f"; the run's {cfg.encoding} encoding is applied in training only "
+                                    "(encode_eval false)")
     if recorder is not None:
         result["membrane"] = {"layers": recorder.summary(), "skipped": dict(recorder.skipped)}
     if speed:
-        example = next(iter(loader))[0]
+        batch = next(iter(loader))
+        example = batch[0] if encoder is None else encoder(batch[0].to(device), batch[2] if len(batch) > 2 else None)
         result["speed"] = measure_speed(model, example, device, AMP_DTYPES[cfg.amp],
                                         batch_sizes=(1, cfg.val_batch_size), repeats=speed_repeats)
     result["split"] = split

@@ -18,6 +18,11 @@ A layer counts as spike-fed when every input it sees is a spike k / levels
 (Spikformer's residual stream: 0, 1, 2, ... for binary spikes) sets
 ``spike_count_input = True``: then any k / levels with k >= 0 is k events.
 
+The layer that reads the model's input (the first to run in each forward) sees whatever the input is: an
+analogue image, counted by the rule above (real values: MACs), or the binary frames of an encoding whose
+``binary`` is true (``input_spikes``): then its input is binary spikes whatever the model's own levels, each 1
+an event, and any other value there is an error rather than a guess.
+
 ``counts_per_image`` turns this, and a ``SpikeRecorder``'s neuron steps, into
 the per-image ``energy.Counts`` that every energy model reads.
 
@@ -138,11 +143,15 @@ class OperationCounter:
     the operations of max-pools and of modules that declare ``inference_ops``.
 
     Hooks exist only inside the ``with`` block. The model's first positional
-    argument must be batch-first (``[B, ...]``): its size gives B.
+    argument must be batch-first (``[B, ...]``): its size gives B. ``input_spikes``: the model's input is binary
+    spikes (an encoding's frames), so the layer reading it counts accumulates; ``input_layer`` names that layer.
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, input_spikes: bool = False):
         self.model = model
+        self.input_spikes = input_spikes
+        self.input_layer: Optional[str] = None
+        self._awaiting_input_layer = False
         self.targets = OrderedDict(
             (name, m) for name, m in model.named_modules() if isinstance(m, LAYERS)
         )
@@ -173,6 +182,7 @@ class OperationCounter:
         if not args or not isinstance(args[0], torch.Tensor):
             raise ValueError("OperationCounter needs the model's input tensor as its first positional argument")
         self._batch = args[0].shape[0]
+        self._awaiting_input_layer = True
         self.samples += self._batch
         self._biased = []
 
@@ -202,11 +212,19 @@ class OperationCounter:
             if x.is_meta:  # a model built on the meta device has shapes and no values: the dense count only
                 stats.spike_input = False
                 return
-            # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference;
-            # a layer reading sums of spikes says so: any count k >= 0 is k events
-            stats.levels = getattr(module, "levels", None) or self.levels
-            bounded = not getattr(module, "spike_count_input", False)
-            counts = spike_counts(x, stats.levels, bounded) if stats.spike_input else None
+            reads_input = self._awaiting_input_layer
+            self._awaiting_input_layer = False
+            if reads_input:
+                self.input_layer = name
+            if reads_input and self.input_spikes:
+                stats.levels = 1
+                counts = _encoded_counts(name, x)
+            else:
+                # spikes take the values k / levels (binary: levels 1); a level k is k accumulations at inference;
+                # a layer reading sums of spikes says so: any count k >= 0 is k events
+                stats.levels = getattr(module, "levels", None) or self.levels
+                bounded = not getattr(module, "spike_count_input", False)
+                counts = spike_counts(x, stats.levels, bounded) if stats.spike_input else None
             stats.spike_input = counts is not None
             stats.input_sum += (counts if stats.spike_input else x.double()).sum(dim=(1, 2)).cpu()
             if stats.spike_input and stats.levels > 1:
@@ -257,6 +275,15 @@ class OperationCounter:
     def layers(self) -> list[LayerOps]:
         """Layers that ran at least once, in definition order."""
         return [s for s in self.stats.values() if s.input_sum is not None]
+
+
+def _encoded_counts(name: str, x: torch.Tensor) -> torch.Tensor:
+    """The events of a binary encoding's frames, as the model's first layer received them."""
+    counts = spike_counts(x, 1)
+    if counts is None:
+        raise ValueError(f"layer {name} runs first and so should read the model's input, the binary frames of its "
+                         "encoding, but it received other values")
+    return counts
 
 
 def dense_size(model: nn.Module, in_chans: int, img_size: int) -> tuple[int, int]:

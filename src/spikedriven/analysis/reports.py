@@ -223,6 +223,8 @@ def format_summary(result: Mapping[str, Any]) -> str:
         f"SNN/ANN {'-' if ratio is None else f'{ratio:.4f}'}",
         f"convention: {result['convention']}",
     ]
+    if result.get("input"):  # metrics of earlier versions do not say
+        lines.append(result["input"]["line"])
     for name, estimate in (result.get("energy") or {}).items():
         if name == "sdt":  # the lines above
             continue

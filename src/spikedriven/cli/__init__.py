@@ -6,7 +6,8 @@ shows the traceback instead.
     main.py        the parser, the entry point, what an error or a Ctrl-C prints
     run.py         train, eval, export
     study.py       study, compare
-    tools.py       neurons, info, completion
+    runs.py        runs-table (the published table regenerated)
+    tools.py       neurons, encodings, models, info, completion
     completion.py  the shell completion script (shtab)
     common.py      what every subcommand shares
 """

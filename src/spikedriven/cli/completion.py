@@ -9,8 +9,8 @@ import argparse
 from ..errors import ConfigError
 
 # Flags whose value is a file or a folder, by the destination argparse gives them.
-FILE_DESTS = {"config", "resume", "checkpoint", "plugins", "inputs", "run", "with_runs"}
-DIR_DESTS = {"cfg_data_dir", "cfg_output", "output", "eval_output", "study_dir"}
+FILE_DESTS = {"config", "resume", "checkpoint", "plugins", "inputs", "run", "with_runs", "labels"}
+DIR_DESTS = {"cfg_data_dir", "cfg_output", "output", "eval_output", "study_dir", "out"}
 MISSING = "shell completion needs shtab, which is not installed: pip install shtab"
 
 
@@ -35,14 +35,16 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
 
 def named_values() -> dict[str, list[str]]:
     """The values a config flag takes, by its argparse destination: the registries' names (neurons and their
-    plug-ins, surrogates, datasets) and each field's listed choices."""
+    plug-ins, surrogates, datasets, encodings) and each field's listed choices."""
     from ..config import FIELDS
     from ..data import DATASETS
+    from ..encodings import ENCODINGS
     from ..neurons import NEURONS
     from ..neurons.surrogates import SURROGATES
 
     values = {f"cfg_{name}": list(f.metadata["choices"]) for name, f in FIELDS.items() if f.metadata.get("choices")}
-    values.update(cfg_spike_mode=list(NEURONS), cfg_surrogate=list(SURROGATES), cfg_dataset=list(DATASETS))
+    values.update(cfg_spike_mode=list(NEURONS), cfg_surrogate=list(SURROGATES), cfg_dataset=list(DATASETS),
+                  cfg_encoding=list(ENCODINGS))
     return values
 
 

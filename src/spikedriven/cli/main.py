@@ -14,7 +14,7 @@ from typing import Callable
 
 from .. import __version__
 from ..errors import SpikedrivenError, user_message
-from . import run, study, tools
+from . import run, runs, study, tools
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,8 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-SUBCOMMANDS: list[Callable] = [run._add_train, run._add_eval, study._add_compare, study._add_study, tools._add_neurons,
-                               tools._add_models, run._add_export, tools._add_info, tools._add_completion]
+SUBCOMMANDS: list[Callable] = [run._add_train, run._add_eval, study._add_compare, runs._add_runs_table, study._add_study,
+                               tools._add_neurons, tools._add_encodings, tools._add_models, run._add_export,
+                               tools._add_info, tools._add_completion]
 
 
 def _plugins_in(argv: list) -> list:

@@ -6,11 +6,21 @@ from __future__ import annotations
 from .common import _common, _energy_flags, energy_choice
 
 
+RUN_SYNTAX = ("a run folder (ours, or the original code's: summary.csv or summary1.csv, summary2.csv, ... alone or "
+              "beside args.yaml and/or its *.log), optionally labelled with the neuron it trained: DIR:MODE@U_TH "
+              "(runs/a:if_soft@1.2) or DIR:MODE (the neuron's default threshold); several folders that are the "
+              "segments of one resumed run: DIR1,DIR2[:LABEL]")
+LABELS_HELP = ("YAML file labelling run folders (relative to the file): labels: {FOLDER: MODE@U_TH}, and runs: "
+               "[{folders: [A, B], label: MODE@U_TH, name: NAME}] for the segments of one run; a label on the "
+               "command line wins")
+
+
 def _add_compare(sub) -> None:
     p = sub.add_parser("compare", help="put several evaluated runs side by side (table and plot)")
-    p.add_argument("inputs", nargs="+", metavar="RUN_OR_METRICS",
-                   help="metrics.json files, evaluation folders, or run folders (ours, or the original code's with "
-                        "summary.csv and args.yaml): their evaluations and training curves")
+    p.add_argument("inputs", nargs="*", metavar="RUN_OR_METRICS",
+                   help="metrics.json files, evaluation folders, or runs, each " + RUN_SYNTAX + ": their "
+                        "evaluations and training curves (with --labels and no run given: the file's runs)")
+    p.add_argument("--labels", metavar="FILE", help=LABELS_HELP)
     p.add_argument("--output", default="output/compare", help="folder for compare.png (default output/compare)")
     _common(p)
     p.set_defaults(func=_run_compare)
@@ -19,7 +29,7 @@ def _add_compare(sub) -> None:
 def _run_compare(args, argv_hint: str) -> int:
     from ..analysis.compare import compare
 
-    table, rows = compare(args.inputs, out_dir=args.output)
+    table, rows = compare(args.inputs, out_dir=args.output, labels_file=args.labels)
     print(table)
     if rows:
         print(f"plot: {args.output}/compare.png")
@@ -44,6 +54,10 @@ def _add_study(sub) -> None:
     p.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default 1)")
     p.add_argument("--study-dir", help="study folder (default output/study/<dataset>-<config name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run (repeatable)")
+    p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a further grid axis: every run is trained once per value of the config key (repeatable: "
+                        "every combination), e.g. --vary rpe_mode=conv,linear,dilated or --vary encoding=direct,rate; "
+                        "the tables compare each value with the first (or --baseline KEY=VALUE) for the same neuron")
     p.add_argument("--dry-run", action="store_true", help="list the planned runs and whether each is done, pending or stale")
     p.add_argument("--rerun-stale", action="store_true",
                    help="train again the runs made with other settings than the study now asks for (their old "
@@ -70,13 +84,17 @@ def _add_study(sub) -> None:
                    help="train and evaluate nothing: write the tables from the finished runs and list the missing ones")
     p.add_argument("--baseline", metavar="MODE[:U_TH]",
                    help="the setting every other is compared with: difference of mean final top-1, its 95 %% "
-                        "confidence interval and p-value (default lif:1)")
+                        "confidence interval and p-value (default lif:1; with --vary: the first value, or "
+                        "KEY=VALUE of a varied key)")
     _energy_flags(p)
     p.add_argument("--speed", action="store_true",
                    help="time each run's inference (fused path and per-step loop); adds speed columns")
-    p.add_argument("--with-runs", nargs="+", default=[], metavar="RUN_DIR",
-                   help="run folders of the original code (summary.csv + args.yaml) or of ours, tabulated beside "
-                        "the study's runs: best epoch, final, mean of the last 10 epochs")
+    p.add_argument("--with-runs", nargs="+", default=[], metavar="RUN_DIR[:MODE@U_TH]",
+                   help="run folders of the original code (summary files, with args.yaml or its log or neither) or "
+                        "of ours, tabulated beside the study's runs (best epoch, final, mean of the last 10 epochs); "
+                        "DIR:if_soft@1.2 labels a folder whose neuron is not recorded, DIR1,DIR2:LABEL joins a "
+                        "resumed run's folders; runs whose neuron is known also get rows in the accuracy table, by "
+                        "setting, compared with the baseline among them")
     _common(p)
     add_config_flags(p, exclude=("spike_mode", "v_threshold", "output"))
     p.set_defaults(func=_run_study)
@@ -85,10 +103,14 @@ def _add_study(sub) -> None:
 def _run_study(args, argv_hint: str) -> int:
     from ..config import overrides_from_args
     from ..errors import ConfigError
-    from ..study.plan import EvalPlan, check_devices, parse_list, parse_sets
+    from ..study.plan import EvalPlan, check_devices, parse_list, parse_sets, parse_vary
     from ..study.runner import run_study
 
     overrides = {**parse_sets(args.set), **overrides_from_args(args)}
+    vary = parse_vary(args.vary)
+    both = [key for key, _ in vary if key in overrides]
+    if both:
+        raise ConfigError(f"{', '.join(both)} is both set for every run and varied (--vary); give one")
     for key in ("spike_mode", "v_threshold", "output"):
         if key in overrides:
             raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
@@ -121,6 +143,6 @@ def _run_study(args, argv_hint: str) -> int:
         args.config, overrides, modes, args.thresholds, args.lif_thresholds, args.seeds, study_dir=args.study_dir,
         dry_run=args.dry_run, devices=devices, nproc_per_run=args.nproc_per_run, emit_commands=args.emit_commands,
         rerun_stale=args.rerun_stale, command_line=args.command_line, evaluation=evaluation, baseline=args.baseline,
-        with_runs=args.with_runs, report_only=args.report_only, slurm=slurm, models=models,
+        with_runs=args.with_runs, report_only=args.report_only, slurm=slurm, models=models, vary=vary,
     )
     return 0

@@ -1,4 +1,4 @@
-"""The subcommands that describe: neurons, models, info, completion."""
+"""The subcommands that describe: neurons, encodings, models, info, completion."""
 
 from __future__ import annotations
 
@@ -22,6 +22,25 @@ def _run_neurons(args, argv_hint: str) -> int:
 
     load_plugins(args.plugins)
     print(describe_neurons())
+    return 0
+
+
+def _add_encodings(sub) -> None:
+    p = sub.add_parser("encodings", help="list the registered input encodings: what each does, its settings",
+                       description="List every registered input encoding (built in, and those of --plugins) with "
+                                   "what the first layer reads and its settings and their defaults.")
+    p.add_argument("--plugins", nargs="+", default=[], metavar="FILE_OR_MODULE",
+                   help="also load encodings of your own from these Python files or modules")
+    _common(p)
+    p.set_defaults(func=_run_encodings)
+
+
+def _run_encodings(args, argv_hint: str) -> int:
+    from ..encodings import describe_encodings
+    from ..plugins import load_plugins
+
+    load_plugins(args.plugins)
+    print(describe_encodings())
     return 0
 
 

@@ -35,7 +35,9 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
     if reading.experiment:
         data["output"] = experiment_output(data["output"], reading.experiment)
     if reading.inert:
-        _warn_once(source, reading.inert)
+        _warn_once(source, inert_line(source, reading.inert))
+    for note in reading.notes:
+        _warn_once(source, f"{source}: {note}")
     return Config(**data).validate()
 
 
@@ -61,13 +63,13 @@ def experiment_output(output: Optional[str], experiment: str) -> str:
 _WARNED: set = set()
 
 
-def _warn_once(source: str, inert: Mapping[str, str]) -> None:
+def _warn_once(source: str, line: str) -> None:
     import logging
 
-    key = (source, tuple(inert))
+    key = (source, line)
     if key not in _WARNED:  # a study reads its file once per run: say it once
         _WARNED.add(key)
-        logging.getLogger("spikedriven").warning(inert_line(source, inert))
+        logging.getLogger("spikedriven").warning(line)
 
 
 def recorded_config(values: Mapping[str, Any], source: str, overrides: Optional[Mapping[str, Any]] = None) -> Config:

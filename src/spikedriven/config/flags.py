@@ -18,7 +18,7 @@ def flag_name(name: str) -> str:
 
 # The config's sections, by the first field of each, for --help's groups.
 SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spike_mode": "neuron",
-            "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
+            "encoding": "input encoding", "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
 
 
 # Short and original spellings of flags: timm's -b / -j, the study's --TET, --layer, --dim, --in-channels.

@@ -106,8 +106,18 @@ class Config:
     neurons: dict = _f({}, "settings per neuron, for a config several neurons share (a study's --modes): "
                        "{MODE: {setting: value}}; the run's neuron takes its entry, under neuron_args (YAML only)",
                        flag=False)
-    plugins: list[str] = _f([], "Python files or modules that register neurons or models of your own (recorded: evaluation "
-                            "and resuming load them again)")
+    plugins: list[str] = _f([], "Python files or modules that register neurons, encodings or models of your own "
+                            "(recorded: evaluation and resuming load them again)")
+    # --- input encoding (spikedriven encodings lists each one's settings)
+    encoding: str = _f("direct", "input encoding: a registered name (direct: the analogue image, repeated over T; "
+                       "simple_poisson, the study's; rate; latency; or one of --plugins)")
+    encoding_args: dict = _f({}, "the encoding's settings by name (gain=2 for rate, threshold=0.1 for latency)")
+    encodings: dict = _f({}, "settings per encoding, for a config several encodings share (a study's --vary "
+                         "encoding=...): {NAME: {setting: value}}; the run's encoding takes its entry, under "
+                         "encoding_args (YAML only)", flag=False)
+    encode_eval: bool = _f(True, "encode evaluation batches as training ones (with a fixed epoch key: every evaluation "
+                           "draws the same spikes); false: training batches only, evaluation on the analogue image, "
+                           "as the study did")
     # --- optimisation
     opt: str = _f("adamw", "timm optimizer name")
     lr: float = _f(3e-4, "peak learning rate")
@@ -179,6 +189,15 @@ class Config:
                 )
         own = self.neurons.get(self.spike_mode, {})
         return resolve_spec(NeuronSpec(self.spike_mode, **{**given, **own, **self.neuron_args}))
+
+    def encoding_settings(self) -> dict:
+        """The encoding's settings, every one filled in and checked: its defaults, under its entry in
+        ``encodings``, under ``encoding_args``."""
+        from ..encodings import encoding_class
+
+        load_plugins(self.plugins)
+        cls = encoding_class(self.encoding)
+        return cls.resolve({**self.encodings.get(self.encoding, {}), **self.encoding_args})
 
     def model_settings(self) -> dict:
         """The model's own settings, every one filled in and checked: its entry point's defaults, under its
@@ -267,6 +286,7 @@ class Config:
         self.plugins = [plugin_key(p) for p in self.plugins]  # recorded as absolute paths: found from any folder
         self.neuron_spec()  # neuron settings validate themselves (this loads the plugins)
         self._check_neurons()
+        self._check_encodings(definition)
         self._check_models()
         self._check_distillation()
         return self
@@ -280,6 +300,25 @@ class Config:
                 resolve_spec(NeuronSpec(mode, **settings))
             except ConfigError as e:
                 raise ConfigError(f"neurons: {mode}: {e}") from None
+
+    def _check_encodings(self, definition) -> None:
+        """The encoding and every entry of ``encodings``: registered, settings they take, values they accept;
+        each value given is kept as read (a flag's "2" as 2.0)."""
+        from ..encodings import encoding_class
+
+        for name, settings in self.encodings.items():
+            if not isinstance(settings, dict):
+                raise ConfigError(f"encodings: {name} must map setting names to values, got {settings!r}")
+            try:
+                resolved = encoding_class(name).resolve(settings)
+            except ConfigError as e:
+                raise ConfigError(f"encodings: {name}: {e}") from None
+            self.encodings[name] = {key: resolved[key] for key in settings}
+        resolved = self.encoding_settings()
+        self.encoding_args = {key: resolved[key] for key in self.encoding_args}
+        if self.encoding != "direct" and definition.frames:
+            raise ConfigError(f"encoding {self.encoding} turns images into frames and {self.dataset} serves event "
+                              "frames already; use encoding direct")
 
     def _check_distillation(self) -> None:
         """A teacher comes with its weights and a model with a kd head to learn from it; a kd head without a

@@ -14,6 +14,10 @@ by value 0.21 ms. By value loses above about 1 MiB (ImageNet batches), so larger
 
 Training batches may then be randomly erased there (``BatchErasing``), as timm's GPU prefetcher erases them:
 normalised, before the training loop mixes them (mixup).
+
+Where the run's input encoding draws at random, each batch also carries its samples' keys ``[B, 2]`` (epoch,
+index) as a third element, from which the encoding seeds each sample's draws (``encodings``); a caller that reads
+``batch[0], batch[1]`` sees no difference.
 """
 
 from __future__ import annotations
@@ -138,13 +142,20 @@ class DeviceBatches:
     the loader), so the copy does not make the host wait.
 
     ``sampler``, ``dataset``, ``num_workers`` and ``len()`` are the loader's; with ``erase`` the sampler is an
-    ``EpochSampler``, which says the epoch and where in it the pass starts."""
+    ``EpochSampler``, which says the epoch and where in it the pass starts.
+
+    ``keys``: each batch is ``(images, labels, keys)``, keys ``[B, 2]`` int64 on ``device``: each sample's (epoch,
+    index), the epoch ``EVAL_EPOCH`` for samples the sampler gives by index alone (evaluation). They are read from a
+    second pass over the loader's batch sampler: the samplers order a pass from their state alone (seed, epoch,
+    skip, set before a pass starts), and the loader delivers batches in its sampler's order whatever its workers,
+    so the two passes agree batch for batch without the workers or the datasets carrying anything more."""
 
     def __init__(self, loader: torch.utils.data.DataLoader, device: Union[torch.device, str],
                  normalize: Optional[ImageNormalizer] = None, channels_last: bool = False,
-                 erase: Optional[BatchErasing] = None):
+                 erase: Optional[BatchErasing] = None, keys: bool = False):
         self.loader, self.device = loader, torch.device(device)
         self.normalize, self.channels_last, self.erase = normalize, channels_last, erase
+        self.keys = keys
 
     @property
     def sampler(self):
@@ -173,13 +184,25 @@ class DeviceBatches:
         epoch, first_step = 0, 0
         if self.erase is not None:  # the pass's place, read as it starts: its first batch is step skip / batch
             epoch, first_step = self.sampler.epoch, self.sampler.skip // self.loader.batch_size
-        return self._on_device(iter(self.loader), epoch, first_step)
+        batches = iter(self.loader)
+        return self._on_device(batches, epoch, first_step, self._sample_keys() if self.keys else None)
 
-    def _on_device(self, batches, epoch: int, first_step: int):
+    def _sample_keys(self):
+        from ..encodings import EVAL_EPOCH
+
+        order = self.loader.batch_sampler if self.loader.batch_sampler is not None else self.loader.sampler
+        for indices in order:
+            pairs = [key if isinstance(key, tuple) else (EVAL_EPOCH, key) for key in indices]
+            yield torch.tensor(pairs, dtype=torch.int64)
+
+    def _on_device(self, batches, epoch: int, first_step: int, keys=None):
         for step, (images, labels) in enumerate(batches, start=first_step):
             images, labels = self._to_device(images), self._to_device(labels)
             if self.normalize is not None:
                 images = self.normalize(images, self.channels_last)
             if self.erase is not None:
                 images = self.erase(images, epoch, step)
-            yield images, labels
+            if keys is None:
+                yield images, labels
+            else:
+                yield images, labels, self._to_device(next(keys))

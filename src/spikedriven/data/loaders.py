@@ -8,7 +8,9 @@ and a resumed run can start mid-epoch without loading what it skips. Samples
 leave the workers as uint8 images (or count frames), and the loaders deliver
 them on the run's device, normalised there (``batches``), training batches then randomly
 erased there (``reprob``), each step's erasing seeded from (seed, epoch, rank, step). Mixup is
-applied in the training loop (``engine``), so switching it off at an epoch really happens.
+applied in the training loop (``engine``), so switching it off at an epoch really happens, and so is
+the input encoding after it; where that draws at random, each batch carries its samples' (epoch, index)
+keys (``keyed``), from which it seeds each sample's draws.
 """
 
 from __future__ import annotations
@@ -129,6 +131,13 @@ class ShardSampler(Sampler):
         return len(self.indices)
 
 
+def keyed(cfg: "Config", training: bool) -> bool:
+    """Whether the batches carry their samples' keys: where the run's encoding draws per sample, on them."""
+    from ..encodings import encoding_class
+
+    return encoding_class(cfg.encoding).random and (training or cfg.encode_eval)
+
+
 def batch_steps(dataset: SeededDataset, cfg: "Config") -> tuple[Callable, Optional[ImageNormalizer]]:
     """The collate a worker runs and the normalisation on the device (``data.batches``): images leave the
     workers as uint8 and are normalised on the device, frames are normalised by their collate."""
@@ -196,7 +205,7 @@ def build_train_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, wor
     erase = None
     if cfg.reprob > 0 and normalize is not None:  # images only (validate refuses it for event frames)
         erase = BatchErasing(cfg.reprob, cfg.remode, cfg.recount, cfg.seed, rank)
-    return DeviceBatches(loader, device, normalize, channels_last, erase)
+    return DeviceBatches(loader, device, normalize, channels_last, erase, keys=keyed(cfg, training=True))
 
 
 def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, world: int = 1,
@@ -217,4 +226,4 @@ def build_eval_loader(cfg: "Config", dataset: SeededDataset, rank: int = 0, worl
             dataset, batch_size=cfg.val_batch_size, sampler=shard, collate_fn=collate, num_workers=workers,
             pin_memory=pin, persistent_workers=workers > 0,
         )
-    return DeviceBatches(loader, device, normalize, channels_last)
+    return DeviceBatches(loader, device, normalize, channels_last, keys=keyed(cfg, training=False))

@@ -147,6 +147,7 @@ def train_one_epoch(
     stop_requested: Callable[[], bool] = lambda: False,
     on_sync: Optional[Callable[[int, float, int], None]] = None,
     on_step: Optional[Callable[[int], None]] = None,
+    encoder: Optional[Callable] = None,
 ) -> dict:
     """Train over ``batches``; returns mean loss, images seen (in the whole epoch and
     in this call, which differ after a mid-epoch resume) and steps skipped.
@@ -160,7 +161,9 @@ def train_one_epoch(
     while the host prepares the next batch; at a stop and at the epoch's end the host
     reads both. The sums and the finiteness check are done on the window's values when
     read; ``on_sync(step, mean loss, images)`` then reports the steps up to ``step``. ``on_step(steps)``
-    runs after every step with the epoch's steps so far (a schedule set per step).
+    runs after every step with the epoch's steps so far (a schedule set per step). ``encoder`` (``encodings``)
+    turns each batch, after mixup, into the model's input, its draws keyed by the batch's sample keys (a third
+    element, when the loader gives them) and ``epoch``.
     Non-finite losses, and stop requests under torchrun, are agreed on by all ranks
     at sync points (acted on when read), so no rank is left waiting in a collective; a
     single process reads its stop flag, a host-side bool, after every step.
@@ -215,17 +218,20 @@ def train_one_epoch(
         return stop
 
     try:
-        for batch_index, (images, target) in enumerate(batches, start=state.step):
+        for batch_index, (images, target, *keys) in enumerate(batches, start=state.step):
             images = images.to(device, non_blocking=True)
             target = target.to(device, non_blocking=True)
             if mixup is not None:
                 images, target = mixup(images, target)
-            if channels_last:
+            analogue = images  # what a distillation teacher (an ANN) sees
+            if encoder is not None:  # after mixup, as the study encoded
+                images = encoder(images, keys[0] if keys else None, epoch)
+            if channels_last and images.dim() == 4:
                 images = images.contiguous(memory_format=torch.channels_last)
             if cuda_graphs:  # a new iteration: graph outputs of the last one may be overwritten
                 torch.compiler.cudagraph_mark_step_begin()
             with autocast(device, amp):
-                loss = classification_loss(model(images), target, loss_fn, images)
+                loss = classification_loss(model(images), target, loss_fn, analogue)
             optimizer.zero_grad(set_to_none=True)
             if nonfinite == "skip" and not bool(torch.isfinite(loss.detach())):  # per-step sync only in skip mode
                 skipped += 1
@@ -290,11 +296,13 @@ def evaluate(
     recorders: Sequence[ContextManager] = (),
     stop_requested: Callable[[], bool] = lambda: False,
     cuda_graphs: bool = False,
+    encoder: Optional[Callable] = None,
 ) -> dict:
     """The one evaluation pass (training's per-epoch evaluation, ``spikedriven eval``, the study and the
     benchmarks): cross-entropy, top-1 and top-5 (percent) over every sample of every rank, with
     ``recorders`` (a ``SpikeRecorder``, an ``OperationCounter``, ...) active over the same forward passes.
-    Batches are ``(images, labels, ...)``; per-step logits ``[T, B, K]`` (TET) are averaged over T.
+    Batches are ``(images, labels, ...)``; per-step logits ``[T, B, K]`` (TET) are averaged over T. ``encoder``
+    (``encodings``) turns the images into the model's input, keyed by a batch's third element where it has one.
 
     ``model`` may be compiled (``cuda_graphs``: its graphs run as CUDA graphs, whose outputs each batch
     consumes before the next replaces them); it then runs the batches of the first batch's size, and the
@@ -320,7 +328,9 @@ def evaluate(
                 images_seen += target.shape[0]
                 images = images.to(device, non_blocking=True)
                 target = target.to(device, non_blocking=True)
-                if channels_last:
+                if encoder is not None:
+                    images = encoder(images, batch[2] if len(batch) > 2 else None)
+                if channels_last and images.dim() == 4:
                     images = images.contiguous(memory_format=torch.channels_last)
                 full_size = full_size or images.shape[0]
                 runner = model if eager is None or images.shape[0] == full_size else eager

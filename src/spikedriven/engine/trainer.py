@@ -29,6 +29,7 @@ from ..analysis import learned_settings
 from ..atomic import write_text_atomic
 from ..config import Config, save_config
 from ..data import build_datasets, build_eval_loader, build_test_dataset, build_train_loader
+from ..encodings import build_encoder
 from ..errors import ConfigError, DataError, user_message
 from ..models import build_model
 from ..runtime import Runtime
@@ -123,6 +124,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                                       channels_last=runtime.channels_last)
     eval_loader = build_eval_loader(cfg, splits.eval, dist.rank, dist.world, device, workers=runtime.workers,
                                     channels_last=runtime.channels_last)
+    train_encoder, eval_encoder = build_encoder(cfg, training=True), build_encoder(cfg, training=False)
 
     model = place_model(cfg, runtime)
     teacher = build_teacher(cfg, device) if cfg.teacher is not None else None
@@ -174,6 +176,10 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     log.info(runtime.describe(cfg))
     log.info("neurons: %s; evaluation images %s", describe_neuron_path(model, runtime),
              "used as stored, a batch per lookup" if splits.eval.transform is None else "transformed one by one")
+    if train_encoder is not None:
+        evaluation = ("evaluation batches alike" if eval_encoder is not None
+                      else "evaluation on the analogue image (encode_eval false)")
+        log.info("input encoding %s: training batches after mixup, %s", train_encoder.describe(), evaluation)
     train_model = compile_model(cfg, model, runtime)
     # the per-epoch evaluation runs the compiled model too: its neurons count their spikes inside the graph
     eval_model = train_model
@@ -243,7 +249,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                         amp=cfg.amp, scaler=scaler, clip_grad=cfg.clip_grad, channels_last=runtime.channels_last,
                         nonfinite=cfg.nonfinite, sync_every=10,
                         log_every=cfg.log_interval, state=epoch_state, cuda_graphs=runtime.cuda_graphs,
-                        stop_requested=stop, on_sync=progress, on_step=on_step,
+                        stop_requested=stop, on_sync=progress, on_step=on_step, encoder=train_encoder,
                     )
                 except StopRequested:
                     raise stopped(epoch, epoch_state) from None
@@ -259,7 +265,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                 try:
                     metrics = evaluate(eval_model, eval_loader, device, dist=dist, amp=cfg.amp,
                                        channels_last=runtime.channels_last, recorders=(recorder,), stop_requested=stop,
-                                       cuda_graphs=runtime.cuda_graphs)
+                                       cuda_graphs=runtime.cuda_graphs, encoder=eval_encoder)
                 except StopRequested:  # the epoch's training is saved whole; the resumed run evaluates it
                     raise stopped(epoch, epoch_state) from None
                 except DataError as e:
@@ -333,10 +339,12 @@ def write_results(cfg: Config, run_dir: Path, model, device, dist: DistInfo, eva
     }
     if eval_name == "val":
         test_loader = build_eval_loader(cfg, build_test_dataset(cfg), device=device)
-        single = DistInfo()
-        results["final_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
+        single, encoder = DistInfo(), build_encoder(cfg, training=False)
+        results["final_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp,
+                                              encoder=encoder)["eval_top1"]
         ckpt_io.load_checkpoint(model, run_dir / "best.pth.tar")
-        results["best_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp)["eval_top1"]
+        results["best_test_top1"] = evaluate(model, test_loader, device, dist=single, amp=cfg.amp,
+                                             encoder=encoder)["eval_top1"]
     write_text_atomic(run_dir / "results.json", json.dumps(results, indent=2))
     log.info("done: best %s top1 %.2f at epoch %d, final %.2f | %s", eval_name, results["best_top1"],
              results["best_epoch"], results["final_top1"], run_dir)

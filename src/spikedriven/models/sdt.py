@@ -20,10 +20,11 @@ import torch
 from torch import nn
 from timm.models import generate_default_cfgs, register_model
 
+from ..errors import ConfigError
 from ..neurons.spec import Param
 from .base import NeuronArg, SpikingModel, build_entry_point, check_patch_splitting
 from .registry import Architecture, at_least, positive, register_architecture
-from .sdt_blocks import Block, SpikingPatchSplit
+from .sdt_blocks import LEARNABLE_GRID, RPE_MODES, Block, SpikingPatchSplit
 
 __all__ = ["SDT", "SpikeDrivenTransformer", "sdt"]
 
@@ -39,6 +40,7 @@ class SpikeDrivenTransformer(SpikingModel):
             after the attention sum has ``attn_v_threshold`` (0.5 in the study, in every mode) by default.
         tet: return per-step logits ``[T, B, K]`` for the TET loss instead of their mean.
         dvs_mode: the original's attention for event data (see ``SpikeDrivenSelfAttention``).
+        rpe_mode: the SPS's relative position code, one of the study's variants (``sdt_blocks.RPE_MODES``).
 
     ``forward_features``: the real-valued residual stream ``[T, B, D, H', W']``; the stages are the SPS
     (``patch_embed``) and each block; timm's contract as ``SpikingModel`` tells.
@@ -62,21 +64,28 @@ class SpikeDrivenTransformer(SpikingModel):
         attn_v_threshold: float = 0.5,
         tet: bool = False,
         dvs_mode: bool = False,
+        rpe_mode: str = "conv",
         **neuron_settings: Any,
     ):
         super().__init__()
         settings = SDT.resolve("sdt", dict(embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
                                            pooling_stat=pooling_stat, attn_v_threshold=attn_v_threshold,
-                                           dvs_mode=dvs_mode))
+                                           dvs_mode=dvs_mode, rpe_mode=rpe_mode))
         neuron_factory, attn_factory = self.set_up(
             dict(img_size=img_size, in_chans=in_chans, num_classes=num_classes, time_steps=time_steps, tet=tet, **settings),
             neuron, attn_neuron, settings["attn_v_threshold"], neuron_settings)
-        embed_dim, depth, num_heads, mlp_ratio, pooling_stat, dvs_mode = (settings[k] for k in (
-            "embed_dim", "depth", "num_heads", "mlp_ratio", "pooling_stat", "dvs_mode"))  # as read and checked
+        embed_dim, depth, num_heads, mlp_ratio, pooling_stat, dvs_mode, rpe_mode = (settings[k] for k in (
+            "embed_dim", "depth", "num_heads", "mlp_ratio", "pooling_stat", "dvs_mode", "rpe_mode"))  # read, checked
+        grid = img_size
+        for _ in range(pooling_stat.count("1")):  # a 3x3 / 2 max-pool with padding 1 rounds up
+            grid = (grid + 1) // 2
+        if rpe_mode == "learnable" and grid > LEARNABLE_GRID:
+            raise ConfigError(f"rpe_mode learnable holds positions for at most {LEARNABLE_GRID} x {LEARNABLE_GRID} "
+                              f"tokens, and img_size {img_size} with pooling_stat {pooling_stat} gives {grid} x {grid}")
         self.embed_dim = self.num_features = self.head_hidden_size = embed_dim
 
         levels = self.spike_levels
-        self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron_factory, levels)
+        self.patch_embed = SpikingPatchSplit(in_chans, embed_dim, pooling_stat, neuron_factory, levels, rpe_mode)
         self.block = nn.ModuleList(
             [Block(embed_dim, num_heads, mlp_ratio, neuron_factory, attn_factory, levels, dvs_mode) for _ in range(depth)]
         )
@@ -99,6 +108,10 @@ class SpikeDrivenTransformer(SpikingModel):
 
 def _pooling_flags(value, settings) -> Optional[str]:
     return None if len(value) == 4 and not set(value) - {"0", "1"} else "must be four 0/1 flags such as '0011'"
+
+
+def _rpe_mode(value, settings) -> Optional[str]:
+    return None if value in RPE_MODES else f"must be one of {', '.join(RPE_MODES)}"
 
 
 def _init_weights(m: nn.Module) -> None:
@@ -160,13 +173,15 @@ SDT = register_architecture(Architecture(
         "attn_v_threshold": Param(0.5, "threshold of the neuron after the attention sum", check=positive),
         "dvs_mode": Param(False, "the original's attention for event data: 3x3 max-pools on k, v, k*v and q*kv",
                           kind=bool),
+        "rpe_mode": Param("conv", "the SPS's relative position code (the study's variants): "
+                          + "; ".join(f"{k}: {v}" for k, v in RPE_MODES.items()), kind=str, check=_rpe_mode),
     },
     sizes={"sdt": {}},
     check=check_patch_splitting,
     original_state_dict=original_state_dict,
     # the model settings the original's pickled argparse Namespace records, under its names
     original_args=("spike_mode", "dim", "layer", "time_steps", "num_classes", "num_heads", "pooling_stat",
-                   "mlp_ratio", "img_size", "TET"),
+                   "mlp_ratio", "img_size", "TET", "rpe_mode"),
     matches=_is_sdt,
     # the study's publication, best-epoch test top-1 (SPEC section 1)
     published={

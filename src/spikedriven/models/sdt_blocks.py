@@ -42,10 +42,11 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, levels: int = 0) 
 # torch.fx records it as one call: it hands norm_then a function, which a graph cannot hold as an argument
 @register_notrace_module
 class SpikingPatchSplit(nn.Module):
-    """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a
-    spiking relative-position conv added to the features."""
+    """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a spiking relative position code
+    added to the features: ``rpe_bn(RPE(neuron(feat))) + feat``, RPE one of ``RPE_MODES`` (the SDT's: conv)."""
 
-    def __init__(self, in_chans: int, embed_dim: int, pooling_stat: str, neuron: NeuronFactory, levels: int = 1):
+    def __init__(self, in_chans: int, embed_dim: int, pooling_stat: str, neuron: NeuronFactory, levels: int = 1,
+                 rpe_mode: str = "conv"):
         super().__init__()
         d = embed_dim
         pool = [flag == "1" for flag in pooling_stat]
@@ -58,7 +59,24 @@ class SpikingPatchSplit(nn.Module):
         self.proj_conv3, self.proj_bn3 = _conv_bn(d // 2, d, 3, bias=False, levels=levels)
         self.maxpool3 = _pool(pool[3])  # acts on the real-valued BN output
         self.rpe_neuron = neuron()
+        # the study's code builds the SDT's position conv in every mode, so it is in every state dict
         self.rpe_conv, self.rpe_bn = _conv_bn(d, d, 3, bias=False, levels=levels)
+        self.rpe_mode = rpe_mode
+        if rpe_mode == "linear":
+            self.rpe_linear = nn.Linear(d, d, bias=False)
+        elif rpe_mode == "sinusoidal":
+            self.rpe_scale = nn.Parameter(torch.ones(1))
+        elif rpe_mode == "learnable":
+            if d % 2:
+                raise ValueError(f"rpe_mode learnable splits the channels in two halves and needs an even "
+                                 f"embed_dim, got {d}")
+            self.rpe_pos_embed_h = nn.Parameter(torch.randn(1, d // 2, LEARNABLE_GRID, 1))
+            self.rpe_pos_embed_w = nn.Parameter(torch.randn(1, d // 2, 1, LEARNABLE_GRID))
+        elif rpe_mode == "dilated":
+            self.rpe_dilated = (SpikeConv2d(d, d, 3, padding=2, dilation=2, bias=False, levels=levels) if levels
+                                else nn.Conv2d(d, d, 3, padding=2, dilation=2, bias=False))
+        elif rpe_mode != "conv":
+            raise ValueError(f"unknown rpe_mode {rpe_mode!r}; the modes are {', '.join(RPE_MODES)}")
         self.backward_memory = "auto"  # of its own norm_then calls (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -68,11 +86,63 @@ class SpikingPatchSplit(nn.Module):
         memory = self.backward_memory
         feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3),
                          memory=memory)
-        return norm_then(self.rpe_neuron(feat), self.rpe_bn, pre=(self.rpe_conv,), memory=memory) + feat
+        return self.add_position(feat)
+
+    def add_position(self, feat: torch.Tensor) -> torch.Tensor:
+        """``rpe_bn(RPE(neuron(feat))) + feat`` for the features ``[T, B, D, H', W']``."""
+        s = self.rpe_neuron(feat)  # binary spikes in every mode (sinusoidal then discards them)
+        if self.rpe_mode in ("conv", "dilated"):
+            conv = self.rpe_conv if self.rpe_mode == "conv" else self.rpe_dilated
+            return norm_then(s, self.rpe_bn, pre=(conv,), memory=self.backward_memory) + feat
+        if self.rpe_mode == "linear":  # over the channels of each token: the time-major layout a Linear counts in
+            r = self.rpe_linear(s.movedim(2, -1)).movedim(-1, 2)
+        elif self.rpe_mode == "sinusoidal":
+            t, b, c, h, w = s.shape
+            table = sinusoidal_table(c, h, w, device=s.device, dtype=feat.dtype)
+            r = (self.rpe_scale * table).expand(t, b, c, h, w)
+        else:  # learnable
+            r = s + self.learned_positions(s.shape[-2], s.shape[-1])
+        return per_step(self.rpe_bn, r) + feat
+
+    def learned_positions(self, h: int, w: int) -> torch.Tensor:
+        """P ``[1, D, h, w]``: the first half of the channels varies down the grid, the second across it."""
+        rows = self.rpe_pos_embed_h[:, :, :h, :].expand(-1, -1, h, w)
+        cols = self.rpe_pos_embed_w[:, :, :, :w].expand(-1, -1, h, w)
+        return torch.cat([rows, cols], dim=1)
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
-        """Operations outside the layers and neurons, for energy models: the position code's residual."""
-        return {"add": output.numel()}
+        """Operations outside the layers and neurons, for energy models: the position code's residual, and the
+        learnable mode's addition of its positions to the spikes."""
+        return {"add": output.numel() * (2 if self.rpe_mode == "learnable" else 1)}
+
+
+# The study's position-embedding variants (its rpe_mode): what each adds to the SPS features, before rpe_bn.
+RPE_MODES = {
+    "conv": "the SDT's 3x3 convolution of the spikes",
+    "linear": "a linear map of each token's spike channels (no spatial mixing)",
+    "sinusoidal": "a fixed 2-D sine/cosine table times a learned scalar; the spikes are discarded",
+    "learnable": "the spikes plus a learned position per row (half the channels) and per column (the other half)",
+    "dilated": "a 3x3 convolution of the spikes with dilation 2",
+}
+LEARNABLE_GRID = 64  # the learnable mode's table covers grids of at most 64 x 64 tokens
+
+
+def sinusoidal_table(channels: int, h: int, w: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """The sinusoidal mode's table ``[channels, h, w]`` at integer grid positions: the first ``channels // 2``
+    channels code the row (sin, cos pairs at frequencies 10000^(-i / half)), the rest the column."""
+    half = channels // 2
+    table = torch.zeros(channels, h, w, dtype=torch.float32, device=device)
+    rows = torch.arange(h, dtype=torch.float32, device=device)[:, None].expand(h, w)
+    cols = torch.arange(w, dtype=torch.float32, device=device)[None, :].expand(h, w)
+    # pairs start at even channel numbers in both halves, as the study's code counts them
+    for start, end, grid in ((0, half, rows), (half, channels, cols)):
+        first = torch.arange(start + start % 2, end, 2, device=device)
+        freq = (10000.0 ** (-(first - start).double() / (end - start))).float()
+        angle = grid[None] * freq[:, None, None]
+        table[first] = angle.sin()
+        paired = first + 1 < end
+        table[first[paired] + 1] = angle[paired].cos()
+    return table.to(dtype)
 
 
 @register_notrace_module  # torch.fx records it as one call: it splits the heads by its input's shape

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
 
 def _label(study: Study, model: str, mode: str, thr) -> str:
-    """A setting's legend entry; the model is named when the study compares several."""
-    return setting_label(mode, thr, model if len(study.models) > 1 else None)
+    """A setting's legend entry; the model (and its varied values) named when the study compares several."""
+    return setting_label(mode, thr, model if len(study.groups) > 1 else None)
 
 
 def curves_figure(study: Study) -> Figure:

@@ -27,12 +27,21 @@ def setting_label(mode: str, v_threshold: Optional[float], model: Optional[str] 
     return neuron if model is None else f"{model}: {neuron}"
 
 
+Variant = tuple  # ((config key, value), ...): the values of a study's --vary axes for one run
+
+
+def variant_text(variant: Variant) -> str:
+    """'rpe_mode=linear encoding=rate'; '' for none."""
+    return " ".join(f"{key}={value}" for key, value in variant)
+
+
 @dataclass(frozen=True)
 class PlannedRun:
     model: str
     mode: str
     v_threshold: Optional[float]  # None: the neuron has no threshold
     seed: int
+    variant: Variant = ()
 
     @property
     def legacy_name(self) -> str:
@@ -42,11 +51,46 @@ class PlannedRun:
 
     @property
     def name(self) -> str:
-        return f"{self.model}-{self.legacy_name}"
+        varied = "".join(f"-{key}={value}" for key, value in self.variant)
+        return f"{self.model}{varied}-{self.legacy_name}"
+
+    @property
+    def group(self) -> str:
+        """What the tables call the model: the model, and the values of the varied keys ('sdt rpe_mode=linear')."""
+        return f"{self.model} {variant_text(self.variant)}" if self.variant else self.model
 
     @property
     def setting(self) -> tuple[str, str, Optional[float]]:
-        return self.model, self.mode, self.v_threshold
+        return self.group, self.mode, self.v_threshold
+
+
+def parse_vary(items: Sequence[str]) -> list[tuple[str, list]]:
+    """``--vary KEY=V1,V2,...`` (repeatable): each key and its values, each value a YAML scalar; the grid is
+    every combination of them."""
+    axes = []
+    for item in items:
+        key, sep, text = str(item).partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise ConfigError(f"--vary takes KEY=V1,V2,... such as rpe_mode=conv,linear, got {item!r}")
+        if key in ("spike_mode", "v_threshold", "seed", "model", "output"):
+            raise ConfigError(f"--vary {key}: the study varies it itself; use --modes, --thresholds, --seeds or "
+                              "--models")
+        if key in (k for k, _ in axes):
+            raise ConfigError(f"--vary names {key} twice; give all its values in one --vary {key}=V1,V2")
+        values = [parse_key_values([f"{key}={v.strip()}"], "--vary")[key] for v in text.split(",") if v.strip()]
+        if len(set(map(repr, values))) != len(values):
+            raise ConfigError(f"--vary {item}: a value is given twice")
+        axes.append((key, values))
+    return axes
+
+
+def variants(axes: Sequence[tuple[str, list]]) -> list[Variant]:
+    """Every combination of the axes' values, the first axis slowest; [()] without axes."""
+    combos: list[Variant] = [()]
+    for key, values in axes:
+        combos = [combo + ((key, value),) for combo in combos for value in values]
+    return combos
 
 
 @dataclass(frozen=True)
@@ -82,19 +126,57 @@ class EvalPlan:
         return not self.speed or bool(metrics.get("speed"))
 
 
-def parse_baseline(text: Optional[str]) -> tuple[str, Optional[float], bool]:
-    """``--baseline MODE[:U_TH]`` as (mode, threshold, given); default LIF at u_th 1. Each model of a study
-    is compared with the baseline neuron in that model."""
+@dataclass(frozen=True)
+class Baseline:
+    """The setting every other is compared with: a neuron (``mode``, ``v_threshold``) in the same model and
+    variant, or a value of a varied key (``variant``: ((key, value),)) with the same neuron."""
+
+    mode: Optional[str] = "lif"
+    v_threshold: Optional[float] = 1.0
+    variant: Variant = ()
+
+    def setting_for(self, run: PlannedRun) -> tuple[str, str, Optional[float]]:
+        """The setting that ``run``'s setting is compared with."""
+        if not self.variant:
+            return PlannedRun(run.model, self.mode, self.v_threshold, run.seed, run.variant).setting
+        replaced = dict(run.variant)
+        replaced.update(self.variant)
+        return PlannedRun(run.model, run.mode, run.v_threshold, run.seed, tuple(replaced.items())).setting
+
+    @property
+    def text(self) -> str:
+        """'LIF u_th=1 in the same model', or 'rpe_mode=conv with the same neuron'."""
+        if self.variant:
+            return f"{variant_text(self.variant)} with the same neuron"
+        return f"{setting_label(self.mode, self.v_threshold)} in the same model"
+
+
+def parse_baseline(text: Optional[str], axes: Sequence[tuple[str, list]] = ()) -> tuple[Baseline, bool]:
+    """``--baseline MODE[:U_TH]`` or, in a study with ``--vary``, ``KEY=VALUE``, as (baseline, given). Default:
+    the first value of the first varied key, or else LIF at u_th 1, each model compared with it in that model."""
     if text is None:
-        return "lif", 1.0, False
+        if axes:
+            key, values = axes[0]
+            return Baseline(None, None, ((key, values[0]),)), False
+        return Baseline(), False
+    if "=" in text:
+        key, value = next(iter(parse_key_values([text], "--baseline").items()))
+        values = dict(axes).get(key)
+        if values is None:
+            raise ConfigError(f"--baseline {text} names {key}, which the study does not vary"
+                              + (f"; it varies {', '.join(k for k, _ in axes)}" if axes else " (no --vary given)"))
+        if value not in values:
+            raise ConfigError(f"--baseline {text}: {key} takes the values {', '.join(map(str, values))} in this study")
+        return Baseline(None, None, ((key, value),)), True
     mode, _, threshold = text.partition(":")
     neuron_class(mode.strip())  # an unknown name fails here, with the list of neurons
     if not threshold:
-        return mode.strip(), (1.0 if _takes_threshold(mode.strip()) else None), True
+        return Baseline(mode.strip(), 1.0 if _takes_threshold(mode.strip()) else None), True
     try:
-        return mode.strip(), float(threshold), True
+        return Baseline(mode.strip(), float(threshold)), True
     except ValueError:
-        raise ConfigError(f"--baseline takes MODE or MODE:U_TH such as if_soft:1.0, got {text!r}") from None
+        raise ConfigError(f"--baseline takes MODE, MODE:U_TH such as if_soft:1.0, or KEY=VALUE of a --vary key, "
+                          f"got {text!r}") from None
 
 
 def parse_list(text: str, kind, what: str) -> list:
@@ -147,16 +229,18 @@ def check_devices(devices: list[str]) -> list[str]:
 
 
 def plan_runs(models: list[str], modes: list[str], thresholds: list[float], lif_thresholds: list[float],
-              seeds: list[int]) -> list[PlannedRun]:
+              seeds: list[int], axes: Sequence[tuple[str, list]] = ()) -> list[PlannedRun]:
     runs = []
     for model in models:
-        for mode in modes:
-            if not _takes_threshold(mode):
-                mode_thresholds = [None]
-            else:
-                mode_thresholds = lif_thresholds if neuron_class(mode).leaky else thresholds
-            for thr in mode_thresholds:
-                runs.extend(PlannedRun(model, mode, None if thr is None else float(thr), seed) for seed in seeds)
+        for variant in variants(axes):
+            for mode in modes:
+                if not _takes_threshold(mode):
+                    mode_thresholds = [None]
+                else:
+                    mode_thresholds = lif_thresholds if neuron_class(mode).leaky else thresholds
+                for thr in mode_thresholds:
+                    runs.extend(PlannedRun(model, mode, None if thr is None else float(thr), seed, variant)
+                                for seed in seeds)
     return runs
 
 

@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 import yaml
 
-from ..analysis.runs import RunCurve, read_run
+from ..analysis.compare import read_runs
+from ..analysis.run_labels import resolve_runs
+from ..analysis.runs import RunCurve
 from ..atomic import write_text_atomic
 from ..config import Config, coerce, load_config, recorded_config, requested_values
 from ..config.original_keys import fold_model_settings
@@ -39,7 +41,8 @@ from ..neurons import neuron_class
 from ..engine.resume import RUNTIME_SETTINGS, setting_changes, show
 from ..engine.run_folder import ConsoleHandler, move_aside
 
-from .plan import EvalPlan, PlannedRun, default_study_dir, parse_baseline, plan_runs, split_cpus, split_thresholds
+from .plan import (Baseline, EvalPlan, PlannedRun, default_study_dir, parse_baseline, plan_runs, split_cpus,
+                   split_thresholds)
 from .tables import write_tables
 
 if TYPE_CHECKING:
@@ -57,7 +60,7 @@ if not log.handlers:
 class Study:
     def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path,
                  command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(),
-                 baseline: tuple[str, Optional[float]] = ("lif", 1.0), other_runs: Sequence[RunCurve] = ()):
+                 baseline: Baseline = Baseline(), other_runs: Sequence[RunCurve] = ()):
         self.config_path, self.overrides, self.runs, self.folder = config_path, overrides, runs, folder
         self.command_line = command_line  # the study's own command: what resumes it
         self.evaluation, self.baseline, self.other_runs = evaluation, baseline, list(other_runs)
@@ -67,10 +70,16 @@ class Study:
     def models(self) -> list[str]:
         return list(dict.fromkeys(run.model for run in self.runs))
 
+    @property
+    def groups(self) -> list[str]:
+        """The models, each with the values of the varied keys: what the tables compare neurons within."""
+        return list(dict.fromkeys(run.group for run in self.runs))
+
     def run_values(self, run: PlannedRun) -> dict:
         threshold = {} if run.v_threshold is None else {"v_threshold": run.v_threshold}
-        return {**self.overrides, "model": run.model, "spike_mode": run.mode, **threshold, "seed": run.seed,
-                "output": str(self.run_dir(run))}
+        values = {**self.overrides, "model": run.model, "spike_mode": run.mode, **threshold, "seed": run.seed,
+                  "output": str(self.run_dir(run))}
+        return _with_variant(values, run.variant)
 
     def run_config(self, run: PlannedRun) -> Config:
         try:
@@ -234,6 +243,16 @@ class Study:
             raise SpikedrivenError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their .log files in {self.folder / 'runs'}")
 
 
+def _with_variant(values: dict, variant) -> dict:
+    """A run's config values with its varied keys set; a model setting among them joins the study's model_args."""
+    if not variant:
+        return values
+    varied = fold_model_settings(dict(variant))
+    if "model_args" in varied:
+        varied["model_args"] = {**(values.get("model_args") or {}), **varied["model_args"]}
+    return {**values, **varied}
+
+
 def _yaml_scalar(value) -> str:
     """``value`` as YAML writes it, so that reading the word back gives it again ('0011' stays text)."""
     return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
@@ -254,12 +273,13 @@ def run_study(
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
     command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
     with_runs: Sequence[str] = (), report_only: bool = False, slurm: Optional[SlurmOptions] = None, out=None,
-    models: Optional[list[str]] = None,
+    models: Optional[list[str]] = None, vary: Sequence[tuple[str, list]] = (),
 ) -> Optional[list[dict]]:
     """The study of ``modes`` (registered neuron names) in each of ``models`` (registered model names; None:
     the config's model); ``thresholds`` / ``lif_thresholds``: comma-separated
     thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
-    evaluation measures; ``baseline``: ``MODE[:U_TH]`` every setting is compared with (default lif:1);
+    evaluation measures; ``vary``: further grid axes, (config key, its values) each (``--vary``);
+    ``baseline``: ``MODE[:U_TH]`` or ``KEY=VALUE`` of a varied key, what every setting is compared with;
     ``with_runs``: run folders (the original code's, or ours) tabulated beside the study's; ``report_only``:
     train and evaluate nothing, tabulate the finished runs and list the missing ones."""
     out = out or sys.stdout
@@ -278,15 +298,16 @@ def run_study(
     if nproc_per_run > 1 and not devices:
         raise ConfigError("--nproc-per-run needs --devices")
     thr, lif_thr = split_thresholds(modes, thresholds, lif_thresholds)
-    runs = plan_runs(models, modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)])
-    base_mode, base_threshold, given = parse_baseline(baseline)
+    runs = plan_runs(models, modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)], vary)
+    chosen, given = parse_baseline(baseline, vary)
     neurons = dict.fromkeys((r.mode, r.v_threshold) for r in runs)
-    if given and (base_mode, base_threshold) not in neurons:
+    if given and not chosen.variant and (chosen.mode, chosen.v_threshold) not in neurons:
         raise ConfigError(f"--baseline {baseline} is not a setting of this study; its settings are "
                           + ", ".join(f"{m}:{t:g}" if t is not None else m for m, t in neurons))
-    other_runs = [read_run(folder) for folder in with_runs]  # a malformed folder fails before any training
+    # a malformed folder or label fails before any training
+    other_runs = read_runs(resolve_runs(with_runs)) if with_runs else []
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
-    study = Study(config_path, overrides, runs, folder, command_line, evaluation, (base_mode, base_threshold), other_runs)
+    study = Study(config_path, overrides, runs, folder, command_line, evaluation, chosen, other_runs)
     stale = {run: reasons for run in runs if (reasons := study.stale_reasons(run))}
     if dry_run:
         for run in runs:

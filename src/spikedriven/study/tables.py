@@ -10,6 +10,7 @@ import statistics
 from typing import TYPE_CHECKING, Optional, Sequence
 
 
+from ..analysis.published import setting_of, setting_rows
 from ..analysis.runs import RunCurve, runs_markdown
 from ..analysis.statistics import Comparison, compare_to_baseline, last_mean, latex_table, mean_std
 from ..atomic import atomic_write, write_text_atomic
@@ -17,7 +18,7 @@ from ..config import Config
 from ..errors import SpikedrivenError
 from ..models import architecture_of
 
-from .plan import neuron_title, setting_label
+from .plan import Baseline, neuron_title, variant_text
 from .figures import curves_figure, firing_figure, summary_top1, tradeoff_figure
 
 if TYPE_CHECKING:
@@ -29,8 +30,9 @@ log = logging.getLogger("spikedriven.study")
 def collect(study: Study) -> list[dict]:
     """One row per (model, mode, threshold) over the seeds that finished, with the comparison to the baseline
     neuron in the same model."""
-    rows, finals = [], {}
+    rows, finals, planned = [], {}, {}
     for (model, mode, thr), done in study.done_by_setting().items():
+        planned[(model, mode, thr)] = done[0]
         cfg = study.configs[done[0]]
         res = [json.loads((study.run_dir(r) / "results.json").read_text()) for r in done]
         met = [json.loads((study.eval_dir(r) / "metrics.json").read_text()) for r in done]
@@ -39,7 +41,8 @@ def collect(study: Study) -> list[dict]:
         last = [last_mean(summary_top1(study.run_dir(r)), LAST_EPOCHS) for r in done]
         finals[(model, mode, thr)] = (final, [r.seed for r in done])
         row = {
-            "model": model, "size": size_label(cfg), "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
+            "model": model, "size": " ".join(filter(None, (size_label(cfg), variant_text(done[0].variant)))),
+            **dict(done[0].variant), "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
             **_mean_std_columns("final_top1", final), **_mean_std_columns("best_top1", best),
             **_mean_std_columns("last10_top1", [value for value, _ in last]),
             "last10_epochs": min(n for _, n in last),
@@ -55,13 +58,15 @@ def collect(study: Study) -> list[dict]:
         row["published_best_top1"] = published_top1(cfg, mode, thr)
         rows.append(row)
     for row in rows:
-        baseline = finals.get((row["model"], *study.baseline))
+        setting = (row["model"], row["mode"], row["v_threshold"])
+        against = study.baseline.setting_for(planned[setting])
+        baseline = finals.get(against)
         if baseline is None:
             comparison = None
-        elif (row["mode"], row["v_threshold"]) == study.baseline:
+        elif against == setting:
             comparison = "baseline"
         else:
-            values, seeds = finals[(row["model"], row["mode"], row["v_threshold"])]
+            values, seeds = finals[setting]
             comparison = compare_to_baseline(values, baseline[0], seeds, baseline[1])
         row.update(_comparison_columns(comparison))
     return rows
@@ -78,7 +83,9 @@ def write_tables(study: Study) -> list[dict]:
     # the header describes the runs as they were trained (the stale check made them agree with the plan)
     described = study.recorded_config(next(r for r in study.runs if study.is_done(r)))
     first = next(iter(study.done_by_setting().values()))[0]
-    sizes = list(dict.fromkeys(row["size"] for row in rows))
+    sizes = list(dict.fromkeys(size_label(study.configs[runs[0]]) for runs in study.done_by_setting().values()))
+    varied = list(dict.fromkeys(key for run in study.runs for key, _ in run.variant))
+    sizes[-1] += f", varying {', '.join(varied)}" if varied else ""
     conventions = json.loads((study.eval_dir(first) / "metrics.json").read_text())["energy"]
     conventions = {m: conventions[m]["convention"] for m in study.evaluation.models}
     write_text_atomic(study.folder / "results.md", format_markdown(rows, described, study.baseline, conventions,
@@ -90,6 +97,20 @@ def write_tables(study: Study) -> list[dict]:
     names = ("results.md", "results.tex", "results.csv", "curves.png", "firing.png", "tradeoff.png")
     log.info("results: %s", ", ".join(str(study.folder / n) for n in names))
     return rows
+
+
+def given_run_rows(runs: Sequence[RunCurve], baseline: Baseline) -> list[dict]:
+    """The given runs whose neuron is recorded or labelled, one row per setting (``analysis.published``),
+    compared with the study's baseline neuron among them (LIF u_th 1 when the study's baseline is a varied key)."""
+    placed = []
+    for run in runs:
+        try:
+            setting_of(run)
+        except SpikedrivenError:  # no neuron known: the per-run table below lists it
+            continue
+        placed.append(run)
+    neuron = (baseline.mode, baseline.v_threshold) if not baseline.variant else ("lif", 1.0)
+    return setting_rows(placed, neuron) if placed else []
 
 
 def size_label(cfg: Config) -> str:
@@ -170,11 +191,7 @@ def _best_column(rows: list[dict]) -> str:
             else "test top-1 of the epoch best on the held-out split")
 
 
-def _baseline_text(baseline: tuple[str, Optional[float]]) -> str:
-    return setting_label(*baseline)
-
-
-def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0),
+def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
                     conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = (),
                     sizes: Sequence[str] = ()) -> str:
     conventions = conventions or {}
@@ -189,7 +206,7 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional
         "",
         f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {_last(last_n)} = the mean of the "
         f"{_last(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
-        f"top-1 to the baseline, {_baseline_text(baseline)} in the same model, with its 95 % confidence interval and p-value (a paired "
+        f"top-1 to the baseline, {baseline.text}, with its 95 % confidence interval and p-value (a paired "
         "t-test on per-seed differences when both ran the same seeds, else Welch's t-test); \"within noise\" when "
         "the interval contains 0.",
         "",
@@ -205,6 +222,19 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional
             f"| {_pm(r['last10_top1_mean'], r['last10_top1_std'])} | {_interval(r)} | {_p(r)} | {r['test'] or '-'} "
             f"| {r['verdict']} | {pub} |"
         )
+    given = given_run_rows(other_runs, baseline)
+    for r in given:
+        threshold = _threshold(r["v_threshold"]) + (" (label)" if r["threshold_from_label"] else "")
+        lines.append(
+            f"| {r['model'] or 'model not recorded'}, given runs | {neuron_title(r['mode'])} | {threshold} "
+            f"| {r['seeds']} run{'s' if r['seeds'] > 1 else ''} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
+            f"| {_pm(r['best_top1_mean'], r['best_top1_std'])} | {_pm(r['last10_top1_mean'], r['last10_top1_std'])} "
+            f"| {_interval(r)} | {_p(r)} | {r['test'] or '-'} | {r['verdict']} | {r['as_published_top1']:.2f}* |"
+        )
+    if given:
+        lines += ["", "Rows of given runs (--with-runs) are grouped by their recorded or labelled neuron and compared "
+                  "with the baseline among them; * their figure as the publication computed it: the best epoch of "
+                  "the best run per setting, from their own summary files."]
     speed = "fused_images_per_s" in rows[0]
     header = ["model", "neuron", "u_th", "mean firing rate", "SOPs / image (M)", *(f"energy {m} (uJ)" for m in models)]
     if speed:
@@ -236,7 +266,7 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: tuple[str, Optional
     return "\n".join(lines) + "\n"
 
 
-def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[float]] = ("lif", 1.0),
+def format_latex(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
                  sizes: Sequence[str] = ()) -> str:
     """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
     last_n = min(r["last10_epochs"] for r in rows)
@@ -247,5 +277,5 @@ def format_latex(rows: list[dict], cfg: Config, baseline: tuple[str, Optional[fl
              (r["last10_top1_mean"], r["last10_top1_std"]),
              None if r["vs_baseline"] is None else _interval(r), None if r["p_value"] is None else _p(r)] for r in rows]
     caption = (f"{cfg.dataset}, {', '.join(sizes) or size_label(cfg)}, T = {cfg.time_steps}: top-1 (%), mean and std "
-               f"over seeds; difference of mean final top-1 against {_baseline_text(baseline)} in the same model")
+               f"over seeds; difference of mean final top-1 against {baseline.text}")
     return latex_table(headers, body, bold_best=(4, 5, 6), caption=caption, groups=[r["model"] for r in rows])
