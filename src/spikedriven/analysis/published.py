@@ -17,6 +17,7 @@ from typing import Optional, Sequence, Union
 
 from ..errors import ConfigError
 from . import statistics
+from .statistics import interval_text, last_text, p_text, pm_text
 from .runs import LAST_N, RunCurve, runs_markdown
 
 # The statistics module speaks of seeds; the runs of a published folder are counted as runs.
@@ -107,27 +108,6 @@ def setting_rows(runs: Sequence[RunCurve], baseline: tuple[str, Optional[float]]
     return rows
 
 
-def _pm(mean: float, std: Optional[float]) -> str:
-    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f}"
-
-
-def _interval(row: dict) -> str:
-    if row["vs_baseline"] is None:
-        return "-"
-    if row["vs_baseline_low"] is None or row["vs_baseline_low"] == row["vs_baseline_high"]:
-        return f"{row['vs_baseline']:+.2f}"
-    return f"{row['vs_baseline']:+.2f} [{row['vs_baseline_low']:+.2f}, {row['vs_baseline_high']:+.2f}]"
-
-
-def _p(row: dict) -> str:
-    p = row["p_value"]
-    return "-" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
-
-
-def _last(n: int) -> str:
-    return "last epoch" if n == 1 else f"last {n} epochs"
-
-
 def _title(mode: str) -> str:
     from ..neurons import neuron_class
 
@@ -142,15 +122,15 @@ def _cells(row: dict, note: Optional[int]) -> list[str]:
     threshold = "-" if row["v_threshold"] is None else f"{row['v_threshold']:g}"
     published = f"{row['as_published_top1']:.2f} ({row['as_published_epoch']})" + (f" [{note}]" if note else "")
     return [row["model"] or "-", _title(row["mode"]), threshold + (" (label)" if row["threshold_from_label"] else ""),
-            str(row["seeds"]), published, _pm(row["final_top1_mean"], row["final_top1_std"]),
-            _pm(row["best_top1_mean"], row["best_top1_std"]), _pm(row["last10_top1_mean"], row["last10_top1_std"]),
-            _interval(row), _p(row), row["test"] or "-", row["verdict"]]
+            str(row["seeds"]), published, pm_text(row["final_top1_mean"], row["final_top1_std"]),
+            pm_text(row["best_top1_mean"], row["best_top1_std"]), pm_text(row["last10_top1_mean"], row["last10_top1_std"]),
+            interval_text(row), p_text(row), row["test"] or "-", row["verdict"]]
 
 
 def runs_table_markdown(rows: Sequence[dict], runs: Sequence[RunCurve],
                         baseline: tuple[str, Optional[float]] = ("lif", 1.0)) -> str:
     """The rows as Markdown, with the footnotes of settings run several times and a table of the runs."""
-    last = _last(min(r["last10_epochs"] for r in rows))
+    last = last_text(min(r["last10_epochs"] for r in rows))
     header = ["model", "neuron", "u_th", "runs", "as published: best top-1 (epoch)", "final top-1",
               "best-epoch top-1 (picked on test set)", f"mean of {last}", "Δ final [95 % CI]", "p", "test", "verdict"]
     numbered = [r for r in rows if r["as_published_note"]]

@@ -175,6 +175,33 @@ _LATEX_SPECIAL = {
 }
 
 
+# ------------------------------------------------------------------ table cells, as every table writes them
+
+
+def pm_text(mean: float, std: Optional[float], digits: int = 2) -> str:
+    """'94.10 ± 0.14', or the mean alone without a spread."""
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def interval_text(row: dict) -> str:
+    """A row's difference to the baseline with its interval: '+0.85 [-1.14, +2.84]'; '-' for none."""
+    if row["vs_baseline"] is None:
+        return "-"
+    if row["vs_baseline_low"] is None or row["vs_baseline_low"] == row["vs_baseline_high"]:
+        return f"{row['vs_baseline']:+.2f}"
+    return f"{row['vs_baseline']:+.2f} [{row['vs_baseline_low']:+.2f}, {row['vs_baseline_high']:+.2f}]"
+
+
+def p_text(row: dict) -> str:
+    p = row["p_value"]
+    return "-" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def last_text(n: int) -> str:
+    """'last epoch' or 'last 10 epochs'."""
+    return "last epoch" if n == 1 else f"last {n} epochs"
+
+
 def latex_escape(text: str) -> str:
     """``text`` as LaTeX source that prints it literally."""
     # One pass, so that the backslashes an escape adds are not escaped again.

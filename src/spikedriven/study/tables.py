@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from ..analysis.published import setting_of, setting_rows
 from ..analysis.runs import RunCurve, runs_markdown
-from ..analysis.statistics import Comparison, compare_to_baseline, last_mean, latex_table, mean_std
+from ..analysis.statistics import (Comparison, compare_to_baseline, interval_text, last_mean, last_text, latex_table,
+                                   mean_std, p_text, pm_text)
 from ..atomic import atomic_write, write_text_atomic
 from ..config import Config
 from ..errors import SpikedrivenError
@@ -128,10 +129,6 @@ def published_top1(cfg: Config, mode: str, v_threshold: Optional[float]) -> Opti
 LAST_EPOCHS = 10  # the mean of the last epochs' top-1, a steadier figure than the final epoch alone
 
 
-def _last(n: int) -> str:
-    return "last epoch" if n == 1 else f"last {n} epochs"
-
-
 def _mean_std_columns(name: str, values: list[float]) -> dict:
     mean, std = mean_std(values)
     return {f"{name}_mean": mean, f"{name}_std": std}
@@ -165,25 +162,8 @@ def _comparison_columns(comparison) -> dict:
             "verdict": comparison.verdict}
 
 
-def _pm(mean: float, std: Optional[float], digits: int = 2) -> str:
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
-
-
 def _threshold(value: Optional[float]) -> str:
     return "-" if value is None else format(value, "g")
-
-
-def _interval(row: dict) -> str:
-    if row["vs_baseline"] is None:
-        return "-"
-    if row["vs_baseline_low"] is None or row["vs_baseline_low"] == row["vs_baseline_high"]:
-        return f"{row['vs_baseline']:+.2f}"
-    return f"{row['vs_baseline']:+.2f} [{row['vs_baseline_low']:+.2f}, {row['vs_baseline_high']:+.2f}]"
-
-
-def _p(row: dict) -> str:
-    p = row["p_value"]
-    return "-" if p is None else "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
 def _best_column(rows: list[dict]) -> str:
@@ -204,13 +184,13 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline
         "",
         "## Accuracy",
         "",
-        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {_last(last_n)} = the mean of the "
-        f"{_last(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
+        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {last_text(last_n)} = the mean of the "
+        f"{last_text(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
         f"top-1 to the baseline, {baseline.text}, with its 95 % confidence interval and p-value (a paired "
         "t-test on per-seed differences when both ran the same seeds, else Welch's t-test); \"within noise\" when "
         "the interval contains 0.",
         "",
-        f"| model | neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {_last(last_n)} "
+        f"| model | neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {last_text(last_n)} "
         "| Δ final [95 % CI] | p | test | verdict | publication, best epoch |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -218,8 +198,8 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline
         pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
         lines.append(
             f"| {r['size']} | {neuron_title(r['mode'])} | {_threshold(r['v_threshold'])} | {r['seeds']} "
-            f"| {_pm(r['final_top1_mean'], r['final_top1_std'])} | {_pm(r['best_top1_mean'], r['best_top1_std'])} "
-            f"| {_pm(r['last10_top1_mean'], r['last10_top1_std'])} | {_interval(r)} | {_p(r)} | {r['test'] or '-'} "
+            f"| {pm_text(r['final_top1_mean'], r['final_top1_std'])} | {pm_text(r['best_top1_mean'], r['best_top1_std'])} "
+            f"| {pm_text(r['last10_top1_mean'], r['last10_top1_std'])} | {interval_text(r)} | {p_text(r)} | {r['test'] or '-'} "
             f"| {r['verdict']} | {pub} |"
         )
     given = given_run_rows(other_runs, baseline)
@@ -227,9 +207,9 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline
         threshold = _threshold(r["v_threshold"]) + (" (label)" if r["threshold_from_label"] else "")
         lines.append(
             f"| {r['model'] or 'model not recorded'}, given runs | {neuron_title(r['mode'])} | {threshold} "
-            f"| {r['seeds']} run{'s' if r['seeds'] > 1 else ''} | {_pm(r['final_top1_mean'], r['final_top1_std'])} "
-            f"| {_pm(r['best_top1_mean'], r['best_top1_std'])} | {_pm(r['last10_top1_mean'], r['last10_top1_std'])} "
-            f"| {_interval(r)} | {_p(r)} | {r['test'] or '-'} | {r['verdict']} | {r['as_published_top1']:.2f}* |"
+            f"| {r['seeds']} run{'s' if r['seeds'] > 1 else ''} | {pm_text(r['final_top1_mean'], r['final_top1_std'])} "
+            f"| {pm_text(r['best_top1_mean'], r['best_top1_std'])} | {pm_text(r['last10_top1_mean'], r['last10_top1_std'])} "
+            f"| {interval_text(r)} | {p_text(r)} | {r['test'] or '-'} | {r['verdict']} | {r['as_published_top1']:.2f}* |"
         )
     if given:
         lines += ["", "Rows of given runs (--with-runs) are grouped by their recorded or labelled neuron and compared "
@@ -248,7 +228,7 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline
     for r in rows:
         cells = [r["size"], neuron_title(r["mode"]), _threshold(r["v_threshold"]), f"{r['mean_firing_rate']:.4f}",
                  f"{r['sops_per_image'] / 1e6:.2f}",
-                 *(_pm(r[f"energy_{m}_uj_mean"], r[f"energy_{m}_uj_std"], 3) for m in models)]
+                 *(pm_text(r[f"energy_{m}_uj_mean"], r[f"energy_{m}_uj_std"], 3) for m in models)]
         if speed:
             cells += ["-" if r[k] is None else f"{r[k]:.1f}" if "per_s" in k else f"{r[k]:.2f}"
                       for k in ("fused_images_per_s", "loop_images_per_s", "fused_latency_ms_batch1",
@@ -258,7 +238,7 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline
         lines += ["", "Energy conventions:", ""] + [f"- `{m}`: {text}" for m, text in conventions.items()]
     if other_runs:
         lines += ["", "## Runs of the original code and others", "",
-                  f"Read from their summary.csv: best and final epoch, mean of the {_last(LAST_EPOCHS)}, computed as "
+                  f"Read from their summary.csv: best and final epoch, mean of the {last_text(LAST_EPOCHS)}, computed as "
                   "for the runs above.", "", runs_markdown(other_runs).rstrip()]
     lines += ["", "The publication column holds the paper's best-epoch figures (best of 310 test-set evaluations, "
               "one run each); it is for reference, not computed here. Firing rates count spike events per neuron and "
@@ -270,12 +250,12 @@ def format_latex(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
                  sizes: Sequence[str] = ()) -> str:
     """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
     last_n = min(r["last10_epochs"] for r in rows)
-    headers = ["Model", "Neuron", "u_th", "Seeds", "Final top-1", "Best top-1", f"Mean of {_last(last_n)}",
+    headers = ["Model", "Neuron", "u_th", "Seeds", "Final top-1", "Best top-1", f"Mean of {last_text(last_n)}",
                "Diff. final [95% CI]", "p"]
     body = [[r["size"], neuron_title(r["mode"]), r["v_threshold"], r["seeds"],
              (r["final_top1_mean"], r["final_top1_std"]), (r["best_top1_mean"], r["best_top1_std"]),
              (r["last10_top1_mean"], r["last10_top1_std"]),
-             None if r["vs_baseline"] is None else _interval(r), None if r["p_value"] is None else _p(r)] for r in rows]
+             None if r["vs_baseline"] is None else interval_text(r), None if r["p_value"] is None else p_text(r)] for r in rows]
     caption = (f"{cfg.dataset}, {', '.join(sizes) or size_label(cfg)}, T = {cfg.time_steps}: top-1 (%), mean and std "
                f"over seeds; difference of mean final top-1 against {baseline.text}")
     return latex_table(headers, body, bold_best=(4, 5, 6), caption=caption, groups=[r["model"] for r in rows])
