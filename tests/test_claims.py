@@ -118,7 +118,7 @@ def test_study_reads_runs_of_the_original_code_beside_its_own(study, tmp_path, c
     assert "81.00" in md and "76.50" in md  # final epoch 11: 81; the last 10 epochs (2..11): mean 76.5
     # the labelled LIF run has a row of its own in the accuracy table; the IF soft run records no threshold
     lines = [line for line in md.splitlines() if "given runs" in line and line.startswith("|")]
-    assert lines == ["| model not recorded, given runs | LIF, hard reset | 1 (label) | 1 run | 71.00 | 71.00 | 66.50 | - | - | - "
+    assert lines == ["| model not recorded, given runs | LIF, hard reset | 1 (label) | 1 run | 71.00 | - | 71.00 | 66.50 | - | - | - "
                      "| baseline | 71.00* |"]
 
 
@@ -155,7 +155,7 @@ def test_bad_baseline_and_with_runs_stop_before_training(tmp_path, monkeypatch, 
     assert main([*base, "--with-runs", str(tmp_path / "missing")]) == 2
     assert "missing" in capsys.readouterr().err
     assert main([*base, "--energy", "sdt,watts"]) == 2
-    assert "unknown energy model watts" in capsys.readouterr().err
+    assert "unknown energy model 'watts'" in capsys.readouterr().err
 
 
 def test_report_only_tabulates_what_exists_and_lists_what_is_missing(study, monkeypatch, capsys):

@@ -321,5 +321,6 @@ def test_a_neuron_study_on_cifar10_dvs_in_one_command(cifar10_dvs, tmp_path, cap
             *SMALL, "--study-dir", str(tmp_path / "s")]
     assert main(args) == 0
     table = (tmp_path / "s" / "results.md").read_text()
-    assert "cifar10-dvs, sdt 2-16, T = 4" in table and "| sdt 2-16 | LIF, hard reset | 1 | 1 |" in table
-    assert "| sdt 2-16 | IF, soft reset | 1 | 1 |" in table
+    assert "on cifar10-dvs (T = 4, 2 epochs): sdt, depth 2, width 16" in table
+    assert "| sdt, depth 2, width 16 | LIF, hard reset | 1 | 1 |" in table
+    assert "| sdt, depth 2, width 16 | IF, soft reset | 1 | 1 |" in table

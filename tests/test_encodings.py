@@ -178,7 +178,7 @@ def test_bad_encodings_are_refused_in_one_sentence(values, words):
 
 def test_an_unknown_encoding_exits_2_on_the_command_line(capsys):
     code, _, err = run_cli(["train", "-c", DEMO, "--encoding", "poison"], capsys)
-    assert code == 2 and "registered encodings: direct" in err
+    assert code == 2 and "the registered encodings are direct" in err
 
 
 def test_the_study_encoder_type_is_read_and_its_evaluation_noted(warnings_seen):

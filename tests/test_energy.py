@@ -154,7 +154,7 @@ def test_energy_csv_lists_components_and_total(tmp_path):
 
 
 @pytest.mark.parametrize("names, constants, words", [
-    (["joules"], {}, "unknown energy model joules"),
+    (["joules"], {}, "unknown energy model 'joules'"),
     (["sdt"], {"e_ac": 0}, "e_ac must be a positive number"),
     (["sdt"], {"e_ac": -1.0}, "e_ac must be a positive number"),
     (["sdt"], {"e_ac": "cheap"}, "e_ac must be a positive number"),
@@ -167,7 +167,7 @@ def test_bad_energy_input_is_one_sentence(names, constants, words):
 
 
 @pytest.mark.parametrize("flags, words", [
-    (["--energy", "sdt,joules"], "unknown energy model joules"),
+    (["--energy", "sdt,joules"], "unknown energy model 'joules'"),
     (["--energy", "lemaire", "--energy-constants", "e_read=-2"], "e_read must be a positive number"),
     (["--energy-constants", "e_read"], "takes key=value"),
     (["--e-mac", "4", "--energy-constants", "e_mac=5"], "disagree"),

@@ -110,7 +110,7 @@ def test_heads_group_channels_like_the_reference():
         (dict(embed_dim=32, num_heads=3), "num_heads"),
         (dict(time_steps=0), "time_steps must be"),
         (dict(pooling_stat="012"), "pooling_stat"),
-        (dict(spike_mode="relu"), "registered neurons: if, if_soft"),
+        (dict(spike_mode="relu"), "the registered neurons are if, if_soft"),
         (dict(depth=1.5), "depth"),
     ],
 )
@@ -120,10 +120,9 @@ def test_impossible_sizes_are_refused(bad, word):
 
 
 def test_the_readmes_python_example_runs_as_written(tmp_path, monkeypatch):
-    from helpers import ROOT
+    from docs_text import block_with
 
-    text = (ROOT / "README.md").read_text()
-    code = text.split("## From Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    code = block_with("python", "SpikeRecorder")  # docs/how-to/export.md, "From Python"
     model = timm.create_model("sdt", num_classes=10, spike_mode="if_soft", v_threshold=1.0)
     spikedriven.save_checkpoint(tmp_path / "best.pth.tar", {"state_dict": model.state_dict(), "model_args": model.model_args})
     monkeypatch.chdir(tmp_path)

@@ -3,7 +3,6 @@ and what happens when its file is gone."""
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -20,8 +19,9 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 def readme_plugin() -> str:
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-    (plugin,) = [b for b in blocks if "@register_neuron" in b]
+    from docs_text import block_with
+
+    plugin = block_with("python", "@register_neuron")  # docs/tutorials/your-own-neuron.md
     assert len(plugin.strip().splitlines()) <= 25  # short enough to read at a glance
     return plugin
 

@@ -2,7 +2,6 @@
 in segments, odd line endings), labels for what they do not record, and the published table regenerated."""
 
 import math
-import re
 
 import pytest
 import yaml
@@ -15,7 +14,7 @@ from spikedriven.analysis.runs import read_run, runs_markdown, runs_table
 from spikedriven.cli import main
 from spikedriven.errors import ConfigError
 
-from helpers import ROOT, run_cli
+from helpers import run_cli
 
 HEADER = "epoch,train_loss,eval_loss,eval_top1,eval_top5"
 STAMP = "2023-10-01 12:00:00,123"
@@ -363,8 +362,9 @@ def test_runs_table_baseline_and_labels_on_the_command_line(study_folders, capsy
 
 
 def test_the_readmes_labels_file_and_the_help(tmp_path, capsys):
-    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
-                if "runs:" in b and "labels:" in b]
+    from docs_text import block_with
+
+    block = block_with("yaml", "runs:", "labels:")  # docs/how-to/original-runs.md
     (tmp_path / "l.yaml").write_text(block)
     specs = resolve_runs([], tmp_path / "l.yaml")
     assert [s.neuron for s in specs] == [NeuronLabel("if_soft", 1.2), NeuronLabel("lif", 1.0), NeuronLabel("if", 1.0)]

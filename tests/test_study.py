@@ -49,7 +49,7 @@ def test_interrupted_study_resumes_and_tabulates(study, capsys):
     assert [(r["mode"], float(r["v_threshold"])) for r in table] == [
         ("lif", 1.0), ("if", 0.8), ("if", 1.0), ("if_soft", 0.8), ("if_soft", 1.0)]
     for row in table:
-        assert row["model"] == "sdt" and row["size"] == "sdt 1-32"
+        assert row["model"] == "sdt" and row["size"] == "sdt, depth 1, width 32"
         names = [f"sdt-{row['mode']}-uth{float(row['v_threshold']):g}-seed{s}" for s in (42, 43)]
         summaries = [read_summary(folder / "runs" / n) for n in names]
         final = [float(s[-1]["eval_top1"]) for s in summaries]
@@ -62,7 +62,7 @@ def test_interrupted_study_resumes_and_tabulates(study, capsys):
         assert row["best_picked_on"] == "test"
         metrics = [json.loads((folder / "runs" / n / "eval_last" / "metrics.json").read_text()) for n in names]
         assert float(row["mean_firing_rate"]) == pytest.approx(statistics.fmean(m["mean_firing_rate"] for m in metrics))
-        assert float(row["energy_uj_per_image"]) == pytest.approx(statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in metrics))
+        assert float(row["energy_sdt_uj_mean"]) == pytest.approx(statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in metrics))
         assert float(row["last10_top1_mean"]) == pytest.approx(statistics.fmean(
             statistics.fmean(float(r["eval_top1"]) for r in s) for s in summaries))  # 2 epochs: both
         if row["mode"] == "lif":
@@ -181,8 +181,8 @@ def test_a_study_over_two_architectures_compares_the_neurons_within_each(two_mod
         else:
             assert float(row["vs_baseline"]) == pytest.approx(final - lif)
     md = (folder / "results.md").read_text()
-    assert "sdt 1-16, spikformer_cifar 1-16" in md.splitlines()[0]
-    assert "| spikformer_cifar 1-16 | IF, soft reset |" in md and "in the same model" in md
+    assert "sdt, depth 1, width 16; spikformer_cifar, depth 1, width 16" in md.splitlines()[0]
+    assert "| spikformer_cifar, depth 1, width 16 | IF, soft reset |" in md and "in the same model" in md
     assert (folder / "firing.png").read_bytes()[:8] == PNG
 
 

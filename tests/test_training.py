@@ -57,12 +57,12 @@ def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, d
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     names = {p.name for p in out.iterdir()}
-    assert {"config.yaml", "summary.csv", "log.txt", "last.pth.tar", "best.pth.tar", "results.json"} <= names
+    assert {"config.yaml", "summary.csv", "curves.png", "log.txt", "last.pth.tar", "best.pth.tar", "results.json"} <= names
     assert any(n.startswith("events.out.tfevents") for n in names)
     rows = read_summary(out)
     assert [r["epoch"] for r in rows] == ["0", "1"]
     assert list(rows[0]) == ["epoch", "lr", "train_loss", "eval_loss", "eval_top1", "eval_top5", "train_seconds",
-                             "epoch_seconds", "images_per_s"]
+                             "epoch_seconds", "images_per_s", "mean_firing_rate"]
     assert all(math.isfinite(float(r["train_loss"])) and 0 <= float(r["eval_top1"]) <= 100 for r in rows)
 
     cfg = load_config(out / "config.yaml")

@@ -225,8 +225,9 @@ def test_an_overridden_evaluation_has_its_own_folder_and_is_marked(run_copy, tmp
     assert metrics["overridden_settings"] == [{"setting": "spike_mode", "checkpoint": "if_soft", "evaluated_with": "lif"}]
     code, out, err = run_cli(["compare", str(run_copy), "--output", str(tmp_path / "cmp")], capsys)
     assert code == 0, err
-    rows = {line.split()[0]: line for line in out.splitlines() if line.startswith("eval_last")}
-    assert "lif*" in rows["eval_last-override-spike_mode-lif"] and "*" not in rows["eval_last"]
+    # one row per evaluation, the checkpoint and the view it was evaluated in a column of its own
+    rows = {line.split()[1]: line for line in out.splitlines() if line.startswith(run_copy.parent.name)}
+    assert "lif*" in rows["last-override-spike_mode-lif"] and "*" not in rows["last"]
     assert "* evaluated with settings overridden against its checkpoint: spike_mode lif (checkpoint: if_soft)" in out
 
 
@@ -444,9 +445,10 @@ def test_compare_plot_is_titled_honest_and_labelled_briefly(two_setting_study, t
 
 
 def test_the_readme_python_snippet_runs(tmp_path, monkeypatch):
-    readme = (ROOT / "README.md").read_text()
-    assert "model_best.pth.tar" not in readme  # a name this tool never writes
-    (snippet,) = [b for b in re.findall(r"```python\n(.*?)```", readme, re.DOTALL) if "timm.create_model" in b]
+    from docs_text import all_text, block_with
+
+    assert "model_best.pth.tar" not in all_text()  # a name this tool never writes
+    snippet = block_with("python", "timm.create_model", "SpikeRecorder")  # docs/how-to/export.md
     head, _, _ = snippet.partition("spikedriven.load_checkpoint")
     monkeypatch.chdir(tmp_path)
     namespace = {}

@@ -50,6 +50,8 @@ def load_plugins(plugins: Sequence[str]) -> None:
             if path.suffix == ".py" or path.is_file():
                 if not path.is_file():
                     raise ConfigError(f"plugin {plugin} does not exist")
+                if path.suffix != ".py":  # importlib has no loader for another suffix (its spec is None)
+                    raise ConfigError(f"plugin {plugin} is not a Python file: give a .py file or a module name")
                 module_name = f"spikedriven_plugin_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
                 loader_spec = importlib.util.spec_from_file_location(module_name, path)
                 module = importlib.util.module_from_spec(loader_spec)

@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Mapping, Sequence
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 __all__ = ["ENERGY_MODELS", "Counts", "LayerCount", "NeuronCount", "estimate", "resolve_energy_models"]
 
@@ -239,7 +239,8 @@ def resolve_energy_models(names: Sequence[str], constants: Mapping[str, float] |
     constants = dict(constants or {})
     unknown = [n for n in names if n not in ENERGY_MODELS]
     if unknown:
-        raise ConfigError(f"unknown energy model {', '.join(unknown)}; the energy models are {', '.join(ENERGY_MODELS)}")
+        named = "; ".join(f"unknown energy model {name!r}{did_you_mean(name, ENERGY_MODELS)}" for name in unknown)
+        raise ConfigError(f"{named}; the registered energy models are {', '.join(ENERGY_MODELS)}")
     if not names:
         raise ConfigError("give at least one energy model (sdt, neuron, lemaire)")
     models = [ENERGY_MODELS[n] for n in dict.fromkeys(names)]

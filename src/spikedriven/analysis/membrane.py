@@ -35,6 +35,7 @@ from torch import nn
 from ..atomic import atomic_write
 from ..engine.recorder import neuron_layers
 from ..neurons import SpikingNeuron
+from ..plotting import save_png, wrap
 
 __all__ = ["HIST_BINS", "HIST_RANGE", "NEAR_THRESHOLD", "MembraneRecorder", "format_membrane", "write_membrane"]
 
@@ -301,39 +302,58 @@ def _write_hist_csv(path: Path, histograms: Mapping[str, Mapping]) -> Path:
     return path
 
 
-def membrane_figure(histograms: Mapping[str, Mapping]) -> Figure:
-    """Small multiples: per layer, the share of neurons per bin of H / u_th at each time step."""
+def membrane_figure(histograms: Mapping[str, Mapping], about: Optional[str] = None,
+                    neurons: Optional[Mapping[str, str]] = None) -> Figure:
+    """Small multiples: per layer, the share of neurons per bin of H / u_th at each time step. ``about``: what
+    the evaluation is of (``reports.evaluation_caption``); ``neurons``: each layer's neuron, named in its panel."""
     names = list(histograms)
     cols = min(4, max(1, len(names)))
     rows = max(1, math.ceil(len(names) / cols))
-    fig = Figure(figsize=(3.2 * cols, 2.4 * rows + 0.6), layout="constrained")
+    width = max(3.2 * cols, 6.4)
+    fig = Figure(figsize=(width, 2.6 * rows + 1.2), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).flatten()
     for ax in axes[len(names):]:
         ax.set_axis_off()
     if not names:
         axes[0].text(0.5, 0.5, "no neuron layer with a threshold recorded", ha="center", va="center")
     for ax, name in zip(axes, names):
-        hist = histograms[name]
-        edges = hist["edges"]
-        ax.axvspan(1 - NEAR_THRESHOLD, 1 + NEAR_THRESHOLD, color="tab:red", alpha=0.15, lw=0)
-        ax.axvline(1.0, color="tab:red", lw=1)
-        for t, counts in enumerate(hist["counts"]):
-            # shares of all neuron-steps at that step, outside the range included, so steps compare
-            total = sum(counts) + hist["below"][t] + hist["above"][t]
-            ax.stairs([c / total for c in counts] if total else counts, edges, label=f"t={t}")
-        ax.set_title(name, fontsize=8)
-        ax.set_xlim(edges[0], edges[-1])
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel("H / u_th", fontsize=7)
+        _membrane_panel(ax, histograms[name], name + (f" ({neurons[name]})" if neurons and name in neurons else ""),
+                        width / cols)
     if names:
         axes[0].set_ylabel("share of neurons", fontsize=7)
         axes[0].legend(fontsize=6, frameon=False)
-    fig.suptitle("Membrane potential before firing, per time step (red: threshold, band: within 10 %)", fontsize=9)
+    title = "Membrane potential before firing, per time step (red: threshold, band: within 10 %)"
+    fig.suptitle(wrap(title + (f"\n{about}" if about else ""), width - 0.4, 9), fontsize=9)
     return fig
 
 
-def write_membrane(folder, recorder: MembraneRecorder) -> dict[str, Path]:
-    """``membrane.csv`` (rows), ``membrane_hist.csv`` and ``membrane.png`` in ``folder``."""
+def _membrane_panel(ax, hist: Mapping, title: str, width: float) -> None:
+    edges = hist["edges"]
+    ax.axvspan(1 - NEAR_THRESHOLD, 1 + NEAR_THRESHOLD, color="tab:red", alpha=0.15, lw=0)
+    ax.axvline(1.0, color="tab:red", lw=1)
+    for t, counts in enumerate(hist["counts"]):
+        # shares of all neuron-steps at that step, outside the range included, so steps compare
+        total = sum(counts) + hist["below"][t] + hist["above"][t]
+        ax.stairs([c / total for c in counts] if total else counts, edges, label=f"t={t}")
+    ax.set_title(wrap(title, width - 0.5, 8), fontsize=8)  # a layer's full name is long: it wraps in its panel
+    ax.set_xlim(edges[0], edges[-1])
+    ax.tick_params(labelsize=7)
+    ax.set_xlabel("H / u_th", fontsize=7)
+
+
+def _about_folder(folder: Path) -> Optional[str]:
+    """What the evaluation written in ``folder`` is of, from its metrics file (written before the membrane)."""
+    from .reports import METRICS_FILE, evaluation_caption, load_metrics
+
+    try:
+        return evaluation_caption(load_metrics(folder / METRICS_FILE))
+    except Exception:  # noqa: BLE001 - a figure without its caption beats no figure
+        return None
+
+
+def write_membrane(folder, recorder: MembraneRecorder, about: Optional[str] = None) -> dict[str, Path]:
+    """``membrane.csv`` (rows), ``membrane_hist.csv`` and ``membrane.png`` in ``folder``; the figure says
+    what it is of (``about``, else what the folder's ``metrics.json`` says)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     histograms = recorder.histograms()
@@ -341,8 +361,7 @@ def write_membrane(folder, recorder: MembraneRecorder) -> dict[str, Path]:
         "csv": _write_rows_csv(folder / "membrane.csv", recorder.rows()),
         "hist_csv": _write_hist_csv(folder / "membrane_hist.csv", histograms),
     }
-    png = folder / "membrane.png"
-    with atomic_write(png, "wb") as f:
-        membrane_figure(histograms).savefig(f, format="png", dpi=120)
-    files["png"] = png
+    about = about if about is not None else _about_folder(folder)
+    neurons = {name: layer.module.name for name, layer in recorder._layers.items()}
+    files["png"] = save_png(membrane_figure(histograms, about, neurons), folder / "membrane.png")
     return files

@@ -22,6 +22,7 @@ from matplotlib.patches import Patch
 
 from ..atomic import atomic_write, write_text_atomic
 from ..errors import SpikedrivenError
+from ..plotting import caption, save_png, text_width, wrap
 
 PathLike = Union[str, os.PathLike]
 
@@ -114,13 +115,57 @@ def write_speed_csv(path: PathLike, rows: Sequence[Mapping[str, Any]]) -> Path:
     return path
 
 
+def _neuron_text(result: Mapping[str, Any], config: Mapping) -> Optional[str]:
+    """The neuron evaluated: the model's recorded spec, else the run config's mode and threshold."""
+    spec = result.get("neuron")
+    if spec:  # a neuron without a threshold has none, whatever the run config says
+        mode, u_th = spec.get("mode"), spec.get("v_threshold")
+    else:
+        mode, u_th = config.get("spike_mode"), config.get("v_threshold")
+    if mode is None:
+        return None
+    return f"neuron {mode}" + ("" if u_th is None else f" u_th {u_th:g}")
+
+
+def evaluation_caption(result: Mapping[str, Any], config: Optional[Mapping] = None,
+                       checkpoint: Optional[PathLike] = None) -> str:
+    """What an evaluation is of, in one line: run, checkpoint (and its epoch), model, neuron, data.
+    ``config`` and ``checkpoint`` default to those a loaded metrics file holds."""
+    config = config if config is not None else (result.get("config") or {})
+    checkpoint = checkpoint if checkpoint is not None else result.get("checkpoint")
+    epoch = result.get("checkpoint_epoch")
+    where = None
+    if checkpoint:
+        path = Path(checkpoint)
+        where = f"run {path.parent.name} | checkpoint {path.name}" + ("" if epoch is None else f" (epoch {epoch})")
+    data = config.get("dataset")
+    split = result.get("split")
+    return caption([where, config.get("model"), _neuron_text(result, config),
+                    f"{data.split('/')[-1]} {split or ''}".strip() if data else None,
+                    f"{result['samples']} images" if result.get("samples") else None])
+
+
 def _bar_figure(n_bars: int) -> Figure:
-    # widen with the number of layers so rotated names stay legible
-    return Figure(figsize=(max(6.0, 0.45 * n_bars + 2.0), 4.8), layout="constrained")
+    # widen with the number of layers: upright names need a line each, and a little air between
+    return Figure(figsize=(max(6.0, 0.3 * n_bars + 2.0), 5.4), layout="constrained")
 
 
-def plot_firing_rates(path: PathLike, result: Mapping[str, Any]) -> Path:
+def _title(fig: Figure, ax, text: str, about: str) -> None:
+    """The plot's title over the axes, what it is of on the lines under it, wrapped to the figure."""
+    ax.set_title(wrap(text + (f"\n{about}" if about else ""), fig.get_figwidth() - 0.4, 10), fontsize=10)
+
+
+def _layer_ticks(ax, names: Sequence[str]) -> None:
+    # upright, not slanted: a slanted name's box covers its neighbours', and a long name still reads
+    ax.set_xticks(range(len(names)), [wrap(n, text_width(36, 7), 7) for n in names], rotation=90, fontsize=7)
+
+
+def plot_firing_rates(path: PathLike, result: Mapping[str, Any], about: Optional[str] = None) -> Path:
     """Grouped bars: one group per neuron layer, one bar per time step."""
+    return save_png(firing_rates_figure(result, about), path)
+
+
+def firing_rates_figure(result: Mapping[str, Any], about: Optional[str] = None) -> Figure:
     names = list(result["firing_rates"])
     steps = result["time_steps"] or 1
     fig = _bar_figure(len(names))
@@ -129,59 +174,74 @@ def plot_firing_rates(path: PathLike, result: Mapping[str, Any]) -> Path:
     for t in range(steps):
         heights = [result["firing_rates"][n]["per_step"][t] for n in names]
         ax.bar([i + (t - (steps - 1) / 2) * width for i in range(len(names))], heights, width, label=f"t={t}")
-    ax.set_xticks(range(len(names)), names, rotation=75, ha="right", fontsize=7)
+    _layer_ticks(ax, names)
     ax.set_ylabel("firing rate")
-    ax.set_title(f"Firing rate per neuron layer and time step (T = {steps})")
+    _title(fig, ax, f"Firing rate per neuron layer and time step (T = {steps})",
+           evaluation_caption(result) if about is None else about)
     ax.legend(fontsize=7)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return fig
 
 
-def plot_energy(path: PathLike, result: Mapping[str, Any]) -> Path:
+def _energy_model_text(result: Mapping[str, Any]) -> str:
+    constants = result.get("energy_constants") or {}
+    if "e_mac_j" not in constants:
+        return "energy model sdt"
+    return f"energy model sdt: {constants['e_mac_j'] * 1e12:g} pJ per MAC, {constants['e_ac_j'] * 1e12:g} pJ per AC"
+
+
+def plot_energy(path: PathLike, result: Mapping[str, Any], about: Optional[str] = None) -> Path:
     """Energy per image of each Conv2d / Linear layer, coloured by MAC / AC."""
+    return save_png(energy_figure(result, about), path)
+
+
+def energy_figure(result: Mapping[str, Any], about: Optional[str] = None) -> Figure:
     rows = result["layers"]
     fig = _bar_figure(len(rows))
     ax = fig.subplots()
     colours = {"MAC": "tab:red", "AC": "tab:blue"}
     ax.bar(range(len(rows)), [r["energy_j"] * 1e6 for r in rows], color=[colours[r["kind"]] for r in rows])
-    ax.set_xticks(range(len(rows)), [r["name"] for r in rows], rotation=75, ha="right", fontsize=7)
+    _layer_ticks(ax, [r["name"] for r in rows])
     ax.set_ylabel("energy per image (uJ)")
     totals = result["totals"]
-    ax.set_title(f"SNN {totals['energy_snn_j'] * 1e6:.2f} uJ vs ANN {totals['energy_ann_j'] * 1e6:.2f} uJ per image")
+    about = caption([evaluation_caption(result) if about is None else about, _energy_model_text(result)])
+    _title(fig, ax, f"SNN {totals['energy_snn_j'] * 1e6:.2f} uJ vs ANN {totals['energy_ann_j'] * 1e6:.2f} uJ per image",
+           about)
     ax.legend(handles=[Patch(color=c, label=k) for k, c in colours.items()], fontsize=7)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    return fig
 
 
-def plot_learned_settings(path: PathLike, result: Mapping[str, Any]) -> Path:
+def plot_learned_settings(path: PathLike, result: Mapping[str, Any], about: Optional[str] = None) -> Path:
     """One bar per neuron layer for each learned setting (PLIF's tau, a learned threshold)."""
+    return save_png(learned_settings_figure(result, about), path)
+
+
+def learned_settings_figure(result: Mapping[str, Any], about: Optional[str] = None) -> Figure:
     learned = result["learned_neuron_settings"]
     names = list(learned)
     keys = list(dict.fromkeys(k for values in learned.values() for k in values))
-    fig = Figure(figsize=(max(6.0, 0.45 * len(names) + 2.0), 3.2 * len(keys) + 1.0), layout="constrained")
-    axes = fig.subplots(len(keys), 1, squeeze=False)[:, 0]
+    fig = Figure(figsize=(max(6.0, 0.3 * len(names) + 2.0), 3.2 * len(keys) + 2.4), layout="constrained")
+    axes = fig.subplots(len(keys), 1, squeeze=False, sharex=True)[:, 0]
     for ax, key in zip(axes, keys):
         ax.bar(range(len(names)), [learned[n].get(key, math.nan) for n in names], color="tab:purple")
         ax.set_ylabel(key)
-        ax.set_xticks(range(len(names)), names if ax is axes[-1] else [""] * len(names), rotation=75, ha="right", fontsize=7)
-    fig.suptitle("Learned neuron settings per layer")
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    return path
+    _layer_ticks(axes[-1], names)  # shared: the upper panels show none
+    about = evaluation_caption(result) if about is None else about
+    fig.suptitle(wrap("Learned neuron settings per layer" + (f"\n{about}" if about else ""), fig.get_figwidth() - 0.4,
+                      10), fontsize=10)
+    return fig
 
 
 def write_evaluation(folder: PathLike, result: Mapping[str, Any], config: Optional[Mapping] = None, checkpoint: Optional[PathLike] = None) -> dict[str, Path]:
     """Write every file of an evaluation folder; returns them by name."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    about = evaluation_caption(result, config or {}, checkpoint)
     files = {
         "metrics": write_metrics(folder / METRICS_FILE, result, config, checkpoint),
         "firing_rates_csv": write_firing_rates_csv(folder / "firing_rates.csv", result),
         "energy_csv": write_energy_csv(folder / "energy.csv", result),
-        "firing_rates_png": plot_firing_rates(folder / "firing_rates.png", result),
-        "energy_png": plot_energy(folder / "energy.png", result),
+        "firing_rates_png": plot_firing_rates(folder / "firing_rates.png", result, about),
+        "energy_png": plot_energy(folder / "energy.png", result, about),
     }
     for name, estimate in (result.get("energy") or {}).items():
         files[f"energy_{name}_csv"] = write_energy_model_csv(folder / f"energy_{name}.csv", estimate)
@@ -191,7 +251,7 @@ def write_evaluation(folder: PathLike, result: Mapping[str, Any], config: Option
     if result.get("speed"):
         files["speed_csv"] = write_speed_csv(folder / "speed.csv", result["speed"])
     if result.get("learned_neuron_settings"):
-        files["learned_png"] = plot_learned_settings(folder / "learned_settings.png", result)
+        files["learned_png"] = plot_learned_settings(folder / "learned_settings.png", result, about)
     return files
 
 

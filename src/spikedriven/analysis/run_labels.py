@@ -29,7 +29,7 @@ from typing import Optional, Sequence, Union
 
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 
 LABEL_FORM = "a label is MODE or MODE@U_TH, such as if_soft@1.2 or lif"
 _LABEL = re.compile(r"([A-Za-z_]\w*)(?:@(.*))?")
@@ -59,8 +59,8 @@ def parse_label(text: str) -> NeuronLabel:
         raise ConfigError(f"label {text!r} does not parse; {LABEL_FORM}")
     mode, threshold = match[1], match[2]
     if mode not in NEURONS:
-        raise ConfigError(f"label {text!r} names the unknown neuron {mode!r}; registered neurons: "
-                          f"{', '.join(NEURONS)}")
+        raise ConfigError(f"label {text!r} names the unknown neuron {mode!r}{did_you_mean(mode, NEURONS)}; "
+                          f"registered neurons: {', '.join(NEURONS)}")
     param = NEURONS[mode].settings().get("v_threshold")
     if threshold is None:
         return NeuronLabel(mode, None if param is None else float(param.default))

@@ -10,7 +10,7 @@ import shlex
 import signal
 import sys
 import traceback
-from typing import Callable
+from typing import Callable, Optional
 
 from .. import __version__
 from ..errors import SpikedrivenError, user_message
@@ -23,6 +23,17 @@ class _Parser(argparse.ArgumentParser):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+
+
+# Config flags a subcommand leaves out because it sets them itself: what to give instead (the nearest spelling,
+# --rpe-mode for --spike-mode, would mislead).
+SET_ELSEWHERE = {"study": {
+    "--spike-mode": "the study sets each run's neuron: give the spike modes to compare with --modes (e.g. --modes "
+                    "lif,if_soft), not --spike-mode",
+    "--v-threshold": "the study sets each run's threshold: give them with --thresholds (and --lif-thresholds for "
+                     "leaky neurons), not --v-threshold",
+    "--output": "the study names each run's folder: give the study's folder with --study-dir, not --output",
+}}
 
 
 def unknown_flags_message(parser: argparse.ArgumentParser, unknown: list) -> str:
@@ -73,6 +84,52 @@ def _plugins_in(argv: list) -> list:
     return found
 
 
+def _config_value(argv: list, flags: tuple) -> Optional[str]:
+    """The value of the last of ``flags`` on the command line, read before the parser exists."""
+    found = None
+    for i, word in enumerate(argv):
+        name, eq, value = word.partition("=")
+        if name in flags:
+            found = value if eq else (argv[i + 1] if i + 1 < len(argv) else None)
+    return found
+
+
+def _config_file(path: Optional[str]) -> dict:
+    """The config file's keys in our spelling, or nothing where it cannot be read: reading it for real
+    reports that later, in its own words."""
+    from ..config import load_yaml
+    from ..config.original_keys import normalised
+
+    if not path:
+        return {}
+    try:
+        return {normalised(key): value for key, value in load_yaml(path).items()}
+    except SpikedrivenError:
+        return {}
+
+
+def _config_plugins(argv: list) -> list:
+    """The ``plugins`` of the config file (-c), loaded before the parser is built as --plugins are, so that
+    the settings of a neuron the file both loads and names are flags too."""
+    plugins = _config_file(_config_value(argv, ("-c", "--config"))).get("plugins") or []
+    return [plugins] if isinstance(plugins, str) else [str(p) for p in plugins] if isinstance(plugins, list) else []
+
+
+def _unregistered_modes(args) -> list:
+    """The spike modes the command names (--spike-mode, else its config file's spike_mode; a study's --modes)
+    that no registered neuron answers to."""
+    from ..neurons import NEURONS
+
+    named = []
+    if getattr(args, "cfg_spike_mode", None) is not None:
+        named.append(args.cfg_spike_mode)
+    elif args.command in ("train", "eval", "info"):  # a study's runs take --modes, whatever the file says
+        named.append(_config_file(getattr(args, "config", None)).get("spike_mode"))
+    if args.command == "study" and isinstance(getattr(args, "modes", None), str):
+        named += [mode.strip() for mode in args.modes.split(",")]
+    return [str(mode) for mode in named if mode not in (None, "") and str(mode) not in NEURONS]
+
+
 # What a Ctrl-C outside a run's own stop handling (start-up, evaluation, tables) leaves behind.
 INTERRUPTED = {
     "train": "interrupted during start-up: nothing was trained",
@@ -119,11 +176,26 @@ def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
     try:
         from ..plugins import load_plugins
 
-        load_plugins(_plugins_in(argv))
+        load_plugins(_plugins_in(argv) or _config_plugins(argv))
         parser = build_parser()
         args, unknown = parser.parse_known_args(argv)
-        if unknown:  # the subcommand's usage, not the top level's, and a suggestion
-            sub = _subparser(parser, args.command)
+        if unknown:
+            # a neuron's settings are flags only once the neuron is registered: an unknown neuron named beside
+            # an unknown flag is the cause to report (a forgotten --plugins), not the flag's nearest spelling
+            unregistered = _unregistered_modes(args)
+            if unregistered:
+                from ..errors import ConfigError
+                from ..neurons.registry import unknown_neuron_message
+
+                flags = [word.split("=")[0] for word in unknown if word.startswith("--")]
+                raise ConfigError(unknown_neuron_message(unregistered[0], flags))
+            elsewhere = next((SET_ELSEWHERE[args.command][w.split("=")[0]] for w in unknown
+                              if w.split("=")[0] in SET_ELSEWHERE.get(args.command, {})), None)
+            if elsewhere:
+                from ..errors import ConfigError
+
+                raise ConfigError(elsewhere)
+            sub = _subparser(parser, args.command)  # the subcommand's usage, not the top level's, and a suggestion
             sub.error(unknown_flags_message(sub, unknown))
         args.command_line = shlex.join(["spikedriven", *argv])  # the whole command, for messages that repeat it
         hint = f"{prog_hint} {args.command}" if prog_hint == "spikedriven" else prog_hint

@@ -48,17 +48,19 @@ def _add_study(sub) -> None:
     p.add_argument("-c", "--config", help="YAML config shared by all runs")
     p.add_argument("--models", help="comma-separated models (default: the config's model); each takes its own "
                                     "settings from the config's models: {NAME: {...}} entry, or its defaults")
-    p.add_argument("--modes", default="lif,if,if_soft", help="comma-separated spike modes (default lif,if,if_soft)")
+    p.add_argument("--modes", help="comma-separated spike modes (default lif,if,if_soft)")
     p.add_argument("--thresholds", help="thresholds for the modes other than LIF (default 0.8,1.0,1.2)")
     p.add_argument("--lif-thresholds", help="thresholds for LIF (default 1.0)")
-    p.add_argument("--seeds", type=int, default=1, help="seeds per setting: seed, seed+1, ... (default 1)")
+    p.add_argument("--seeds", type=int, help="seeds per setting: seed, seed+1, ... (default 1)")
     p.add_argument("--study-dir", help="study folder (default output/study/<dataset>-<config name>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for every run (repeatable)")
     p.add_argument("--vary", action="append", default=[], metavar="KEY=V1,V2",
                    help="a further grid axis: every run is trained once per value of the config key (repeatable: "
                         "every combination), e.g. --vary rpe_mode=conv,linear,dilated or --vary encoding=direct,rate; "
                         "the tables compare each value with the first (or --baseline KEY=VALUE) for the same neuron")
-    p.add_argument("--dry-run", action="store_true", help="list the planned runs and whether each is done, pending or stale")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the planned runs and whether each is done, interrupted, pending or stale, the grid "
+                        "each flag (or its default) expands to, and an estimate of the time the training takes")
     p.add_argument("--rerun-stale", action="store_true",
                    help="train again the runs made with other settings than the study now asks for (their old "
                         "folders are kept, renamed to <run>.replaced-<time>); without it the study refuses them")
@@ -114,7 +116,7 @@ def _run_study(args, argv_hint: str) -> int:
     for key in ("spike_mode", "v_threshold", "output"):
         if key in overrides:
             raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
-    modes = parse_list(args.modes, str, "--modes")
+    modes = parse_list(args.modes, str, "--modes") if args.modes is not None else None
     models = parse_list(args.models, str, "--models") if args.models else None
     if args.nproc_per_run < 1:
         raise ConfigError("--nproc-per-run must be >= 1")

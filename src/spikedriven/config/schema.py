@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..neurons import NeuronSpec, neuron_class, resolve_spec
 from ..plugins import load_plugins, plugin_key
 from ..runtime import FUSED_OPTIMIZERS
@@ -233,7 +233,8 @@ class Config:
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
             if choices and value not in choices:
-                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}")
+                raise ConfigError(f"{f.name} must be one of {', '.join(choices)}; got {value!r}"
+                                  f"{did_you_mean(value, choices)}")
         for name in ("num_classes", "img_size", "in_chans", "time_steps", "batch_size", "val_batch_size"):
             need(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
         need(self.workers is None or self.workers >= 0, f"workers must be >= 0 or auto, got {self.workers}")

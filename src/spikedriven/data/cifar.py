@@ -52,9 +52,13 @@ def _unpickle(path: Path) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in obj.items()}
 
 
+def _expected(root: Path, layout: CifarLayout) -> str:
+    return f"{root / layout.folder}/ with {', '.join(layout.train_files + layout.test_files + (layout.meta_file,))}"
+
+
 def _missing_message(root: Path, layout: CifarLayout, missing) -> str:
     return (
-        f"dataset not found: expected {root / layout.folder}/ with {', '.join(layout.train_files + layout.test_files + (layout.meta_file,))}; "
+        f"dataset not found: expected {_expected(root, layout)}; "
         f"missing: {', '.join(missing)}. Get it with --download when online, or extract {layout.url_hint} into {root}"
     )
 
@@ -87,13 +91,42 @@ def read_cifar(dataset: str, data_dir: str | Path, train: bool) -> tuple[np.ndar
 
 
 def download_cifar(dataset: str, data_dir: str | Path) -> None:
+    """torchvision's download into ``data_dir``; a failed one leaves nothing it made (its folders, its partial
+    archive and extraction) and says where the files go, as the message without --download does."""
     import torchvision
 
+    layout = CIFAR[dataset]
+    root = Path(data_dir)
+    made = [folder for folder in (root, *root.parents) if not folder.exists()]
+    archive = root / Path(layout.url_hint).name
+    leftovers = [path for path in (archive, root / layout.folder) if not path.exists()]
     cls = torchvision.datasets.CIFAR10 if dataset == "torch/cifar10" else torchvision.datasets.CIFAR100
     try:
-        cls(str(data_dir), train=True, download=True)
+        cls(str(root), train=True, download=True)
     except Exception as e:  # network errors come in many types
-        raise DataError(f"download of {dataset} into {data_dir} failed ({type(e).__name__}: {e}); place the files by hand instead") from None
+        _remove(leftovers, made)
+        reason = getattr(e, "reason", None) or e  # a URLError's own words, not its <urlopen error ...> wrapper
+        raise DataError(
+            f"download of {dataset} from {layout.url_hint} failed ({type(e).__name__}: {reason}); without a network, "
+            f"fetch that archive elsewhere and extract it into {root}, so that it holds {_expected(root, layout)}"
+        ) from None
+
+
+def _remove(leftovers: list, made: list) -> None:
+    """What a failed download wrote that did not exist before it, then the folders it created, deepest first,
+    while empty (another process may have written into one since)."""
+    import shutil
+
+    for path in leftovers:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.exists():
+            path.unlink(missing_ok=True)
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:
+            break
 
 
 def write_fake_cifar(root: str | Path, dataset: str = "torch/cifar10", n_train: int = 50, n_test: int = 20, seed: int = 0) -> Path:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Optional, Sequence
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, did_you_mean
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -70,7 +70,10 @@ def dataset_def(name: str) -> DatasetDef:
         return DATASETS[name]
     except KeyError:
         names = sorted({d.name for d in DATASETS.values()})
-        raise ConfigError(f"unknown dataset {name!r}; the datasets are {', '.join(names)}") from None
+        # 'digit' is closer to digits than to sklearn/digits: the names are compared without their prefix too
+        close = did_you_mean(name, DATASETS, {key.rpartition("/")[2]: key for key in DATASETS})
+        message = f"unknown dataset {str(name)!r}{close}; the registered datasets are {', '.join(names)}"
+        raise ConfigError(message) from None
 
 
 def missing_files(folder: Path, names: Sequence[str]) -> list[str]:

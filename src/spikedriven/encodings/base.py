@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..neurons.spec import Param
 
 __all__ = ["EVAL_EPOCH", "Encoding", "hashed_uniforms"]
@@ -102,7 +102,8 @@ class Encoding:
         """All settings: ``given`` (checked) over the defaults; one sentence for a bad one."""
         unknown = [k for k in given if k not in cls.params]
         if unknown:
-            raise ConfigError(f"encoding {cls.name!r} takes no setting {', '.join(unknown)}; its settings are "
+            raise ConfigError(f"encoding {cls.name!r} takes no setting {', '.join(unknown)}"
+                              f"{did_you_mean(unknown[0], cls.params)}; its settings are "
                               f"{', '.join(cls.params) or 'none'} (spikedriven encodings lists every encoding's)")
         values = {}
         for key, param in cls.params.items():

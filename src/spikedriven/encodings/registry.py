@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_choice
 from ..neurons.spec import Param
 from .base import Encoding
 
@@ -47,8 +47,8 @@ def encoding_class(name: str) -> type[Encoding]:
     try:
         return ENCODINGS[name]
     except KeyError:
-        raise ConfigError(f"unknown encoding {name!r}; registered encodings: {', '.join(ENCODINGS)}; an encoding "
-                          "of your own is loaded with --plugins FILE") from None
+        raise ConfigError(f"{unknown_choice('encoding', name, ENCODINGS)}; an encoding of your own is loaded "
+                          "with --plugins FILE") from None
 
 
 def build_encoder(cfg: Any, training: bool) -> Optional[Encoding]:

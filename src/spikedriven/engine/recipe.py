@@ -3,6 +3,7 @@ its distillation loss where the model has a distillation head."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Optional
 
@@ -52,6 +53,32 @@ def build_optimizer_and_scheduler(cfg: Config, model: torch.nn.Module, fused: bo
     if scheduler is None:
         raise ConfigError(f"unknown scheduler {cfg.sched!r}; try cosine, step, plateau, poly or tanh")
     return optimizer, scheduler, cfg.total_epochs
+
+
+def schedule_warning(cfg: Config) -> Optional[str]:
+    """One line when the run stops before its recipe does what it is there for: it ends inside its warm-up
+    (it never trains at ``lr``, only on the warm-up's ramp), or mixup is on and never switches off
+    (``mixup_off_epoch`` is at or after the last epoch); None when neither."""
+    problems = []
+    if cfg.warmup_epochs > 0 and cfg.epochs <= cfg.warmup_epochs:
+        problems.append(f"the run ends inside its warm-up (epochs {cfg.epochs}, warmup_epochs {cfg.warmup_epochs}): "
+                        f"it trains only on the ramp from warmup_lr {cfg.warmup_lr:g}, never at lr {cfg.lr:g}; give "
+                        "more epochs or fewer warmup_epochs")
+    mixup = cfg.mixup > 0 or cfg.cutmix > 0
+    if mixup and cfg.mixup_off_epoch > 0 and cfg.total_epochs <= cfg.mixup_off_epoch:
+        problems.append(f"mixup never switches off: mixup_off_epoch {cfg.mixup_off_epoch} is at or after the run's "
+                        f"{cfg.total_epochs} epochs; lower it below {cfg.total_epochs}, or set it to 0 to keep mixup "
+                        "on throughout on purpose")
+    return "; and ".join(problems) or None
+
+
+def warn_schedule(cfg: Config, logger: logging.Logger = logging.getLogger("spikedriven"),
+                  prefix: str = "warning: ") -> Optional[str]:
+    """Log ``schedule_warning``, if any, before training starts; returns it."""
+    text = schedule_warning(cfg)
+    if text:
+        logger.warning("%s%s", prefix, text)
+    return text
 
 
 def build_teacher(cfg: Config, device: torch.device) -> torch.nn.Module:

@@ -39,11 +39,12 @@ from .checkpoint_writer import CheckpointWriter
 from .distributed import DistInfo, barrier, init_distributed, shutdown
 from .loop import FP16_NEEDS_CUDA, EpochState, StopRequested, evaluate, train_one_epoch
 from .progress import EpochProgress, log_epoch
-from .recipe import build_optimizer_and_scheduler, build_teacher, make_mixup_and_loss
+from .recipe import build_optimizer_and_scheduler, build_teacher, make_mixup_and_loss, warn_schedule
 from .recorder import SpikeRecorder, neuron_layers
 from .resume import ResumePlan, describe_changes, describe_progress, is_behind, newest_checkpoint
 from .rng import epoch_seed, rng_state, seed_everything, set_rng_state
-from .run_folder import SummaryCSV, default_run_dir, holds_run, move_aside, prepare_run_dir, refuse_if_holds_run, setup_logging
+from .run_folder import (SummaryCSV, default_run_dir, holds_run, move_aside, prepare_run_dir, refuse_if_holds_run,
+                         setup_logging, RunCurves)
 from .signals import RunStopped, StopFlag
 from .tracking import ScalarLog, check_wandb
 
@@ -54,18 +55,19 @@ log = logging.getLogger("spikedriven")
 
 
 def train(cfg: Config, plan: ResumePlan, command_hint: str = "spikedriven train", *, overwrite: bool = False,
-          resume_command: Optional[str] = None) -> Path:
+          resume_command: Optional[str] = None, schedule_warning: bool = True) -> Path:
     """Train per ``cfg``; returns the run folder. Raises RunStopped after a signal.
 
     ``command_hint`` is how the user started training (``spikedriven train``,
     ``python train.py``); ``resume_command``, when given, is the whole command
     that continues this run (a study's own command line), else it is
-    ``<command_hint> --resume <checkpoint>``.
+    ``<command_hint> --resume <checkpoint>``. ``schedule_warning``: warn, once the run is set up, when it ends
+    inside its warm-up or before mixup switches off (a study warns once for all its runs instead).
     """
     dist, device = init_distributed(cfg.device)
     held: list = []
     try:
-        return _train(cfg, plan, dist, device, command_hint, overwrite, resume_command, held)
+        return _train(cfg, plan, dist, device, command_hint, overwrite, resume_command, held, schedule_warning)
     finally:
         for lock in held:
             lock.release()
@@ -101,7 +103,7 @@ def compile_model(cfg: Config, model: nn.Module, runtime: Runtime) -> nn.Module:
 
 
 def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, command_hint: str,
-           overwrite: bool, resume_command: Optional[str], held: list) -> Path:
+           overwrite: bool, resume_command: Optional[str], held: list, schedule_warning: bool = True) -> Path:
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError(FP16_NEEDS_CUDA)
     if cfg.model_settings().get("kd") and cfg.teacher is None:
@@ -187,7 +189,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
         train_model = DistributedDataParallel(train_model, device_ids=[device.index] if device.type == "cuda" else None)
 
     summary = SummaryCSV(run_dir / "summary.csv")
-    scalars = None
+    scalars, curves = None, RunCurves(run_dir)
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
         summary.keep_before(start_epoch)
@@ -195,6 +197,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
     log.info("run folder %s | %s | %s | %s mode u_th=%g | %d train / %d %s images | %s | %d parameters",
              run_dir, cfg.dataset, cfg.model, cfg.spike_mode, cfg.v_threshold, len(splits.train), len(splits.eval),
              splits.eval_name, device, sum(p.numel() for p in model.parameters()))
+    if schedule_warning and dist.is_main:  # after every check of the input: an error is never preceded by it
+        warn_schedule(cfg, log)
 
     def payload(epoch: int, state: EpochState, rng: Optional[dict] = None) -> dict:
         return {
@@ -280,6 +284,7 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     "train_seconds": round(train_seconds, 3), "epoch_seconds": round(time.perf_counter() - started, 3),
                     # this process's share of the epoch: after a mid-epoch resume, the steps trained since
                     "images_per_s": round(stats["images_this_call"] / max(train_seconds, 1e-9), 1),
+                    "mean_firing_rate": "" if mean_rate is None else mean_rate,
                 }
                 improved = best["eval_top1"] is None or metrics["eval_top1"] > best["eval_top1"]
                 if improved:
@@ -291,6 +296,8 @@ def _train(cfg: Config, plan: ResumePlan, dist: DistInfo, device: torch.device, 
                     # best first: a kill between the two leaves best the newer, which a resume detects
                     paths = [run_dir / "best.pth.tar"] if improved else []
                     writer.save(payload(epoch + 1, epoch_state), *paths, run_dir / "last.pth.tar")
+                    # while the checkpoints are written
+                    curves.update(final=epoch + 1 == total_epochs or (not dist.enabled and stop()))
                 barrier(dist)
                 if not dist.enabled and stop() and epoch + 1 < total_epochs:
                     # last.pth.tar, just saved, already holds this point: the next epoch reseeds from (seed, epoch)

@@ -12,11 +12,10 @@ config supplies.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean, unknown_choice
 from ..neurons.spec import Param
 
 __all__ = ["ARCHITECTURES", "Architecture", "architecture_of", "at_least", "identify_state_dict", "positive", "model_names", "register_architecture",
@@ -66,6 +65,20 @@ class Architecture:
         if "depth" in settings and "embed_dim" in settings:
             return f"{model} {settings['depth']}-{settings['embed_dim']}"
         return model
+
+    def size_text(self, model: str, settings: Mapping[str, Any]) -> str:
+        """The size spelled out for a reader, 'sdt, depth 1, width 64'; ``size_label`` stays the short key of
+        the published figures."""
+        def joined(value) -> str:
+            return "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+        words = [model]
+        for key, name in (("depth", "depth"), ("depths", "depths"), ("embed_dim", "width"), ("embed_dims", "widths")):
+            if settings.get(key) is not None:
+                words.append(f"{name} {joined(settings[key])}")
+        if len(words) == 1 and self.label is not None:
+            words.append(self.label(settings))
+        return ", ".join(words)
 
     def defaults(self, model: str) -> dict:
         """The settings of entry point ``model`` when nothing is given."""
@@ -145,8 +158,7 @@ def _not_taken(model: str, arch: Architecture, unknown: list, given: Mapping, so
 
 
 def _suggestion(key: str, arch: Architecture) -> str:
-    close = difflib.get_close_matches(key, list(arch.settings), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
+    return did_you_mean(key, arch.settings)
 
 
 ARCHITECTURES: dict[str, Architecture] = {}  # family name -> its definition
@@ -180,10 +192,8 @@ def architecture_of(model: str) -> Architecture:
     try:
         return _ENTRY_POINTS[model]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(model), list(_ENTRY_POINTS), n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ConfigError(f"unknown model {model!r}{hint}; registered models: {', '.join(_ENTRY_POINTS)} "
-                          "(spikedriven models lists them with their sizes)") from None
+        raise ConfigError(f"{unknown_choice('model', model, _ENTRY_POINTS)} (spikedriven models lists them with their "
+                          "sizes); a model of your own is loaded with --plugins FILE") from None
 
 
 def resolve_model_settings(model: str, given: Mapping[str, Any], source: str = "model_args") -> dict:

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from timm.models import generate_default_cfgs, register_model
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..neurons.spec import Param
 from .base import NeuronArg, SpikingModel, build_entry_point, check_patch_splitting
 from .registry import Architecture, at_least, positive, register_architecture
@@ -111,7 +111,7 @@ def _pooling_flags(value, settings) -> Optional[str]:
 
 
 def _rpe_mode(value, settings) -> Optional[str]:
-    return None if value in RPE_MODES else f"must be one of {', '.join(RPE_MODES)}"
+    return None if value in RPE_MODES else f"must be one of {', '.join(RPE_MODES)}{did_you_mean(value, RPE_MODES)}"
 
 
 def _init_weights(m: nn.Module) -> None:

@@ -22,12 +22,12 @@ import torch
 from timm.layers import register_notrace_module
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..layer_settings import LayerSetting
 from ..spike_ops import norm_then
 from .fused import fused_available, fused_multi_step
 from .spec import BinaryOps, FusedForm, NeuronSpec, Param, StepOps, is_number
-from .surrogates import SURROGATES, spike_function
+from .surrogates import SURROGATES, spike_function, surrogate_class
 
 __all__ = ["NEURON_PATHS", "SpikingNeuron", "ThresholdNeuron", "neuron_path", "set_neuron_path"]
 
@@ -85,7 +85,8 @@ class SpikingNeuron(nn.Module):
         unknown = [k for k in given if k not in settings]
         if unknown:
             raise ConfigError(
-                f"neuron {cls.name!r} takes no setting {', '.join(unknown)}; its settings are "
+                f"neuron {cls.name!r} takes no setting {', '.join(unknown)}{did_you_mean(unknown[0], settings)}; "
+                f"its settings are "
                 f"{', '.join(settings) or 'none'} (spikedriven neurons lists every neuron's)"
             )
         values = {}
@@ -207,7 +208,8 @@ def _positive(value, settings) -> Optional[str]:
 
 
 def _known_surrogate(value, settings) -> Optional[str]:
-    return None if value in SURROGATES else f"must be one of {', '.join(SURROGATES)}"
+    surrogate_class(value)  # an unknown name is the registry's sentence, with its closest match
+    return None
 
 
 class ThresholdNeuron(SpikingNeuron):

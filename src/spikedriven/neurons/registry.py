@@ -16,14 +16,15 @@ comparison, resuming and the study import them again on their own.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Union
+from typing import Any, Mapping, Sequence, Union
 
-from ..errors import ConfigError
+from ..errors import ConfigError, unknown_choice
 from .base import SpikingNeuron
 from .spec import BinaryOps, NeuronSpec, Param, StepOps
 from .surrogates import SURROGATES
 
-__all__ = ["NEURONS", "create_neuron", "describe_neurons", "neuron_class", "register_neuron", "resolve_spec"]
+__all__ = ["NEURONS", "create_neuron", "describe_neurons", "neuron_class", "register_neuron", "resolve_spec",
+           "unknown_neuron_message"]
 
 NEURONS: dict[str, type[SpikingNeuron]] = {}
 
@@ -53,10 +54,15 @@ def neuron_class(name: str) -> type[SpikingNeuron]:
     try:
         return NEURONS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown spike mode {name!r}; registered neurons: {', '.join(NEURONS)}; a neuron of your own "
-            "is loaded with --plugins FILE"
-        ) from None
+        raise ConfigError(unknown_neuron_message(name)) from None
+
+
+def unknown_neuron_message(name: str, flags: Sequence[str] = ()) -> str:
+    """An unknown ``--spike-mode``: the closest registered neuron, and the --plugins that a neuron of one's own
+    needs; ``flags``: options of the command line left unrecognised, most likely that neuron's settings."""
+    settings = f": its settings ({', '.join(flags)} here) are flags only once it is loaded" if flags else ""
+    return (f"{unknown_choice('spike mode', name, NEURONS, 'neurons')}; is it a neuron of your own? give the file "
+            f"that registers it with --plugins FILE{settings}")
 
 
 def resolve_spec(spec: Union[NeuronSpec, Mapping[str, Any], str]) -> NeuronSpec:

@@ -19,9 +19,10 @@ from typing import Callable, ClassVar
 
 import torch
 
+from ..errors import ConfigError, unknown_choice
 from .spec import is_number
 
-__all__ = ["SURROGATES", "Surrogate", "register_surrogate", "spike_function"]
+__all__ = ["SURROGATES", "Surrogate", "register_surrogate", "spike_function", "surrogate_class"]
 
 
 class Surrogate:
@@ -68,7 +69,16 @@ def register_surrogate(cls: type[Surrogate]) -> type[Surrogate]:
 
 def spike_function(name: str) -> Callable[[torch.Tensor, float], torch.Tensor]:
     """``Θ(x)`` forward with surrogate ``name``'s gradient backward: ``fn(x, alpha)``."""
+    surrogate_class(name)
     return _SPIKE_FUNCTIONS[name]
+
+
+def surrogate_class(name: str) -> type[Surrogate]:
+    try:
+        return SURROGATES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"{unknown_choice('surrogate', name, SURROGATES)}; a surrogate of your own is loaded "
+                          "with --plugins FILE") from None
 
 
 @register_surrogate

@@ -179,11 +179,18 @@ def parse_baseline(text: Optional[str], axes: Sequence[tuple[str, list]] = ()) -
                           f"got {text!r}") from None
 
 
+_KIND_WORDS = {float: ("numbers", "0.8,1.0,1.2"), int: ("whole numbers", "1,2,3")}
+
+
 def parse_list(text: str, kind, what: str) -> list:
-    try:
-        values = [kind(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ConfigError(f"{what} must be a comma-separated list, got {text!r}") from None
+    values = []
+    for word in (v.strip() for v in text.split(",")):
+        try:
+            values += [kind(word)] if word else []
+        except ValueError:
+            noun, example = _KIND_WORDS.get(kind, ("values", "a,b"))
+            raise ConfigError(f"{what} must be a comma-separated list of {noun} such as {example}, got {text!r} "
+                              f"({word!r} is not one)") from None
     if not values:
         raise ConfigError(f"{what} is empty")
     return values
@@ -253,7 +260,19 @@ def split_cpus(cpus: list[int], parts: int) -> list[list[int]]:
     return [list(cpus[bounds[i]:bounds[i + 1]]) for i in range(parts)]
 
 
-DEFAULT_THRESHOLDS, DEFAULT_LIF_THRESHOLDS = "0.8,1.0,1.2", "1.0"
+DEFAULT_THRESHOLDS, DEFAULT_LIF_THRESHOLDS, DEFAULT_MODES = "0.8,1.0,1.2", "1.0", "lif,if,if_soft"
+
+
+def size_text(cfg: Config) -> str:
+    """The run's model and size spelled out: 'sdt, depth 1, width 64'."""
+    from ..models import architecture_of
+
+    return architecture_of(cfg.model).size_text(cfg.model, cfg.model_settings())
+
+
+def group_text(cfg: Config, run: PlannedRun) -> str:
+    """A run's model, size and varied values spelled out: 'sdt, depth 1, width 64, rpe_mode=linear'."""
+    return ", ".join(filter(None, (size_text(cfg), variant_text(run.variant))))
 
 
 def default_study_dir(config_path: Optional[str], cfg: Config) -> Path:

@@ -41,8 +41,9 @@ from ..neurons import neuron_class
 from ..engine.resume import RUNTIME_SETTINGS, setting_changes, show
 from ..engine.run_folder import ConsoleHandler, move_aside
 
-from .plan import (Baseline, EvalPlan, PlannedRun, default_study_dir, parse_baseline, plan_runs, split_cpus,
-                   split_thresholds)
+from .cost import GridChoices, estimate_line, grid_lines, remaining_epochs
+from .plan import (DEFAULT_MODES, Baseline, EvalPlan, PlannedRun, default_study_dir, parse_baseline, parse_list,
+                   plan_runs, split_cpus, split_thresholds)
 from .tables import write_tables
 
 if TYPE_CHECKING:
@@ -132,6 +133,16 @@ class Study:
             return False
         return not data.get("overridden_settings") and self.evaluation.satisfied_by(data)
 
+    def state(self, run: PlannedRun, stale) -> str:
+        """stale, done, to evaluate, interrupted (a checkpoint and no results: it resumes) or pending."""
+        if run in stale:
+            return "stale"
+        if self.is_done(run):
+            return "done"
+        if self.is_trained(run):
+            return "to evaluate"
+        return "interrupted" if any(self.run_dir(run).glob("*.pth.tar")) else "pending"
+
     # ---------------------------------------------------------------- record
     def record(self) -> None:
         """Write ``study.yaml``: the config file, the overrides and every run this folder has planned."""
@@ -192,7 +203,7 @@ class Study:
             plan = plan_resume("auto", False, cfg.output)
             requested, sources = requested_values(self.config_path, self.run_values(run))
             cfg = resolve_config(cfg, requested, plan, sources)
-            train(cfg, plan, resume_command=self.command_line)
+            train(cfg, plan, resume_command=self.command_line, schedule_warning=False)
         evaluate_checkpoint(self.run_dir(run) / "last.pth.tar", output=self.eval_dir(run), **self.evaluation.kwargs())
 
     def run_parallel(self, pending: list[PlannedRun], devices: list[str], nproc: int) -> None:
@@ -268,21 +279,26 @@ def _recorded_model(run_dir: Path) -> Optional[str]:
 
 
 def run_study(
-    config_path: Optional[str], overrides: dict, modes: list[str], thresholds: Optional[str] = None,
-    lif_thresholds: Optional[str] = None, n_seeds: int = 1, *, study_dir: Optional[str] = None, dry_run: bool = False,
+    config_path: Optional[str], overrides: dict, modes: Optional[list[str]] = None, thresholds: Optional[str] = None,
+    lif_thresholds: Optional[str] = None, n_seeds: Optional[int] = None, *, study_dir: Optional[str] = None,
+    dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
     command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
     with_runs: Sequence[str] = (), report_only: bool = False, slurm: Optional[SlurmOptions] = None, out=None,
     models: Optional[list[str]] = None, vary: Sequence[tuple[str, list]] = (),
 ) -> Optional[list[dict]]:
-    """The study of ``modes`` (registered neuron names) in each of ``models`` (registered model names; None:
-    the config's model); ``thresholds`` / ``lif_thresholds``: comma-separated
-    thresholds of the non-leaky and the leaky modes (None: the defaults); ``evaluation``: what each run's
+    """The study of ``modes`` (registered neuron names; None: lif, if, if_soft) in each of ``models``
+    (registered model names; None: the config's model), ``n_seeds`` seeds each (None: one); ``thresholds`` /
+    ``lif_thresholds``: comma-separated thresholds of the non-leaky and the leaky modes (None: the defaults;
+    what was given or not is said in the study's overview); ``evaluation``: what each run's
     evaluation measures; ``vary``: further grid axes, (config key, its values) each (``--vary``);
     ``baseline``: ``MODE[:U_TH]`` or ``KEY=VALUE`` of a varied key, what every setting is compared with;
     ``with_runs``: run folders (the original code's, or ours) tabulated beside the study's; ``report_only``:
     train and evaluate nothing, tabulate the finished runs and list the missing ones."""
     out = out or sys.stdout
+    choices = GridChoices(models, modes, thresholds, lif_thresholds, n_seeds, vary)
+    modes = modes or parse_list(DEFAULT_MODES, str, "--modes")
+    n_seeds = 1 if n_seeds is None else n_seeds
     base = load_config(config_path, overrides)  # also imports the plugins, whose neurons --modes may name
     # recorded typed, a model's settings (--depth, --set depth=2) under model_args
     overrides = {key: coerce(key, value, "command line") for key, value in fold_model_settings(overrides).items()}
@@ -309,14 +325,15 @@ def run_study(
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
     study = Study(config_path, overrides, runs, folder, command_line, evaluation, chosen, other_runs)
     stale = {run: reasons for run in runs if (reasons := study.stale_reasons(run))}
+    parallel = max(1, len(devices or []) // nproc_per_run)
     if dry_run:
         for run in runs:
-            status = ("stale" if run in stale else "done" if study.is_done(run)
-                      else "to evaluate" if study.is_trained(run) else "pending")
-            why = f" ({stale[run]})" if run in stale else ""
-            print(f"{status:<11} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
+            state = study.state(run, stale)
+            why = f" ({stale[run]})" if run in stale else _progress(study, run) if state == "interrupted" else ""
+            print(f"{state:<11} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
         if stale:
             print(f"{len(stale)} stale run(s): the study refuses them unless given --rerun-stale", file=out)
+        print("", *_overview(study, choices, stale, parallel), sep="\n", file=out)
         return None
     if report_only:
         return _report_only(study, runs, stale, out)
@@ -350,6 +367,8 @@ def run_study(
     study.record()
     pending = [r for r in runs if not study.is_done(r)]
     log.info("study %s: %d runs, %d finished, %d to do", folder, len(runs), len(runs) - len(pending), len(pending))
+    for line in _overview(study, choices, stale, parallel):
+        (log.warning if line.startswith("warning") else log.info)("%s", line)
     if devices:
         study.run_parallel(pending, devices, nproc_per_run)
     else:
@@ -361,6 +380,21 @@ def run_study(
     return rows
 
 
+def _overview(study: Study, choices: GridChoices, stale, parallel: int) -> list[str]:
+    """What the study will cost, and the warnings of its recipe, each said once for all its runs."""
+    from ..engine.recipe import schedule_warning
+
+    lines = grid_lines(study, choices, list(stale))
+    for text in dict.fromkeys(filter(None, (schedule_warning(cfg) for cfg in study.configs.values()))):
+        lines.append(f"warning: {text}")
+    return lines + [estimate_line(study, list(stale), parallel)]
+
+
+def _progress(study: Study, run: PlannedRun) -> str:
+    total = study.configs[run].total_epochs
+    return f" ({total - remaining_epochs(study, run)} of {total} epochs trained)"
+
+
 def _report_only(study: Study, runs: list, stale: dict, out) -> list[dict]:
     """The tables of what exists (a stale run is left out, as it would not be mixed in), and what is missing."""
     missing = []
@@ -368,8 +402,8 @@ def _report_only(study: Study, runs: list, stale: dict, out) -> list[dict]:
         if run in stale:
             missing.append((run, f"stale: {stale[run]}"))
         elif not study.is_done(run):
-            missing.append((run, "to evaluate" if study.is_trained(run)
-                            else "interrupted" if study.run_dir(run).is_dir() else "not trained"))
+            state = study.state(run, stale)
+            missing.append((run, "not trained" if state == "pending" else state))
     study.runs = [r for r in runs if r not in stale]
     rows = write_tables(study)
     print((study.folder / "results.md").read_text(), file=out)

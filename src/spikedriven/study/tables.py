@@ -19,8 +19,9 @@ from ..config import Config
 from ..errors import SpikedrivenError
 from ..models import architecture_of
 
-from .plan import Baseline, neuron_title, variant_text
-from .figures import curves_figure, firing_figure, summary_top1, tradeoff_figure
+from ..engine.run_folder import read_summary_rows
+from .plan import Baseline, group_text, neuron_title, size_text
+from .figures import curves_figure, firing_figure, tradeoff_figure
 
 if TYPE_CHECKING:
     from .runner import Study
@@ -39,18 +40,20 @@ def collect(study: Study) -> list[dict]:
         met = [json.loads((study.eval_dir(r) / "metrics.json").read_text()) for r in done]
         final = [x.get("final_test_top1", x["final_top1"]) for x in res]
         best = [x.get("best_test_top1", x["best_top1"]) for x in res]
-        last = [last_mean(summary_top1(study.run_dir(r)), LAST_EPOCHS) for r in done]
+        last = [last_epochs_mean(_summary_epochs(study.run_dir(r)), study.configs[r].warmup_epochs) for r in done]
         finals[(model, mode, thr)] = (final, [r.seed for r in done])
         row = {
-            "model": model, "size": " ".join(filter(None, (size_label(cfg), variant_text(done[0].variant)))),
+            "model": model, "size": group_text(cfg, done[0]),
             **dict(done[0].variant), "mode": mode, "v_threshold": thr, "seeds": len(done), "seed_list": " ".join(str(r.seed) for r in done),
-            **_mean_std_columns("final_top1", final), **_mean_std_columns("best_top1", best),
-            **_mean_std_columns("last10_top1", [value for value, _ in last]),
-            "last10_epochs": min(n for _, n in last),
+            **_mean_std_columns("final_top1", final),
+            "final_top1_per_seed": ", ".join(f"{value:.2f} ({r.seed})" for value, r in zip(final, done)),
+            **_mean_std_columns("best_top1", best),
+            **_mean_std_columns("last10_top1", [value for value, _, _ in last]),
+            "last10_epochs": min(n for _, n, _ in last),
+            "last10_warmup_epochs": max(w for _, _, w in last),
             "best_picked_on": res[0]["eval_set"],
             "mean_firing_rate": statistics.fmean(m["mean_firing_rate"] for m in met),
             "sops_per_image": statistics.fmean(m["totals"]["sops"] for m in met),
-            "energy_uj_per_image": statistics.fmean(m["totals"]["energy_snn_j"] * 1e6 for m in met),
         }
         for model in study.evaluation.models:
             row.update(_mean_std_columns(f"energy_{model}_uj", [m["energy"][model]["total_j"] * 1e6 for m in met]))
@@ -84,17 +87,17 @@ def write_tables(study: Study) -> list[dict]:
     # the header describes the runs as they were trained (the stale check made them agree with the plan)
     described = study.recorded_config(next(r for r in study.runs if study.is_done(r)))
     first = next(iter(study.done_by_setting().values()))[0]
-    sizes = list(dict.fromkeys(size_label(study.configs[runs[0]]) for runs in study.done_by_setting().values()))
+    sizes = list(dict.fromkeys(size_text(study.configs[runs[0]]) for runs in study.done_by_setting().values()))
     varied = list(dict.fromkeys(key for run in study.runs for key, _ in run.variant))
     sizes[-1] += f", varying {', '.join(varied)}" if varied else ""
     conventions = json.loads((study.eval_dir(first) / "metrics.json").read_text())["energy"]
     conventions = {m: conventions[m]["convention"] for m in study.evaluation.models}
     write_text_atomic(study.folder / "results.md", format_markdown(rows, described, study.baseline, conventions,
-                                                                  study.other_runs, sizes))
+                                                                  study.other_runs, sizes, varied))
     write_text_atomic(study.folder / "results.tex", format_latex(rows, described, study.baseline, sizes))
     curves_figure(study).savefig(study.folder / "curves.png", dpi=120)
     firing_figure(study).savefig(study.folder / "firing.png", dpi=120)
-    tradeoff_figure(rows, study.evaluation.models).savefig(study.folder / "tradeoff.png", dpi=120)
+    tradeoff_figure(rows, study.evaluation.models, study.folder.name).savefig(study.folder / "tradeoff.png", dpi=120)
     names = ("results.md", "results.tex", "results.csv", "curves.png", "firing.png", "tradeoff.png")
     log.info("results: %s", ", ".join(str(study.folder / n) for n in names))
     return rows
@@ -127,6 +130,22 @@ def published_top1(cfg: Config, mode: str, v_threshold: Optional[float]) -> Opti
 
 
 LAST_EPOCHS = 10  # the mean of the last epochs' top-1, a steadier figure than the final epoch alone
+
+
+def last_epochs_mean(epochs: Sequence[tuple[int, float]], warmup_epochs: int,
+                     n: int = LAST_EPOCHS) -> tuple[float, int, int]:
+    """The mean top-1 of the last ``n`` epochs after the warm-up (of fewer, when fewer follow it), how many
+    epochs it averaged, and how many of those are warm-up epochs: none, unless the run ended inside its
+    warm-up, which leaves only warm-up epochs to average. ``epochs``: (epoch, top-1) in order."""
+    after = [top1 for epoch, top1 in epochs if epoch >= warmup_epochs]
+    if after:
+        return (*last_mean(after, n), 0)
+    mean, used = last_mean([top1 for _, top1 in epochs], n)
+    return mean, used, used
+
+
+def _summary_epochs(run_dir) -> list[tuple[int, float]]:
+    return [(int(r["epoch"]), float(r["eval_top1"])) for r in read_summary_rows(run_dir)]
 
 
 def _mean_std_columns(name: str, values: list[float]) -> dict:
@@ -173,41 +192,45 @@ def _best_column(rows: list[dict]) -> str:
 
 def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
                     conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = (),
-                    sizes: Sequence[str] = ()) -> str:
+                    sizes: Sequence[str] = (), varied: Sequence[str] = ()) -> str:
     conventions = conventions or {}
     models = list(conventions) or ["sdt"]
     last_n = min(r["last10_epochs"] for r in rows)
     eval_set = "test set" if rows[0]["best_picked_on"] == "test" else "held-out split"
     lines = [
-        f"# Neuron-model study: {cfg.dataset}, {', '.join(sizes) or size_label(cfg)}, T = {cfg.time_steps}, "
-        f"{cfg.total_epochs} epochs",
+        f"# Neuron-model study on {cfg.dataset} (T = {cfg.time_steps}, {cfg.total_epochs} epochs): "
+        f"{'; '.join(sizes) or size_text(cfg)}",
+        "",
+        recipe_text(cfg, varied),
         "",
         "## Accuracy",
         "",
-        f"Top-1 in %, mean ± sample std over seeds. Final = last epoch; {last_text(last_n)} = the mean of the "
-        f"{last_text(last_n)}' evaluations on the {eval_set}, per seed, then over seeds. Δ final: the difference of mean final "
+        f"Top-1 in %, mean ± sample std over seeds; per seed: each seed's final top-1, its seed in brackets. "
+        f"Final = last epoch; {last_text(last_n)} = the mean of the {last_text(last_n)}' evaluations on the "
+        f"{eval_set}, per seed, then over seeds{_warmup_note(rows, cfg)}. Δ final: the difference of mean final "
         f"top-1 to the baseline, {baseline.text}, with its 95 % confidence interval and p-value (a paired "
         "t-test on per-seed differences when both ran the same seeds, else Welch's t-test); \"within noise\" when "
         "the interval contains 0.",
         "",
-        f"| model | neuron | u_th | seeds | final top-1 | {_best_column(rows)} | mean of {last_text(last_n)} "
-        "| Δ final [95 % CI] | p | test | verdict | publication, best epoch |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| model | neuron | u_th | seeds | final top-1 | final top-1 per seed | {_best_column(rows)} "
+        f"| mean of {last_text(last_n)} | Δ final [95 % CI] | p | test | verdict | publication, best epoch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         pub = f"{r['published_best_top1']:.2f}" if r["published_best_top1"] is not None else "-"
         lines.append(
             f"| {r['size']} | {neuron_title(r['mode'])} | {_threshold(r['v_threshold'])} | {r['seeds']} "
-            f"| {pm_text(r['final_top1_mean'], r['final_top1_std'])} | {pm_text(r['best_top1_mean'], r['best_top1_std'])} "
-            f"| {pm_text(r['last10_top1_mean'], r['last10_top1_std'])} | {interval_text(r)} | {p_text(r)} | {r['test'] or '-'} "
-            f"| {r['verdict']} | {pub} |"
+            f"| {pm_text(r['final_top1_mean'], r['final_top1_std'])} | {r['final_top1_per_seed']} "
+            f"| {pm_text(r['best_top1_mean'], r['best_top1_std'])} "
+            f"| {pm_text(r['last10_top1_mean'], r['last10_top1_std'])}{' ‡' if r['last10_warmup_epochs'] else ''} "
+            f"| {interval_text(r)} | {p_text(r)} | {r['test'] or '-'} | {r['verdict']} | {pub} |"
         )
     given = given_run_rows(other_runs, baseline)
     for r in given:
         threshold = _threshold(r["v_threshold"]) + (" (label)" if r["threshold_from_label"] else "")
         lines.append(
             f"| {r['model'] or 'model not recorded'}, given runs | {neuron_title(r['mode'])} | {threshold} "
-            f"| {r['seeds']} run{'s' if r['seeds'] > 1 else ''} | {pm_text(r['final_top1_mean'], r['final_top1_std'])} "
+            f"| {r['seeds']} run{'s' if r['seeds'] > 1 else ''} | {pm_text(r['final_top1_mean'], r['final_top1_std'])} | - "
             f"| {pm_text(r['best_top1_mean'], r['best_top1_std'])} | {pm_text(r['last10_top1_mean'], r['last10_top1_std'])} "
             f"| {interval_text(r)} | {p_text(r)} | {r['test'] or '-'} | {r['verdict']} | {r['as_published_top1']:.2f}* |"
         )
@@ -246,6 +269,34 @@ def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline
     return "\n".join(lines) + "\n"
 
 
+def recipe_text(cfg: Config, varied: Sequence[str] = ()) -> str:
+    """The training recipe in one line, what a reader checks before the figures."""
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        until = f"off from epoch {cfg.mixup_off_epoch}" if cfg.mixup_off_epoch else "on throughout"
+        mixup = f"mixup {cfg.mixup:g} / cutmix {cfg.cutmix:g}, {until}"
+    else:
+        mixup = "no mixup"
+    warmup = (f"{cfg.warmup_epochs} warm-up epoch{'s' if cfg.warmup_epochs > 1 else ''} from lr {cfg.warmup_lr:g}"
+              if cfg.warmup_epochs else "no warm-up")
+    cooldown = f" + {cfg.cooldown_epochs} cooldown at {cfg.min_lr:g}" if cfg.cooldown_epochs else ""
+    text = (f"Recipe: {cfg.opt}, lr {cfg.lr:g}, weight decay {cfg.weight_decay:g}, batch size {cfg.batch_size}, "
+            f"{cfg.sched} schedule over {cfg.epochs} epochs{cooldown}, {warmup}, T = {cfg.time_steps}, {mixup}, "
+            f"label smoothing {cfg.smoothing:g}.")
+    return text + (f" Varied: {', '.join(varied)} (the values above are the first run's)." if varied else "")
+
+
+def _warmup_note(rows: list[dict], cfg: Config) -> str:
+    """How the mean of the last epochs treats the warm-up."""
+    note = ""
+    if cfg.warmup_epochs:
+        note = (f", leaving out the warm-up (the first {cfg.warmup_epochs} epoch{'s' if cfg.warmup_epochs > 1 else ''}"
+                f"; a run with fewer than {LAST_EPOCHS} epochs after it averages those it has)")
+    if any(r["last10_warmup_epochs"] for r in rows):
+        note += ("; ‡: these runs end inside their warm-up, so their mean is of warm-up epochs, trained at the "
+                 "warm-up's learning rate")
+    return note
+
+
 def format_latex(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
                  sizes: Sequence[str] = ()) -> str:
     """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
@@ -256,6 +307,6 @@ def format_latex(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
              (r["final_top1_mean"], r["final_top1_std"]), (r["best_top1_mean"], r["best_top1_std"]),
              (r["last10_top1_mean"], r["last10_top1_std"]),
              None if r["vs_baseline"] is None else interval_text(r), None if r["p_value"] is None else p_text(r)] for r in rows]
-    caption = (f"{cfg.dataset}, {', '.join(sizes) or size_label(cfg)}, T = {cfg.time_steps}: top-1 (%), mean and std "
+    caption = (f"{cfg.dataset}, {'; '.join(sizes) or size_text(cfg)}, T = {cfg.time_steps}: top-1 (%), mean and std "
                f"over seeds; difference of mean final top-1 against {baseline.text}")
     return latex_table(headers, body, bold_best=(4, 5, 6), caption=caption, groups=[r["model"] for r in rows])
