@@ -95,6 +95,13 @@ def test_each_mode_computes_the_spec_by_hand(mode):
                 p.normal_()
         feat = torch.randn(1, 2, 32, 5, 5) * 1.5
         assert torch.allclose(sps.add_position(feat), _by_hand(sps, mode, feat), atol=1e-4)
+    # and the same gradients for every parameter of the position code (not the spikes': ours have a surrogate)
+    weights = torch.randn(1, 2, 32, 5, 5)
+    own = [p for name, p in sps.named_parameters() if name.startswith("rpe_") and not name.startswith("rpe_bn")]
+    ours = torch.autograd.grad((sps.add_position(feat) * weights).sum(), own, allow_unused=True)
+    theirs = torch.autograd.grad((_by_hand(sps, mode, feat) * weights).sum(), own, allow_unused=True)
+    for a, b in zip(ours, theirs):
+        assert (a is None and b is None) or torch.allclose(a, b, atol=1e-4)
 
 
 def test_sinusoidal_discards_the_spikes():
