@@ -28,7 +28,7 @@ import torch
 from spikedriven.config import Config, load_config
 from spikedriven.data import build_datasets, build_eval_loader, build_train_loader, build_transforms
 from spikedriven.engine.distributed import DistInfo, resolve_device
-from spikedriven.engine.loop import evaluate, train_one_epoch
+from spikedriven.engine.loop import StepOptions, evaluate, train_one_epoch
 from spikedriven.engine.recorder import SpikeRecorder
 from spikedriven.spike_ops import MEMORY_MODES
 from spikedriven.testing import write_fake_cifar
@@ -64,15 +64,15 @@ class TrainingSetup:
     loss_fn: object
 
     def train_epoch(self, batches, epoch: int = 0, sync_every: int = 50) -> dict:
-        return train_one_epoch(self.train_model, batches, self.optimizer, self.loss_fn, self.runtime.device, epoch=epoch,
-                               dist=DistInfo(), mixup=self.mixup, amp=self.cfg.amp, sync_every=sync_every,
-                               channels_last=self.runtime.channels_last, cuda_graphs=self.runtime.cuda_graphs)
+        options = StepOptions(device=self.runtime.device, amp=self.cfg.amp, sync_every=sync_every,
+                              cuda_graphs=self.runtime.cuda_graphs)
+        return train_one_epoch(self.train_model, batches, self.optimizer, self.loss_fn, options, epoch=epoch,
+                               mixup=self.mixup)
 
     def evaluate(self, batches) -> dict:
         """The per-epoch evaluation as a run does it: the compiled model, counting its spikes."""
         recorder = SpikeRecorder(self.train_model)
-        metrics = evaluate(self.train_model, batches, self.runtime.device, amp=self.cfg.amp,
-                           channels_last=self.runtime.channels_last, recorders=(recorder,),
+        metrics = evaluate(self.train_model, batches, self.runtime.device, amp=self.cfg.amp, recorders=(recorder,),
                            cuda_graphs=self.runtime.cuda_graphs)
         metrics["firing_rate"] = recorder.firing_rates(DistInfo())[1]
         return metrics

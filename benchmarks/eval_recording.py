@@ -64,6 +64,7 @@ def main(argv=None) -> None:
     # images at 3x unit variance: an untrained network then fires enough for the counts to mean something
     batches = [(3 * torch.randn(args.batch, cfg.in_chans, cfg.img_size, cfg.img_size),
                 torch.randint(0, cfg.num_classes, (args.batch,))) for _ in range(args.batches)]
+    batches = [(images.to(device), labels.to(device)) for images, labels in batches]  # as a run's batches arrive
     eager = timed(model, batches, device, cuda_graphs=False)
     start = time.perf_counter()
     options = {"mode": args.compile_mode} if args.backend == "inductor" else {"backend": args.backend}

@@ -28,7 +28,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven.config import load_config
 from spikedriven.engine import loop
-from spikedriven.engine.distributed import DistInfo
+
 from spikedriven.engine.recipe import build_optimizer_and_scheduler, make_mixup_and_loss
 from spikedriven.models import build_model
 
@@ -78,9 +78,9 @@ def measure(cfg, device: torch.device, batch: int, steps: int, fused: bool, mixu
     gen = torch.Generator().manual_seed(0)
     images = torch.randn(steps, batch, cfg.in_chans, cfg.img_size, cfg.img_size, generator=gen)
     labels = torch.randint(cfg.num_classes, (steps, batch), generator=gen)
-    batches = list(zip(images, labels))
+    batches = list(zip(images.to(device), labels.to(device)))  # on the device, as a run's batches arrive
     # one untimed step: lazily built state (the optimizer's moments, cuDNN plans) is not a per-step cost
-    loop.train_one_epoch(model, batches[:1], optimizer, loss_fn, device, epoch=0, dist=DistInfo(), mixup=mixup)
+    loop.train_one_epoch(model, batches[:1], optimizer, loss_fn, loop.StepOptions(device=device), epoch=0, mixup=mixup)
 
     counter = PhaseCounter()
     originals = {"forward": model.forward, "step": optimizer.step, "zero_grad": optimizer.zero_grad,
@@ -96,8 +96,8 @@ def measure(cfg, device: torch.device, batch: int, steps: int, fused: bool, mixu
             torch.cuda.synchronize(device)
         start = time.perf_counter()
         with counter:
-            loop.train_one_epoch(model, batches[1:], optimizer, loss_fn, device, epoch=0, dist=DistInfo(),
-                                 mixup=timed_mixup, sync_every=10)
+            loop.train_one_epoch(model, batches[1:], optimizer, loss_fn, loop.StepOptions(device=device, sync_every=10),
+                                 epoch=0, mixup=timed_mixup)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - start

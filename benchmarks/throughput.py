@@ -166,7 +166,7 @@ def measure(model, runner, fast: bool, precision: str, batch: int, args, device)
             model(x)
 
     saved_mib = saved_tensor_bytes(forward_only) / 2**20
-    del optimizer
+    optimizer = None  # its state freed before the next setting is measured (train_step, done, holds it too)
     model.zero_grad(set_to_none=True)
 
     reset_peak_memory(device)

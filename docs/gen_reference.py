@@ -2,8 +2,8 @@
 
 ``commands_page()`` walks the command-line parser (``spikedriven.cli.build_parser``): every
 subcommand, its usage, and every flag with its default and help. ``config_page()`` walks the
-typed config (``spikedriven.config.schema.FIELDS``, grouped into the sections ``--help`` uses,
-``spikedriven.config.flags.SECTIONS``), the settings of the registered models and neurons, and the
+typed config (``spikedriven.config.schema.FIELDS``, a section per role, ``spikedriven.config.schema.ROLES``,
+as ``--help`` groups the flags), the settings of the registered models and neurons, and the
 original code's vocabulary (``spikedriven.config.original_keys``).
 
 MkDocs runs this file as a hook (``hooks:`` in mkdocs.yml): ``on_files`` adds the two pages to the
@@ -21,13 +21,14 @@ from pathlib import Path
 COMMANDS_URI = "reference/commands.md"
 CONFIG_URI = "reference/config.md"
 
-# Groups of flags that are the config's (every subcommand with config flags shares them): listed once,
-# on the config page, and linked from each command.
-_CONFIG_GROUP_MARKS = ("(each flag also a YAML key)", "settings of the models", "settings of particular neurons")
-
 
 def _is_config_group(title: str) -> bool:
-    return any(mark in (title or "") for mark in _CONFIG_GROUP_MARKS)
+    """Whether a group of flags is the config's (every subcommand with config flags shares them): listed once,
+    on the config page, and linked from each command."""
+    from spikedriven.config.flags import CONFIG_GROUP_MARK
+
+    marks = (CONFIG_GROUP_MARK, "settings of the models", "settings of particular neurons")
+    return any(mark in (title or "") for mark in marks)
 
 
 def _cell(text) -> str:
@@ -148,12 +149,11 @@ def _field_type(f: dataclasses.Field) -> str:
 
 
 def config_page(parser: argparse.ArgumentParser | None = None) -> str:
-    """Every config key (the typed config's fields, by section), its flag, type, default and help; the models'
-    and neurons' own settings; the original code's keys and how each is read."""
-    from spikedriven.config.flags import FLAG_ALIASES, SECTIONS, flag_name
+    """Every config key (the typed config's fields, a section per role), its flag, type, default and help; the
+    models' and neurons' own settings; the original code's keys and how each is read."""
+    from spikedriven.config.flags import CONFIG_GROUP_MARK, FLAG_ALIASES, flag_name
     from spikedriven.config.original_keys import FOREIGN, SPELLINGS
-    from spikedriven.config.schema import FIELDS
-    from spikedriven.engine.resume import RUNTIME_SETTINGS
+    from spikedriven.config.schema import FIELDS, ROLES, RUNTIME_SETTINGS, fields_of
 
     if parser is None:
         from spikedriven.cli import build_parser
@@ -169,22 +169,21 @@ def config_page(parser: argparse.ArgumentParser | None = None) -> str:
            "be given bare (`--download` means true) and switched off with `--no-` (`--no-download`).", "",
            "A key marked **run** changes how a run is carried out, not what it computes: a resumed run may be "
            "given a new value, and a study never calls a finished run stale because of it.", ""]
-    section = None
-    for name, f in FIELDS.items():
-        if name in SECTIONS:
-            section = SECTIONS[name]
-            out += ["", f"## {section[0].upper() + section[1:]}", "", "| key | flag | type | default | what it sets |",
-                    "|---|---|---|---|---|"]
-        if f.metadata.get("flag") is False:
-            flag = "(YAML only)"
-        else:
-            flag = " / ".join(_code(x) for x in [flag_name(name), *FLAG_ALIASES.get(name, [])])
-        mark = " **run**" if name in RUNTIME_SETTINGS else ""
-        choices = f" Choices: {', '.join(f.metadata['choices'])}." if f.metadata.get("choices") else ""
-        out.append(f"| `{name}`{mark} | {flag} | {_cell(_field_type(f))} | {_field_default(f)} | "
-                   f"{_cell(f.metadata.get('help', '') + choices)} |")
+    for role, (title, description) in ROLES.items():
+        out += ["", f"## {title[0].upper() + title[1:]}", "", _cell(description), "",
+                "| key | flag | type | default | what it sets |", "|---|---|---|---|---|"]
+        for name in fields_of(role):
+            f = FIELDS[name]
+            if f.metadata.get("flag") is False:
+                flag = "(YAML only)"
+            else:
+                flag = " / ".join(_code(x) for x in [flag_name(name), *FLAG_ALIASES.get(name, [])])
+            mark = " **run**" if name in RUNTIME_SETTINGS else ""
+            choices = f" Choices: {', '.join(f.metadata['choices'])}." if f.metadata.get("choices") else ""
+            out.append(f"| `{name}`{mark} | {flag} | {_cell(_field_type(f))} | {_field_default(f)} | "
+                       f"{_cell(f.metadata.get('help', '') + choices)} |")
     for group in train._action_groups:
-        if _is_config_group(group.title) and "(each flag also a YAML key)" not in group.title:
+        if _is_config_group(group.title) and CONFIG_GROUP_MARK not in group.title:
             title = group.title.split(" (")[0]
             out += ["", f"## {title[0].upper() + title[1:]}", "", _cell(group.title[len(title):].strip(" ()")) + ".",
                     "", *_table(_visible(group), with_default=False)]

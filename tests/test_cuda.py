@@ -16,7 +16,7 @@ import torch
 import spikedriven  # noqa: F401
 from spikedriven.analysis import analyze
 from spikedriven.engine.distributed import DistInfo
-from spikedriven.engine.loop import evaluate, train_one_epoch
+from spikedriven.engine.loop import StepOptions, evaluate, train_one_epoch
 from spikedriven.models import SpikeDrivenTransformer
 from spikedriven.neurons import NEURONS, NeuronSpec, create_neuron, fused_multi_step, set_neuron_path
 from spikedriven.spike_ops import memory_mode, saved_tensor_bytes
@@ -114,7 +114,8 @@ def test_lean_and_min_backward_memory_give_full_s_results(amp):
 
 def test_an_analysis_pass_runs_on_cuda_in_bf16():
     model = SpikeDrivenTransformer(spike_mode="if_soft").to(CUDA)
-    batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(2)]
+    # on the device, as the run's batches arrive (data.DeviceBatches places them)
+    batches = [(torch.randn(16, 3, 32, 32, device=CUDA), torch.randint(0, 10, (16,), device=CUDA)) for _ in range(2)]
     result = analyze(model, batches, CUDA, amp="bf16")
     assert result["samples"] == 32 and result["totals"]["sops"] > 0
 
@@ -141,13 +142,14 @@ def test_the_loops_wait_for_the_gpu_at_the_end_only():
     sent = InFlight(torch.arange(5, dtype=torch.float64, device=CUDA), [], 0)
     assert sent.host.is_pinned() and sent.read() == [0.0, 1.0, 2.0, 3.0, 4.0]
     model = SpikeDrivenTransformer(spike_mode="if_soft").to(CUDA)
-    batches = [(torch.randn(16, 3, 32, 32), torch.randint(0, 10, (16,))) for _ in range(40)]
+    batches = [(torch.randn(16, 3, 32, 32, device=CUDA), torch.randint(0, 10, (16,), device=CUDA)) for _ in range(40)]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     loss_fn = torch.nn.CrossEntropyLoss()
     single = DistInfo()
-    train_one_epoch(model, batches[:2], optimizer, loss_fn, CUDA, epoch=0, dist=single)  # first-call set-up aside
-    n_train = {every: count_waits(lambda: train_one_epoch(model, batches, optimizer, loss_fn, CUDA, epoch=0,
-                                                          dist=single, sync_every=every)) for every in (4, 20)}
+    train_one_epoch(model, batches[:2], optimizer, loss_fn, StepOptions(device=CUDA), epoch=0)  # first-call set-up aside
+    n_train = {every: count_waits(lambda: train_one_epoch(model, batches, optimizer, loss_fn,
+                                                          StepOptions(device=CUDA, sync_every=every), epoch=0))
+               for every in (4, 20)}
     n_eval = count_waits(lambda: evaluate(model, batches, CUDA, dist=single))
     assert n_train[4] == n_train[20] < len(batches) // 10, f"waits by sync period: {n_train}"
     assert n_eval < len(batches) // 4, f"{n_eval} waits over {len(batches)} batches"
@@ -179,6 +181,7 @@ def test_a_compiled_evaluation_with_cuda_graphs_counts_the_spikes_the_eager_mode
     model = SpikeDrivenTransformer(**tiny_model_kwargs(spike_mode="lif", time_steps=4)).to(CUDA)  # compiles fast
     batches = [(3 * torch.randn(64, 3, 16, 16), torch.randint(0, 10, (64,))) for _ in range(6)] + \
               [(3 * torch.randn(40, 3, 16, 16), torch.randint(0, 10, (40,)))]  # a partial last batch
+    batches = [(images.to(CUDA), labels.to(CUDA)) for images, labels in batches]
     with SpikeRecorder(model) as eager:
         ref = evaluate(model, batches, CUDA)
     torch._dynamo.reset()

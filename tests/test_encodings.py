@@ -208,16 +208,15 @@ class Spy(nn.Module):
 
 @pytest.mark.parametrize("encode_eval", [False, True])
 def test_training_sees_spikes_and_evaluation_as_configured(encode_eval, digits):
-    from spikedriven.engine.distributed import DistInfo
-    from spikedriven.engine.loop import evaluate, train_one_epoch
+    from spikedriven.engine.loop import StepOptions, evaluate, train_one_epoch
 
     cfg = demo(encoding="simple_poisson", encode_eval=encode_eval, batch_size=8, val_batch_size=64)
     train = build_train_loader(cfg, digits.train)
     train.sampler.set_epoch(0)
     model = Spy()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    train_one_epoch(model, itertools.islice(train, 2), optimizer, nn.functional.cross_entropy, torch.device("cpu"),
-                    epoch=0, dist=DistInfo(), encoder=build_encoder(cfg, training=True))
+    train_one_epoch(model, itertools.islice(train, 2), optimizer, nn.functional.cross_entropy, StepOptions(),
+                    epoch=0, encoder=build_encoder(cfg, training=True))
     assert model.seen == [(5, True)] * 2
     model.seen.clear()
     evaluate(model, itertools.islice(build_eval_loader(cfg, digits.eval), 1), torch.device("cpu"),
@@ -226,8 +225,7 @@ def test_training_sees_spikes_and_evaluation_as_configured(encode_eval, digits):
 
 
 def test_the_model_trains_two_steps_on_rate_coded_digits(digits):
-    from spikedriven.engine.distributed import DistInfo
-    from spikedriven.engine.loop import train_one_epoch
+    from spikedriven.engine.loop import StepOptions, train_one_epoch
     from spikedriven.models import build_model
 
     cfg = demo(encoding="rate", batch_size=16)
@@ -236,7 +234,7 @@ def test_the_model_trains_two_steps_on_rate_coded_digits(digits):
     model = build_model(cfg)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     stats = train_one_epoch(model, itertools.islice(loader, 2), optimizer, nn.functional.cross_entropy,
-                            torch.device("cpu"), epoch=0, dist=DistInfo(), encoder=build_encoder(cfg, training=True))
+                            StepOptions(), epoch=0, encoder=build_encoder(cfg, training=True))
     assert stats["images"] == 32 and math.isfinite(stats["train_loss"])
 
 

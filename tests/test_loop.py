@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from spikedriven.engine.distributed import DistInfo
-from spikedriven.engine.loop import EpochState, NonFiniteLossError, StopRequested, train_one_epoch
+from spikedriven.engine.loop import EpochState, NonFiniteLossError, StepOptions, StopRequested, train_one_epoch
 from spikedriven.errors import DataError
 
 CPU = torch.device("cpu")
@@ -57,10 +57,11 @@ class Drawn:
             yield batch
 
 
-def train(batches, dist=DistInfo(), **kwargs):
+def train(batches, dist=DistInfo(), sync_every=10, nonfinite="stop", **kwargs):
     model = make_model()
-    return train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), CPU,
-                           epoch=0, dist=dist, **kwargs)
+    options = StepOptions(device=CPU, dist=dist, sync_every=sync_every, nonfinite=nonfinite)
+    return train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), options,
+                           epoch=0, **kwargs)
 
 
 def test_a_window_is_read_one_sync_point_after_it_was_sent_and_the_epochs_end_reads_the_rest():
@@ -110,11 +111,11 @@ def test_a_resumed_epoch_adds_its_steps_to_the_stopped_epochs_state():
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     state = EpochState()
     with pytest.raises(StopRequested):
-        train_one_epoch(model, Drawn(batches), optimizer, nn.CrossEntropyLoss(), CPU, epoch=0, dist=DistInfo(),
-                        sync_every=5, state=state, stop_requested=lambda: state.step >= 6)
+        train_one_epoch(model, Drawn(batches), optimizer, nn.CrossEntropyLoss(), StepOptions(sync_every=5), epoch=0,
+                        state=state, stop_requested=lambda: state.step >= 6)
     resumed = copy.deepcopy(state)
-    stats = train_one_epoch(model, batches[6:], optimizer, nn.CrossEntropyLoss(), CPU, epoch=0, dist=DistInfo(),
-                            sync_every=5, state=resumed)
+    stats = train_one_epoch(model, batches[6:], optimizer, nn.CrossEntropyLoss(), StepOptions(sync_every=5), epoch=0,
+                            state=resumed)
     assert stats["train_loss"] == pytest.approx(sum(replayed_losses(batches)) / 12, rel=1e-12)
     assert (stats["images"], stats["images_this_call"]) == (12 * BATCH, 6 * BATCH)
 

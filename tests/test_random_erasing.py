@@ -115,8 +115,7 @@ def test_evaluation_batches_are_never_erased(data_dir):
 
 def test_mixup_gets_the_erased_batch(data_dir):
     """The training loop mixes the batches the loader erased: erasing comes first, as in timm's prefetcher."""
-    from spikedriven.engine.distributed import DistInfo
-    from spikedriven.engine.loop import train_one_epoch
+    from spikedriven.engine.loop import StepOptions, train_one_epoch
 
     loader = _loader(data_dir, reprob=1.0)
     expected = _epoch(_loader(data_dir, reprob=1.0), 0)
@@ -129,8 +128,7 @@ def test_mixup_gets_the_erased_batch(data_dir):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 10))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
     loader.sampler.set_epoch(0)
-    train_one_epoch(model, loader, optimizer, torch.nn.CrossEntropyLoss(), torch.device("cpu"), epoch=0,
-                    dist=DistInfo(), mixup=mixup)
+    train_one_epoch(model, loader, optimizer, torch.nn.CrossEntropyLoss(), StepOptions(), epoch=0, mixup=mixup)
     assert len(mixed) == len(expected) and all(torch.equal(a, b) for a, b in zip(mixed, expected))
     assert all((batch == 0).any() for batch in mixed)
 

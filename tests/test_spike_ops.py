@@ -10,10 +10,10 @@ from helpers import tiny_model_kwargs
 from torch import nn
 
 from spikedriven.models.sdt import SpikeDrivenTransformer
-from spikedriven.neurons import NEURONS, NeuronSpec, create_neuron
+from spikedriven.neurons import NEURONS, NeuronSpec, SpikingNeuron, create_neuron
 from spikedriven.spike_ops import (
-    SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, norm_then, saved_tensor_bytes, set_backward_memory,
-    spike_conv2d, spike_max_pool2d, spike_mul,
+    BACKWARD_MEMORY, SpikeConv2d, SpikeMaxPool2d, keep_full_tensors, memory_mode, norm_neuron, norm_then, saved_tensor_bytes,
+    set_backward_memory, spike_conv2d, spike_max_pool2d, spike_mul,
 )
 
 # "auto" keeps full tensors on CPU; these tests ask for the lean operations there
@@ -165,7 +165,7 @@ def test_model_with_lean_ops_equals_plain_model(mode, share, spike_mode, mlp_rat
 @pytest.mark.parametrize("first_layer", ["spike_conv", "pool_then_spike_conv", "image_conv"])
 @pytest.mark.parametrize("amp", [False, True])
 def test_min_mode_recomputes_the_convolution_exactly(first_layer, amp):
-    """norm_then with pre layers: in "min" only the input is kept (bool for spikes), nothing else changes."""
+    """norm_neuron with pre layers: in "min" only the input is kept (bool for spikes), nothing else changes."""
     torch.manual_seed(0)
     neuron = create_neuron(NeuronSpec(mode="lif"))
     conv_type = nn.Conv2d if first_layer == "image_conv" else SpikeConv2d
@@ -177,9 +177,9 @@ def test_min_mode_recomputes_the_convolution_exactly(first_layer, amp):
 
     def chain(pool, conv, norm, mode):
         def run(x):
-            with memory_mode(neuron, mode), memory_mode(conv, mode), memory_mode(pool, mode), \
+            with memory_mode(conv, mode), memory_mode(pool, mode), \
                     torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-                return neuron(x, norm=norm, pre=(pool, conv))
+                return norm_neuron(x, norm, neuron, pre=(pool, conv), memory=mode)
         return run
 
     out_shape = chain(*[copy.deepcopy(m) for m in twins], "full")(x).shape
@@ -196,10 +196,52 @@ def test_min_mode_recomputes_the_convolution_exactly(first_layer, amp):
         assert kept["min"] == x.numel() + params
 
 
-def test_neuron_takes_pre_layers_only_with_a_norm():
+def test_a_neuron_takes_only_its_input_current():
+    """The layers before a neuron are norm_neuron's, never the neuron's own arguments."""
     neuron = create_neuron(NeuronSpec(mode="lif"))
-    with pytest.raises(ValueError, match="pre layers come with a norm"):
+    with pytest.raises(TypeError):
         neuron(spikes(2, 3, 4, 5, 5), pre=(nn.Identity(),))
+    with pytest.raises(TypeError):
+        neuron(spikes(2, 3, 4, 5, 5), norm=nn.BatchNorm2d(4))
+    assert not hasattr(neuron, "backward_memory")
+
+
+@pytest.mark.parametrize("mode", ["full", "lean", "min"])
+def test_norm_neuron_calls_the_neuron_once_and_counts_its_spikes_once(mode):
+    """In every memory mode the neuron runs as a module once per call (its hooks see its spikes) and tallies
+    them once, though backward runs its steps again; spikes and gradients are the plain chain's."""
+    torch.manual_seed(0)
+    neuron = create_neuron(NeuronSpec(mode="plif"))  # a learnable leak: its gradient comes through the recomputation
+    conv, norm = SpikeConv2d(5, 6, 3, padding=1), nn.BatchNorm2d(6)
+    twins = [copy.deepcopy(m) for m in (neuron, conv, norm)]
+    x = spikes(3, 4, 5, 6, 6).requires_grad_()
+    w = torch.randn(3, 4, 6, 6, 6)
+    seen = []
+    neuron.register_forward_hook(lambda module, inputs, output: seen.append(output.detach().clone()))
+    neuron.tally_spikes = True
+
+    def fused(x):
+        with memory_mode(conv, mode):
+            return norm_neuron(x, norm, neuron, pre=(conv,), memory=mode)
+
+    def plain(x):
+        plain_neuron, plain_conv, plain_norm = twins
+        with memory_mode(plain_conv, "full"):
+            z = per_frame(plain_conv, x)
+            return plain_neuron(per_frame(plain_norm, z))
+
+    fused_run = grads_of(fused, x, weight=w)
+    assert_same(fused_run, grads_of(plain, x, weight=w))
+    assert len(seen) == 1 and torch.equal(seen[0], fused_run[0])
+    assert torch.equal(neuron.spike_tally, neuron.tally(fused_run[0]))
+    for (name, a), b in zip([*neuron.named_parameters(), *conv.named_parameters(), *norm.named_parameters()],
+                            [*twins[0].parameters(), *twins[1].parameters(), *twins[2].parameters()]):
+        assert a.grad is not None and torch.equal(a.grad, b.grad), name
+
+
+def per_frame(layer, x):
+    y = layer(x.flatten(0, 1))
+    return y.reshape(*x.shape[:2], *y.shape[1:])
 
 
 def test_compiled_model_with_lean_ops_matches_eager():
@@ -221,6 +263,7 @@ def test_memory_mode_auto_keeps_full_tensors_on_cpu_and_rejects_unknown_modes():
     images = torch.randn(2, 3, 16, 16)
     layers = [m for m in model.modules() if hasattr(m, "backward_memory")]
     assert {m.backward_memory for m in layers} == {"auto"}  # a new model's layers
+    assert layers == BACKWARD_MEMORY.layers(model)  # found by their declared classes
     auto = saved_tensor_bytes(lambda: model(images))
     with keep_full_tensors(model):
         full = saved_tensor_bytes(lambda: model(images))
@@ -229,9 +272,11 @@ def test_memory_mode_auto_keeps_full_tensors_on_cpu_and_rejects_unknown_modes():
         assert {m.backward_memory for m in layers} == {"lean"}
         assert saved_tensor_bytes(lambda: model(images)) < 0.6 * full
     assert {m.backward_memory for m in layers} == {"auto"}  # each layer's own setting came back
-    # every layer that calls the operations takes the mode: the blocks, the neurons, the spike layers
+    # every layer that calls the operations takes the mode: the blocks (for their norm_neuron / norm_then
+    # calls), the spike layers; a neuron holds none (the block that fuses it with its batch norm does)
     assert {type(m).__name__ for m in layers} >= {"SpikingPatchSplit", "SpikeDrivenSelfAttention", "SpikingMLP",
-                                                   "SpikeConv2d", "LIF"}
+                                                   "SpikeConv2d"}
+    assert not any(isinstance(m, SpikingNeuron) for m in layers)
     with pytest.raises(ValueError, match="unknown memory mode 'small'; valid memory modes are: auto, min, lean, full"):
         with memory_mode(model, "small"):
             pass

@@ -24,6 +24,14 @@ STUDY = ["study", "-c", DEMO, "--modes", "if", "--thresholds", "1.0", "--seeds",
 
 def test_a_study_through_submitits_local_executor(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # two runs at once on a small machine
+    # submitit waits for a job's result file in sleeps of 1-2 s; here the check comes every 0.1 s
+    import types
+
+    import submitit.core.core as submitit_core
+
+    clock = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    clock.sleep = lambda seconds: time.sleep(min(seconds, 0.1))
+    monkeypatch.setattr(submitit_core, "_time", clock)
     folder = tmp_path / "s"
     assert main([*STUDY, "--study-dir", str(folder), "--launcher", "local"]) == 0
     out = capsys.readouterr().out
@@ -92,8 +100,10 @@ def test_launcher_slurm_submits_one_array_and_a_dependent_report_job(tmp_path, c
     # the report job's command is the study's, without the submission flags, with --report-only
     (writer,) = [submitit.helpers.DelayedSubmission.load(p) for p in pickles
                  if not hasattr(submitit.helpers.DelayedSubmission.load(p).function, "steps")]
-    (report_argv,) = writer.args
+    report_argv, entry = writer.args
     assert report_argv[:2] == ["spikedriven", "study"] and report_argv[-1] == "--report-only"
+    from spikedriven.cli.main import main as command_line
+    assert entry is command_line  # the command line hands the study its entry point: study never imports cli
     for flag in ("--launcher", "--partition", "--gpus-per-run", "--cpus-per-run", "--max-parallel", "--time"):
         assert flag not in report_argv
 

@@ -50,7 +50,7 @@ def test_generated_data_is_what_torchvision_reads(cifar_root, monkeypatch):
 
 
 @pytest.mark.parametrize("dataset, mode", [("cifar10", "lif"), ("cifar100", "if_soft")])
-def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, dataset, mode):
+def test_study_command_line_writes_a_complete_run_folder(cifar_root, tmp_path, dataset, mode, run_curves_drawn):
     out = tmp_path / "run"
     cmd = [sys.executable, str(ROOT / "train.py"), "-c", str(ROOT / f"conf/{dataset}/2_256_300E_t4.yml"),
            "--model", "sdt", "--spike-mode", mode, "--data-dir", str(cifar_root), "--output", str(out), *TINY_RUN]
@@ -266,13 +266,40 @@ def test_engine_options_tet_clipping_channels_last_bf16(cifar_root, tmp_path):
 
 
 def test_tet_loss_averages_the_per_step_losses():
-    from spikedriven.engine.loop import classification_loss
+    from spikedriven.engine.loop import TETLoss, classification_loss
 
     logits = torch.randn(3, 5, 4)
     target = torch.randint(0, 4, (5,))
     ce = torch.nn.functional.cross_entropy
     expected = sum(ce(logits[t], target) for t in range(3)) / 3
-    torch.testing.assert_close(classification_loss(logits, target, ce), expected)
+    torch.testing.assert_close(classification_loss(logits, target, TETLoss(ce)), expected)
+
+
+def test_per_step_output_is_the_models_declaration_seen_through_its_wrappers():
+    """The loop and the evaluation ask the model whether it returns per-step logits (a model built with tet),
+    through a compiled model's or torchrun's wrapper, rather than guessing from the logits' rank."""
+    from spikedriven.engine.loop import evaluate, per_step_output
+    from spikedriven.models import SpikeDrivenTransformer
+
+    from helpers import tiny_model_kwargs
+
+    plain, tet = (SpikeDrivenTransformer(**tiny_model_kwargs(tet=flag)) for flag in (False, True))
+    assert not per_step_output(plain) and per_step_output(tet)
+
+    class Wrapper(torch.nn.Module):  # as DistributedDataParallel holds its model
+        def __init__(self, module):
+            super().__init__()
+            self.module = module
+
+    assert per_step_output(Wrapper(tet)) and not per_step_output(Wrapper(plain))
+    # the evaluation scores a tet model on its per-step logits' mean
+    torch.manual_seed(0)
+    batch = [(3 * torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3]))]
+    tet.eval()
+    with torch.no_grad():
+        mean_logits = tet(batch[0][0]).mean(0)
+    expected = torch.nn.functional.cross_entropy(mean_logits, batch[0][1]).item()
+    assert evaluate(tet, batch, torch.device("cpu"))["eval_loss"] == pytest.approx(expected, rel=1e-6)
 
 
 def test_lean_backward_memory_trains_exactly_like_full(cifar_root, tmp_path):

@@ -45,33 +45,7 @@ def load_plugins(plugins: Sequence[str]) -> None:
         if key in _PLUGINS:
             continue
         before = _registered()
-        path = Path(key)
-        try:
-            if path.suffix == ".py" or path.is_file():
-                if not path.is_file():
-                    raise ConfigError(f"plugin {plugin} does not exist")
-                if path.suffix != ".py":  # importlib has no loader for another suffix (its spec is None)
-                    raise ConfigError(f"plugin {plugin} is not a Python file: give a .py file or a module name")
-                module_name = f"spikedriven_plugin_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
-                loader_spec = importlib.util.spec_from_file_location(module_name, path)
-                module = importlib.util.module_from_spec(loader_spec)
-                sys.modules[module_name] = module
-                try:
-                    loader_spec.loader.exec_module(module)
-                except BaseException:
-                    del sys.modules[module_name]
-                    raise
-            else:
-                importlib.import_module(key)
-        except ConfigError:
-            raise
-        except ModuleNotFoundError as e:
-            if e.name == key.split(".")[0]:
-                raise ConfigError(f"plugin {plugin} is neither a .py file nor an importable module") from None
-            raise ConfigError(f"plugin {plugin} failed to import: {type(e).__name__}: {e}") from None
-        except Exception as e:  # the plugin's own code: any error it raises is the plugin's
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise ConfigError(f"plugin {plugin} failed to import: {type(e).__name__}: {first}") from None
+        _import_plugin(plugin, key)
         added = _registered() - before
         if not added:
             raise ConfigError(
@@ -80,3 +54,40 @@ def load_plugins(plugins: Sequence[str]) -> None:
                 "@register_encoding (spikedriven.encodings), or register_architecture a model (spikedriven.models)"
             )
         _PLUGINS[key] = added
+
+
+def _import_plugin(plugin: str, key: str) -> None:
+    """Import the plugin ``plugin`` (recorded as ``key``), any failure of it one sentence."""
+    path = Path(key)
+    try:
+        if path.suffix == ".py" or path.is_file():
+            _import_file(plugin, key, path)
+        else:
+            importlib.import_module(key)
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as e:
+        if e.name == key.split(".")[0]:
+            raise ConfigError(f"plugin {plugin} is neither a .py file nor an importable module") from None
+        raise ConfigError(f"plugin {plugin} failed to import: {type(e).__name__}: {e}") from None
+    except Exception as e:  # the plugin's own code: any error it raises is the plugin's
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise ConfigError(f"plugin {plugin} failed to import: {type(e).__name__}: {first}") from None
+
+
+def _import_file(plugin: str, key: str, path: Path) -> None:
+    """Run a plugin file as a module of its own, named after the file and its path (so that two files of one
+    name are two modules); a file that fails is not left in ``sys.modules``."""
+    if not path.is_file():
+        raise ConfigError(f"plugin {plugin} does not exist")
+    if path.suffix != ".py":  # importlib has no loader for another suffix (its spec is None)
+        raise ConfigError(f"plugin {plugin} is not a Python file: give a .py file or a module name")
+    module_name = f"spikedriven_plugin_{path.stem}_{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    loader_spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(loader_spec)
+    sys.modules[module_name] = module
+    try:
+        loader_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise

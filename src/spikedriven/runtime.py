@@ -3,7 +3,10 @@
 A config may leave the device, the backward memory, channels-last, compilation, the fused optimizer
 step and the loader workers to "auto". ``Runtime.resolve`` decides them all once per run, the run logs the decision in one line
 (``Runtime.describe``), and the trainer, the loaders and the evaluation are given the result. The
-rules themselves are the ``*_for`` functions below, each the only place its rule is written.
+rules themselves are the ``*_for`` functions below, each the only place its rule is written; the backward
+memory's, ``backward_memory_for``, is the spike operations' own (``spike_ops``), since their layers resolve
+"auto" themselves, and is imported here. This module sits above ``neurons`` and ``spike_ops``: it imports
+from them, never they from it.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional
 
 import torch
+
+from .neurons import fused_available
+from .spike_ops import backward_memory_for
 
 if TYPE_CHECKING:
     from .config import Config
@@ -25,13 +31,9 @@ CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # auto loader workers: more than this adds start-up time and memory, not images per second
 MAX_AUTO_WORKERS = 32
 
-
-def backward_memory_for(mode: str, device_type: str) -> str:
-    """``min``, ``lean`` or ``full``. auto: lean on accelerators, where memory bounds the batch; full on
-    CPU, where the extra conversions and the recomputation cost more time than the memory is worth."""
-    if mode == "auto":
-        return "full" if device_type == "cpu" else "lean"
-    return mode
+__all__ = ["CUDA_GRAPH_MODES", "FUSED_OPTIMIZERS", "MAX_AUTO_WORKERS", "Runtime", "available_cpus",
+           "backward_memory_for", "channels_last_for", "compile_mode_for", "cpu_ids", "fused_optimizer_for",
+           "workers_for"]
 
 
 def channels_last_for(setting: Optional[bool], device_type: str) -> bool:
@@ -106,8 +108,6 @@ class Runtime:
 
     @classmethod
     def resolve(cls, cfg: "Config", device: torch.device, dist: Optional["DistInfo"] = None) -> "Runtime":
-        from .neurons import fused_available
-
         distributed = dist is not None and dist.enabled
         memory = backward_memory_for(cfg.backward_memory, device.type)
         compile_mode = compile_mode_for(cfg.compile, cfg.compile_mode, device.type, distributed, cfg.backward_memory)

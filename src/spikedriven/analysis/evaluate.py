@@ -14,7 +14,7 @@ from torch import nn
 
 from ..errors import DataError
 from ..engine.loop import evaluate
-from ..engine.recorder import SpikeRecorder, neuron_layers
+from ..engine.recorder import SpikeRecorder, learned_settings
 from .energy import ENERGY_MODELS, EnergyModel, estimate, resolve_energy_models
 from .operations import (EXPANDED_VIEW, INTEGER_VIEW, LayerOps, OperationCounter, counts_per_image, expanded_counts,
                          multi_level)
@@ -72,11 +72,6 @@ def _time_steps(counter: OperationCounter, recorder: SpikeRecorder) -> Optional[
 def _spec_dict(model: nn.Module, attr: str) -> Optional[dict]:
     spec = getattr(model, attr, None)
     return spec.to_dict() if spec is not None else None
-
-
-def learned_settings(model: nn.Module) -> dict:
-    """Per neuron layer, the current values of its learnable settings (PLIF's tau, a learned threshold)."""
-    return {name: values for name, m in neuron_layers(model).items() if (values := m.learned())}
 
 
 def first_layer_input(counter: OperationCounter, rows: Sequence[dict], encoder: Optional[Callable]) -> dict:

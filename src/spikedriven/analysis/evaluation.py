@@ -18,7 +18,7 @@ from ..engine import checkpoint as ckpt_io
 from . import analyze, resolve_energy_models
 from .membrane import MembraneRecorder, format_membrane, write_membrane
 from .speed import format_speed, measure_speed
-from ..config import MODEL_FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, load_config, recorded_config
+from ..config import MODEL_SETTINGS, Config, coerce, from_mapping, load_config, recorded_config
 from ..config.original_keys import fold_model_settings
 from ..data import build_datasets, build_eval_loader, build_test_dataset
 from ..encodings import build_encoder
@@ -31,10 +31,8 @@ from .reports import format_summary, write_evaluation
 
 log = logging.getLogger("spikedriven")
 
-# Settings that define the trained network: changing one changes what is analysed (and so does each of
-# the model's own settings, in model_args).
-MODEL_SETTINGS = ("model", *MODEL_FIELDS, "spike_mode", *NEURON_FIELDS, "neuron_args", "dataset", "mean", "std",
-                  "encoding", "encoding_args", "encode_eval")
+# MODEL_SETTINGS, the settings that define the trained network (changing one changes what is analysed, and so
+# does each of the model's own settings, in model_args), are derived from the fields' roles (config.schema).
 
 
 def _defining(values: Mapping[str, Any]) -> dict:

@@ -254,6 +254,23 @@ def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], bold_bes
     Text columns are ``l``, number columns ``r``. The caption is escaped like a cell; the label is not.
     """
     width = len(headers)
+    _check_shape(rows, width, bold_best)
+    bold = _bold_cells(rows, width, bold_best, groups)
+    lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering"]
+    if caption is not None:
+        lines.append(rf"\caption{{{latex_escape(caption)}}}")
+    if label is not None:
+        lines.append(rf"\label{{{label}}}")
+    lines += [rf"\begin{{tabular}}{{{_column_spec(rows, width)}}}", r"\toprule",
+              " & ".join(latex_escape(h) for h in headers) + r" \\", r"\midrule"]
+    for i, row in enumerate(rows):
+        lines.append(" & ".join(_latex_cell(cell, bold[i][j]) for j, cell in enumerate(row)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _check_shape(rows: Sequence[Sequence[Cell]], width: int, bold_best: Sequence[int]) -> None:
+    """Every row as wide as the headers, every ``bold_best`` column one of the table's."""
     for i, row in enumerate(rows):
         if len(row) != width:
             raise ValueError(f"table row {i} has {len(row)} cells for {width} headers")
@@ -261,32 +278,33 @@ def latex_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], bold_bes
         if not 0 <= column < width:
             raise ValueError(f"bold_best column {column} is outside the table's {width} columns")
 
+
+def _bold_cells(rows: Sequence[Sequence[Cell]], width: int, bold_best: Sequence[int],
+                groups: Optional[Sequence]) -> list[list[bool]]:
+    """Which cells are bold: in each column of ``bold_best``, the highest mean within each group."""
     bold = [[False] * width for _ in rows]
     groups = list(groups) if groups is not None else [None] * len(rows)
     for column in set(bold_best):
         for group in dict.fromkeys(groups):
-            # Compared as printed: two cells that both read 94.34 are a tie to the reader.
-            ranked = [(i, round(m, 2)) for i, row in enumerate(rows)
-                      if groups[i] == group and (m := _cell_mean(row[column])) is not None]
-            if ranked:
-                best = max(m for _, m in ranked)
-                for i, m in ranked:
-                    bold[i][column] = m == best
+            members = [i for i in range(len(rows)) if groups[i] == group]
+            for i in _best_rows(rows, column, members):
+                bold[i][column] = True
+    return bold
 
+
+def _best_rows(rows: Sequence[Sequence[Cell]], column: int, members: Sequence[int]) -> list[int]:
+    """The rows among ``members`` whose cell in ``column`` has the highest mean (none when no cell has one)."""
+    # Compared as printed: two cells that both read 94.34 are a tie to the reader.
+    ranked = [(i, round(m, 2)) for i in members if (m := _cell_mean(rows[i][column])) is not None]
+    best = max((m for _, m in ranked), default=None)
+    return [i for i, m in ranked if m == best]
+
+
+def _column_spec(rows: Sequence[Sequence[Cell]], width: int) -> str:
+    """``l`` for a column with text (or with nothing but empty cells), ``r`` for a column of numbers."""
     spec = ""
     for column in range(width):
         cells = [row[column] for row in rows]
         text = any(isinstance(c, str) for c in cells)
         spec += "r" if not text and any(c is not None for c in cells) else "l"
-
-    lines = [r"% needs \usepackage{booktabs}", r"\begin{table}[t]", r"\centering"]
-    if caption is not None:
-        lines.append(rf"\caption{{{latex_escape(caption)}}}")
-    if label is not None:
-        lines.append(rf"\label{{{label}}}")
-    lines += [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in headers) + r" \\",
-              r"\midrule"]
-    for i, row in enumerate(rows):
-        lines.append(" & ".join(_latex_cell(cell, bold[i][j]) for j, cell in enumerate(row)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
+    return spec

@@ -94,28 +94,51 @@ def _config_value(argv: list, flags: tuple) -> Optional[str]:
     return found
 
 
-def _config_file(path: Optional[str]) -> dict:
-    """The config file's keys in our spelling, or nothing where it cannot be read: reading it for real
-    reports that later, in its own words."""
+def _read_config(path: Optional[str]) -> Optional[dict]:
+    """A config file as read, or None where there is none or it cannot be read: reading it for real reports
+    that later, in its own words."""
     from ..config import load_yaml
-    from ..config.original_keys import normalised
 
     if not path:
-        return {}
+        return None
     try:
-        return {normalised(key): value for key, value in load_yaml(path).items()}
+        return load_yaml(path)
     except SpikedrivenError:
-        return {}
+        return None
 
 
-def _config_plugins(argv: list) -> list:
-    """The ``plugins`` of the config file (-c), loaded before the parser is built as --plugins are, so that
-    the settings of a neuron the file both loads and names are flags too."""
-    plugins = _config_file(_config_value(argv, ("-c", "--config"))).get("plugins") or []
-    return [plugins] if isinstance(plugins, str) else [str(p) for p in plugins] if isinstance(plugins, list) else []
+def _in_our_spelling(values: Optional[dict]) -> dict:
+    from ..config.original_keys import normalised
+
+    return {normalised(key): value for key, value in (values or {}).items()}
 
 
-def _unregistered_modes(args) -> list:
+class _ConfigFile:
+    """The config file (-c) of the command line, read once, before the parser is built: its plugins are
+    loaded then, and the command reads its settings from what was read (``values``)."""
+
+    def __init__(self, argv: list):
+        self.path = _config_value(argv, ("-c", "--config"))
+        self.values = _read_config(self.path)
+
+    def keys(self) -> dict:
+        """The file's keys in our spelling (nothing where it cannot be read)."""
+        return _in_our_spelling(self.values)
+
+    def plugins(self) -> list:
+        """The file's ``plugins``, loaded before the parser is built as --plugins are, so that the settings of
+        a neuron the file both loads and names are flags too."""
+        plugins = self.keys().get("plugins") or []
+        return [plugins] if isinstance(plugins, str) else [str(p) for p in plugins] if isinstance(plugins, list) else []
+
+    def of(self, args) -> Optional[dict]:
+        """The command's own config file (-c) as read: this one, or the one the parser found where that is
+        another (``-cFILE``); None where there is none or it cannot be read."""
+        given = getattr(args, "config", None)
+        return self.values if given == self.path else _read_config(given)
+
+
+def _unregistered_modes(args, config: _ConfigFile) -> list:
     """The spike modes the command names (--spike-mode, else its config file's spike_mode; a study's --modes)
     that no registered neuron answers to."""
     from ..neurons import NEURONS
@@ -124,7 +147,7 @@ def _unregistered_modes(args) -> list:
     if getattr(args, "cfg_spike_mode", None) is not None:
         named.append(args.cfg_spike_mode)
     elif args.command in ("train", "eval", "info"):  # a study's runs take --modes, whatever the file says
-        named.append(_config_file(getattr(args, "config", None)).get("spike_mode"))
+        named.append(_in_our_spelling(config.of(args)).get("spike_mode"))
     if args.command == "study" and isinstance(getattr(args, "modes", None), str):
         named += [mode.strip() for mode in args.modes.split(",")]
     return [str(mode) for mode in named if mode not in (None, "") and str(mode) not in NEURONS]
@@ -176,13 +199,14 @@ def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
     try:
         from ..plugins import load_plugins
 
-        load_plugins(_plugins_in(argv) or _config_plugins(argv))
+        config = _ConfigFile(argv)
+        load_plugins(_plugins_in(argv) or config.plugins())
         parser = build_parser()
         args, unknown = parser.parse_known_args(argv)
         if unknown:
             # a neuron's settings are flags only once the neuron is registered: an unknown neuron named beside
             # an unknown flag is the cause to report (a forgotten --plugins), not the flag's nearest spelling
-            unregistered = _unregistered_modes(args)
+            unregistered = _unregistered_modes(args, config)
             if unregistered:
                 from ..errors import ConfigError
                 from ..neurons.registry import unknown_neuron_message
@@ -198,6 +222,7 @@ def _main(argv: list, prog_hint: str, interrupts: _Interrupts) -> int:
             sub = _subparser(parser, args.command)  # the subcommand's usage, not the top level's, and a suggestion
             sub.error(unknown_flags_message(sub, unknown))
         args.command_line = shlex.join(["spikedriven", *argv])  # the whole command, for messages that repeat it
+        args.config_values = config.of(args)  # the config file as read above, not read again
         hint = f"{prog_hint} {args.command}" if prog_hint == "spikedriven" else prog_hint
         return args.func(args, hint)
     except SpikedrivenError as e:

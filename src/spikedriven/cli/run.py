@@ -32,7 +32,7 @@ def _add_train(sub) -> None:
 
 
 def _run_train(args, argv_hint: str) -> int:
-    from ..config import load_config, overrides_from_args, requested_values
+    from ..config import overrides_from_args, resolve_settings
     from ..errors import ConfigError
     from ..engine.resume import plan_resume, resolve_config
     from ..engine.trainer import train
@@ -42,13 +42,13 @@ def _run_train(args, argv_hint: str) -> int:
         overrides["experiment"] = args.experiment
     if args.local_rank is not None:  # torch.distributed.launch gives it as a flag and sets LOCAL_RANK too
         os.environ.setdefault("LOCAL_RANK", str(args.local_rank))
-    cfg = load_config(args.config, overrides)
-    plan = plan_resume(args.resume, args.no_resume_opt, cfg.output)
+    # the file read once (the entry point has read it already, for its plugins) and the config validated once
+    settings = resolve_settings(args.config, overrides, values=getattr(args, "config_values", None))
+    plan = plan_resume(args.resume, args.no_resume_opt, settings.config.output)
     if args.overwrite and plan.full:
         raise ConfigError("--overwrite starts a new run and --resume continues one; give one of them "
                           "(or --no-resume-opt to start a new run from the checkpoint's weights)")
-    requested, sources = requested_values(args.config, overrides)
-    cfg = resolve_config(cfg, requested, plan, sources)
+    cfg = resolve_config(settings.config, settings.requested, plan, settings.sources)
     train(cfg, plan, command_hint=argv_hint, overwrite=args.overwrite)
     return 0
 

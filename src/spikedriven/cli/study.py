@@ -103,39 +103,15 @@ def _add_study(sub) -> None:
 
 
 def _run_study(args, argv_hint: str) -> int:
-    from ..config import overrides_from_args
     from ..errors import ConfigError
-    from ..study.plan import EvalPlan, check_devices, parse_list, parse_sets, parse_vary
+    from ..study.plan import EvalPlan, parse_list
     from ..study.runner import run_study
 
-    overrides = {**parse_sets(args.set), **overrides_from_args(args)}
-    vary = parse_vary(args.vary)
-    both = [key for key, _ in vary if key in overrides]
-    if both:
-        raise ConfigError(f"{', '.join(both)} is both set for every run and varied (--vary); give one")
-    for key in ("spike_mode", "v_threshold", "output"):
-        if key in overrides:
-            raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
+    overrides, vary = _study_settings(args)
     modes = parse_list(args.modes, str, "--modes") if args.modes is not None else None
     models = parse_list(args.models, str, "--models") if args.models else None
-    if args.nproc_per_run < 1:
-        raise ConfigError("--nproc-per-run must be >= 1")
-    devices = parse_list(args.devices, str, "--devices") if args.devices else None
-    if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
-        check_devices(devices)
-    slurm = None
-    if args.emit_sbatch and args.launcher:
-        raise ConfigError("--emit-sbatch prints a job script and --launcher submits the jobs: give one of them")
-    if args.emit_sbatch or args.launcher:
-        from ..study.slurm import SlurmOptions
-
-        slurm = SlurmOptions(args.launcher or "sbatch", args.partition, args.gpus_per_run, args.max_parallel,
-                             args.time, args.cpus_per_run).check()
-        if devices:
-            raise ConfigError("--devices runs the study on this machine's GPUs; with --launcher / --emit-sbatch "
-                              "Slurm gives each run its GPUs (--gpus-per-run)")
-    elif args.max_parallel is not None or args.partition or args.time or args.cpus_per_run is not None:
-        raise ConfigError("--partition, --max-parallel, --cpus-per-run and --time go with --launcher or --emit-sbatch")
+    devices = _study_devices(args)
+    slurm = _slurm_options(args, devices)
     if args.report_only and (args.dry_run or args.emit_commands or slurm):
         raise ConfigError("--report-only writes the tables of what exists; --dry-run, --emit-commands, --emit-sbatch "
                           "and --launcher plan or start runs: give one")
@@ -148,3 +124,57 @@ def _run_study(args, argv_hint: str) -> int:
         with_runs=args.with_runs, report_only=args.report_only, slurm=slurm, models=models, vary=vary,
     )
     return 0
+
+
+def _study_settings(args) -> tuple[dict, list]:
+    """The overrides for every run (--set and the config flags) and the --vary axes; a key the study sets
+    itself, or one both set and varied, is refused."""
+    from ..config import overrides_from_args
+    from ..errors import ConfigError
+    from ..study.plan import parse_sets, parse_vary
+
+    overrides = {**parse_sets(args.set), **overrides_from_args(args)}
+    vary = parse_vary(args.vary)
+    both = [key for key, _ in vary if key in overrides]
+    if both:
+        raise ConfigError(f"{', '.join(both)} is both set for every run and varied (--vary); give one")
+    for key in ("spike_mode", "v_threshold", "output"):
+        if key in overrides:
+            raise ConfigError(f"{key} is set by the study itself; use --modes / --thresholds / --study-dir")
+    return overrides, vary
+
+
+def _study_devices(args):
+    """--devices as a list (None: not given), checked against this machine's GPUs when the runs run here."""
+    from ..errors import ConfigError
+    from ..study.plan import check_devices, parse_list
+
+    if args.nproc_per_run < 1:
+        raise ConfigError("--nproc-per-run must be >= 1")
+    devices = parse_list(args.devices, str, "--devices") if args.devices else None
+    if devices and not args.emit_commands:  # emitted commands run elsewhere, on that machine's GPUs
+        check_devices(devices)
+    return devices
+
+
+def _slurm_options(args, devices):
+    """The Slurm options of --launcher or --emit-sbatch (None: neither given); the Slurm flags without either,
+    or with --devices, are refused."""
+    from ..errors import ConfigError
+
+    if args.emit_sbatch and args.launcher:
+        raise ConfigError("--emit-sbatch prints a job script and --launcher submits the jobs: give one of them")
+    if not (args.emit_sbatch or args.launcher):
+        if args.max_parallel is not None or args.partition or args.time or args.cpus_per_run is not None:
+            raise ConfigError("--partition, --max-parallel, --cpus-per-run and --time go with --launcher or "
+                              "--emit-sbatch")
+        return None
+    from ..study.slurm import SlurmOptions
+    from .main import main  # the report job's entry: the study's own command with --report-only
+
+    slurm = SlurmOptions(args.launcher or "sbatch", args.partition, args.gpus_per_run, args.max_parallel,
+                         args.time, args.cpus_per_run, entry=main).check()
+    if devices:
+        raise ConfigError("--devices runs the study on this machine's GPUs; with --launcher / --emit-sbatch "
+                          "Slurm gives each run its GPUs (--gpus-per-run)")
+    return slurm

@@ -1,7 +1,12 @@
-"""Config files: a YAML file and flags over it -> a validated Config; the settings a run records; config.yaml."""
+"""Config files: a YAML file and flags over it -> a validated Config; the settings a run records; config.yaml.
+
+``resolve_settings`` reads a run's settings once: the file read once, the config validated once, and with it
+where each value came from and the values given explicitly (what a resume compares with its checkpoint).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -9,6 +14,7 @@ import yaml
 
 from ..atomic import write_text_atomic
 from ..errors import ConfigError
+from ..plugins import load_plugins
 from .original_keys import fold_model_settings, inert_line, normalised, read_vocabulary
 from .schema import FIELDS, Config
 from .values import coerce
@@ -20,8 +26,16 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
 
     Every problem of ``values`` (unknown keys, refused keys, wrong types) is reported in one message, so
     that a file is fixed in one round; keys that change nothing get one warning line per source."""
-    reading = read_vocabulary(values, FIELDS)
     data = (base or Config()).to_dict()
+    _read_into(data, values, source)
+    return Config(**data).validate()
+
+
+def _read_into(data: dict, values: Mapping[str, Any], source: str) -> set:
+    """``values`` read over ``data`` (a config's fields as a dict), each as its field's type: every problem
+    in one message, keys that change nothing in one warning line per source. Not validated: the fields
+    given (``values``' keys in our vocabulary)."""
+    reading = read_vocabulary(values, FIELDS)
     problems = list(reading.problems)
     for key, value in reading.values.items():
         try:
@@ -38,7 +52,7 @@ def from_mapping(values: Mapping[str, Any], source: str, base: Optional[Config] 
         _warn_once(source, inert_line(source, reading.inert))
     for note in reading.notes:
         _warn_once(source, f"{source}: {note}")
-    return Config(**data).validate()
+    return set(reading.values) | ({"output"} if reading.experiment else set())
 
 
 def _over(key: str, old: Any, new: Any) -> Any:
@@ -101,20 +115,64 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
+@dataclass
+class ResolvedSettings:
+    """A run's settings as one resolution read them: the validated config, where each field's value came
+    from, and the values given explicitly (``requested_values``')."""
+    config: Config
+    origins: dict  # field -> "default", "file" or "flag" (a flag given over the file's value: "flag")
+    requested: dict  # the values given explicitly, in our vocabulary, as given; no default among them
+    sources: dict  # for those of ``requested`` from the file (a model's settings by name): the file
+
+
+def resolve_settings(path: Optional[str | Path] = None, overrides: Optional[Mapping[str, Any]] = None, *,
+                     values: Optional[Mapping[str, Any]] = None) -> ResolvedSettings:
+    """Defaults <- YAML file <- overrides (e.g. parsed flags): the file read once (``values``: its contents,
+    where the caller has read it already), the config validated once."""
+    overrides = overrides or {}
+    from_file = {} if path is None else load_yaml(path) if values is None else values
+    data = Config().to_dict()
+    origins = dict.fromkeys(FIELDS, "default")
+    if path is not None:
+        origins.update(dict.fromkeys(_read_into(data, from_file, str(path)), "file"))
+        if overrides:
+            _settle_file(data)
+    if overrides:
+        origins.update(dict.fromkeys(_read_into(data, overrides, "command line"), "flag"))
+    config = Config(**data).validate()
+    requested, sources = _requested(from_file, overrides, path)
+    return ResolvedSettings(config, origins, requested, sources)
+
+
+def _settle_file(data: dict) -> None:
+    """What a file's settings settle before the flags over them are read, as they always have: the
+    normalisation of the file's dataset (a flag's --dataset over the file keeps the file's, which the
+    runs made with such a command recorded) and the file's plugins, imported (a flag may name a setting of
+    a model they register)."""
+    from ..data import dataset_def  # here: the data package reads the schema
+
+    definition = dataset_def(data["dataset"])
+    data["mean"] = list(definition.mean) if data["mean"] is None else data["mean"]
+    data["std"] = list(definition.std) if data["std"] is None else data["std"]
+    load_plugins(data["plugins"])
+
+
 def load_config(path: Optional[str | Path] = None, overrides: Optional[Mapping[str, Any]] = None) -> Config:
     """Defaults <- YAML file <- overrides (e.g. parsed flags), validated."""
-    cfg = Config()
-    if path is not None:
-        cfg = from_mapping(load_yaml(path), source=str(path))
-    if overrides:
-        cfg = from_mapping(overrides, source="command line", base=cfg)
-    return cfg.validate()
+    return resolve_settings(path, overrides).config
 
 
 def requested_values(path: Optional[str | Path], overrides: Mapping[str, Any]) -> tuple[dict, dict]:
     """The values given explicitly (a config file, then flags over it) and, for those from
-    the file, the file they came from; the defaults are not in them."""
-    from_file = fold_model_settings(load_yaml(path) if path is not None else {})
+    the file, the file they came from; the defaults are not in them. (``resolve_settings`` gives them
+    with the config, from one reading of the file.)"""
+    return _requested(load_yaml(path) if path is not None else {}, overrides, path)
+
+
+def _requested(values: Mapping[str, Any], overrides: Mapping[str, Any],
+               path: Optional[str | Path]) -> tuple[dict, dict]:
+    """``requested_values`` of the file ``path``, which holds ``values``."""
+    from_file = fold_model_settings(values)
     overrides = fold_model_settings(overrides)
     given = {**from_file, **overrides}
     for key in ("model_args", "models"):  # the flags' model settings add to the file's, as load_config read them

@@ -1,4 +1,4 @@
-"""The command line of a config: one flag per field, grouped by section, with its default in --help."""
+"""The command line of a config: one flag per field, grouped by the fields' roles, with its default in --help."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import typing
 import yaml
 
 from ..neurons import NEURONS
-from .schema import FIELDS
+from .schema import FIELDS, ROLES, fields_of
 from .values import coerce, _base_type
 
 
@@ -16,9 +16,14 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-# The config's sections, by the first field of each, for --help's groups.
-SECTIONS = {"dataset": "data", "mixup": "mixup and loss", "model": "model", "spike_mode": "neuron",
-            "encoding": "input encoding", "opt": "optimisation", "sched": "schedule", "batch_size": "run"}
+# The end of the title of each role's group of flags, by which the docs' reference (docs/gen_reference.py)
+# knows the config's groups.
+CONFIG_GROUP_MARK = "(each flag also a YAML key)"
+
+
+def section_title(role: str) -> str:
+    """The title of a role's group of flags in --help: ``data (each flag also a YAML key)``."""
+    return f"{ROLES[role][0]} {CONFIG_GROUP_MARK}"
 
 
 # Short and original spellings of flags: timm's -b / -j, the study's --TET, --layer, --dim, --in-channels.
@@ -38,33 +43,38 @@ def _shown_default(f: dataclasses.Field) -> str:
 
 
 def add_config_flags(parser, exclude: tuple = ()) -> None:
-    """One flag per config field, grouped by the config's sections, each with its default in --help;
-    every flag defaults to "not given" so that the YAML wins. A boolean is a bare flag (``--download``),
-    ``--no-download`` turns it off, and ``--download false`` still reads."""
-    import argparse
-
-    group = None
-    for name, f in FIELDS.items():
-        if name in SECTIONS:
-            group = parser.add_argument_group(f"{SECTIONS[name]} (each flag also a YAML key)")
-        if name in exclude or f.metadata.get("flag") is False:
-            continue
-        base, _ = _base_type(name)
-        text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
-        kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=text.replace("%", "%%"))
-        if base in (list, dict) or typing.get_origin(base) is list:
-            kwargs["nargs"] = "+"
-        if base is bool:  # a bare --download means true; --download false still reads
-            kwargs.update(nargs="?", const="true")
-        metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X", dict: "KEY=VALUE"}.get(base, "NAME" if kwargs.get("nargs") else "STR")
-        if f.metadata.get("auto"):
-            metavar += "|auto"
-        group.add_argument(flag_name(name), *FLAG_ALIASES.get(name, []), metavar=metavar, **kwargs)
-        if base is bool:
-            group.add_argument("--no-" + name.replace("_", "-"), dest=f"cfg_{name}", action="store_const",
-                               const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    """One flag per config field, grouped by the fields' roles (a group per role, in the order of ROLES), each
+    with its default in --help; every flag defaults to "not given" so that the YAML wins. A boolean is a bare
+    flag (``--download``), ``--no-download`` turns it off, and ``--download false`` still reads."""
+    for role, (_, description) in ROLES.items():
+        group = parser.add_argument_group(section_title(role), description)
+        for name in fields_of(role):
+            _add_field_flag(group, name, exclude)
     _add_model_flags(parser, exclude)
     _add_neuron_flags(parser)
+
+
+def _add_field_flag(group, name: str, exclude: tuple) -> None:
+    """The flag of config field ``name`` (none for a field in ``exclude`` or a YAML-only one)."""
+    import argparse
+
+    f = FIELDS[name]
+    if name in exclude or f.metadata.get("flag") is False:
+        return
+    base, _ = _base_type(name)
+    text = f"{f.metadata.get('help', '')} (default: {_shown_default(f)})"
+    kwargs: dict = dict(dest=f"cfg_{name}", default=argparse.SUPPRESS, help=text.replace("%", "%%"))
+    if base in (list, dict) or typing.get_origin(base) is list:
+        kwargs["nargs"] = "+"
+    if base is bool:  # a bare --download means true; --download false still reads
+        kwargs.update(nargs="?", const="true")
+    metavar = {bool: "BOOL", int: "INT", float: "FLOAT", list: "X", dict: "KEY=VALUE"}.get(base, "NAME" if kwargs.get("nargs") else "STR")
+    if f.metadata.get("auto"):
+        metavar += "|auto"
+    group.add_argument(flag_name(name), *FLAG_ALIASES.get(name, []), metavar=metavar, **kwargs)
+    if base is bool:
+        group.add_argument("--no-" + name.replace("_", "-"), dest=f"cfg_{name}", action="store_const",
+                           const="false", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def _add_model_flags(parser, exclude: tuple = ()) -> None:

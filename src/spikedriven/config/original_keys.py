@@ -26,7 +26,8 @@ SPELLINGS = {"TET": "tet", "TET_means": "tet_means", "TET_lamb": "tet_lamb",
              "time_step": "time_steps",  # Spikformer's train.py
              "nb_classes": "num_classes"}  # SDT-V2's and -V3's main_finetune.py
 
-FALSE_WORDS = {False, None, 0, "", "false", "False", "no", "none", "None", "0"}
+# False also stands for 0 and 0.0 (equal to it, and so one member of a set; 0.0 is _off's own case too)
+FALSE_WORDS = {False, None, "", "false", "False", "no", "none", "None", "0"}
 
 
 def _is_in(value, words) -> bool:
@@ -243,48 +244,65 @@ def read_vocabulary(values: Mapping[str, Any], fields) -> Reading:
     """Split ``values`` (keys as a file or the original's flags write them) into our fields, inert keys and
     problems (unknown keys with a suggestion, refused keys with what to do instead). A model's settings
     given as top-level keys (``depth``, the original's ``layer``) are read into ``model_args``."""
-    ours, inert, problems, notes, experiment = {}, {}, [], [], None
-    given, values = values, _folded(values, problems)
+    reading = Reading({}, {}, [])
+    given, values = values, _folded(values, reading.problems)
     normal = {normalised(k): v for k, v in values.items()}
     for key, value in values.items():
         name = normalised(key)
         if "-" in str(key) and name in given:
             # timm's train.py sets a file's keys as argparse defaults, so a hyphenated key (model-ema,
             # bce-loss) reached no argument there: with both spellings given, the original used the other
-            inert[key] = f"the original read {name} ({given[name]!r}) and never a hyphenated key"
-            continue
-        if name == "encoder_type" and "encoding" in fields:
-            value, problem = study_encoding(key, value)
-            if problem:
-                problems.append(problem)
-                continue
-            name = "encoding"
-            if value == "simple_poisson" and "encode_eval" not in normal:
-                notes.append(STUDY_EVAL_NOTE)
-        if name in fields:
-            if name == "amp" and (isinstance(value, bool) or _is_in(value, AMP_WORDS)):
-                value = AMP_WORDS[value]
-            if name in ours and ours[name] != value:
-                problems.append(f"{name} is given twice with different values ({ours[name]!r} and {value!r})")
-            ours[name] = value
-        elif name == "experiment":
-            if value not in ("", None):
-                experiment = str(value)
-            else:
-                inert[key] = "none"
-        elif name in FOREIGN:
-            entry = FOREIGN[name]
-            if entry.inert(value, {**normal, **ours}):
-                inert[key] = entry.why
-            else:
-                problems.append(entry.refused(key, value))
+            reading.inert[key] = f"the original read {name} ({given[name]!r}) and never a hyphenated key"
+        elif name == "encoder_type" and "encoding" in fields:
+            _read_study_encoder(reading, key, value, normal)
+        elif name in fields:
+            _read_field(reading, name, value)
         else:
-            problems.append(f"unknown config key '{key}'{suggestion(key, fields)}")
-    if inert and str(ours.get("opt", "")).lower() == "lamb" and "opt_eps" not in ours:
+            _read_other_key(reading, key, name, value, normal, fields)
+    if reading.inert and str(reading.values.get("opt", "")).lower() == "lamb" and "opt_eps" not in reading.values:
         # the original left opt_eps unset, which is LAMB's own 1e-6, not spikedriven's default 1e-8
-        ours["opt_eps"] = None
-        inert["opt_eps"] = "not given: LAMB's own 1e-6, as in the original"
-    return Reading(ours, inert, problems, notes, experiment)
+        reading.values["opt_eps"] = None
+        reading.inert["opt_eps"] = "not given: LAMB's own 1e-6, as in the original"
+    return reading
+
+
+def _read_study_encoder(reading: Reading, key: str, value: Any, normal: Mapping[str, Any]) -> None:
+    """The study's ``encoder_type`` (``key``), read as our ``encoding``."""
+    value, problem = study_encoding(key, value)
+    if problem:
+        reading.problems.append(problem)
+        return
+    if value == "simple_poisson" and "encode_eval" not in normal:
+        reading.notes.append(STUDY_EVAL_NOTE)
+    _read_field(reading, "encoding", value)
+
+
+def _read_field(reading: Reading, name: str, value: Any) -> None:
+    """A field of ours (``name``): its value, the original's amp words translated; given twice, one problem."""
+    if name == "amp" and (isinstance(value, bool) or _is_in(value, AMP_WORDS)):
+        value = AMP_WORDS[value]
+    ours = reading.values
+    if name in ours and ours[name] != value:
+        reading.problems.append(f"{name} is given twice with different values ({ours[name]!r} and {value!r})")
+    ours[name] = value
+
+
+def _read_other_key(reading: Reading, key: str, name: str, value: Any, normal: Mapping[str, Any], fields) -> None:
+    """A key that is not a field of ours: timm's experiment, a key of the original's vocabulary (inert or
+    refused, by the other keys' values), or an unknown key."""
+    if name == "experiment":
+        if value not in ("", None):
+            reading.experiment = str(value)
+        else:
+            reading.inert[key] = "none"
+    elif name in FOREIGN:
+        entry = FOREIGN[name]
+        if entry.inert(value, {**normal, **reading.values}):
+            reading.inert[key] = entry.why
+        else:
+            reading.problems.append(entry.refused(key, value))
+    else:
+        reading.problems.append(f"unknown config key '{key}'{suggestion(key, fields)}")
 
 
 def _folded(values: Mapping[str, Any], problems: list) -> Mapping[str, Any]:

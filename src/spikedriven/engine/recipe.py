@@ -72,12 +72,12 @@ def schedule_warning(cfg: Config) -> Optional[str]:
     return "; and ".join(problems) or None
 
 
-def warn_schedule(cfg: Config, logger: logging.Logger = logging.getLogger("spikedriven"),
+def warn_schedule(cfg: Config, logger: Optional[logging.Logger] = None,
                   prefix: str = "warning: ") -> Optional[str]:
     """Log ``schedule_warning``, if any, before training starts; returns it."""
     text = schedule_warning(cfg)
     if text:
-        logger.warning("%s%s", prefix, text)
+        (logger or logging.getLogger("spikedriven")).warning("%s%s", prefix, text)
     return text
 
 

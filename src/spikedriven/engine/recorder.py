@@ -24,6 +24,11 @@ def neuron_layers(model: nn.Module) -> "OrderedDict[str, SpikingNeuron]":
     return OrderedDict((name, m) for name, m in model.named_modules() if isinstance(m, SpikingNeuron))
 
 
+def learned_settings(model: nn.Module) -> dict:
+    """Per neuron layer, the current values of its learnable settings (PLIF's tau, a learned threshold)."""
+    return {name: values for name, m in neuron_layers(model).items() if (values := m.learned())}
+
+
 class SpikeRecorder:
     """Context manager counting every neuron layer's output spikes ``[T, B, ...]`` per time step.
 

@@ -3,9 +3,9 @@
 A full resume continues the run its checkpoint records: the model, the
 neurons, the data and the training recipe come from the checkpoint's config.
 Settings that change how the run is carried out but not what it computes
-(``RUNTIME_SETTINGS``) may be given anew, and the schedule may be lengthened
-or shortened (``SCHEDULE_LENGTH``; the cosine is then re-planned from the
-current epoch). Every other setting that contradicts the checkpoint is refused
+(``RUNTIME_SETTINGS``: the fields whose role is runtime or reporting) may be
+given anew, and the schedule may be lengthened or shortened (``SCHEDULE_LENGTH``;
+the cosine is then re-planned from the current epoch). Every other setting that contradicts the checkpoint is refused
 in one message naming them all, whether it came from a flag or a config file.
 """
 
@@ -17,20 +17,16 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from . import checkpoint as ckpt_io
-from ..config import FIELDS, NEURON_FIELDS, Config, coerce, from_mapping, recorded_config
+from ..config import (FIELDS, NEURON_SETTINGS, RUNTIME_SETTINGS, SCHEDULE_LENGTH, Config, coerce, from_mapping,
+                      recorded_config)
 from ..errors import CheckpointError, ConfigError
 
 log = logging.getLogger("spikedriven")
 
 CHECKPOINT_NAMES = ("last.pth.tar", "best.pth.tar")
-
-# How a run is carried out, not what it computes: a resume may change these.
-RUNTIME_SETTINGS = (
-    "data_dir", "download", "workers", "val_batch_size", "device", "channels_last", "backward_memory", "compile",
-    "compile_mode", "fused_optimizer", "nonfinite", "log_interval", "log_wandb", "output", "plugins", "eval_img_size",
-)
-# The length of the schedule: a resume may change it (the schedule is re-planned); a study may not.
-SCHEDULE_LENGTH = ("epochs", "cooldown_epochs")
+# RUNTIME_SETTINGS (how a run is carried out, not what it computes: a resume may change these) and
+# SCHEDULE_LENGTH (a resume may change it, and the schedule is re-planned) are derived from the fields'
+# roles (config.schema).
 
 
 def show(value: Any) -> str:
@@ -47,7 +43,7 @@ def setting_changes(old: Config, new: Config, ignore: tuple = ()) -> dict[str, t
     entry for another model in ``models`` concerns no run of this one)."""
     a, b = old.to_dict(), new.to_dict()
     same_neuron = old.neuron_spec() == new.neuron_spec()
-    neuron_fields = {"spike_mode", "neuron_args", "neurons", *NEURON_FIELDS}
+    neuron_fields = set(NEURON_SETTINGS)
     changes = {}
     for k in FIELDS:
         if k == "model_args" and old.model == new.model:

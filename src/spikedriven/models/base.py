@@ -99,7 +99,7 @@ class SpikingModel(nn.Module):
       attributes are registered with timm as not traced, so timm's and torchvision's tracers record them
       as calls; a traced module computes the same numbers. A graph keeps the Python settings read outside
       those calls as they were when traced (``tet``, ``global_pool``, the memory mode of a traced
-      ``norm_then``, which changes what backward keeps, never a number).
+      ``norm_then`` or ``norm_neuron``, which changes what backward keeps, never a number).
 
     An architecture declares its stages (``stem_name``, ``blocks_name``; ``stage_map`` where a stage's output is
     not ``[T, B, C, H, W]``), calls ``set_up_features`` once its blocks are built, sets ``num_features`` and

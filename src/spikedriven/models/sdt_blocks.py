@@ -11,11 +11,12 @@ from timm.layers import register_notrace_module
 from torch import nn
 
 from ..neurons import SpikingNeuron
-from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, norm_then, per_step, spike_mul
+from ..spike_ops import SpikeConv2d, SpikeMaxPool2d, holds_backward_memory, norm_neuron, norm_then, per_step, spike_mul
 
 # Layers fed by spikes keep their input for backward as bool, and a conv -> batch
-# norm (-> neuron) chain goes through norm_then, which chooses what backward keeps
-# and what it recomputes (spikedriven.spike_ops).
+# norm (-> neuron) chain goes through norm_neuron / norm_then, which choose what
+# backward keeps and what it recomputes (spikedriven.spike_ops), by the memory mode
+# of the block that calls them (@holds_backward_memory).
 
 
 NeuronFactory = Callable[[], SpikingNeuron]
@@ -41,6 +42,7 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int, bias: bool, levels: int = 0) 
 
 # torch.fx records it as one call: it hands norm_then a function, which a graph cannot hold as an argument
 @register_notrace_module
+@holds_backward_memory  # of its own norm_neuron and norm_then calls (spike_ops.set_backward_memory)
 class SpikingPatchSplit(nn.Module):
     """SPS: four conv-BN stages from image to ``embed_dim`` channels, then a spiking relative position code
     added to the features: ``rpe_bn(RPE(neuron(feat))) + feat``, RPE one of ``RPE_MODES`` (the SDT's: conv)."""
@@ -77,13 +79,12 @@ class SpikingPatchSplit(nn.Module):
                                 else nn.Conv2d(d, d, 3, padding=2, dilation=2, bias=False))
         elif rpe_mode != "conv":
             raise ValueError(f"unknown rpe_mode {rpe_mode!r}; the modes are {', '.join(RPE_MODES)}")
-        self.backward_memory = "auto"  # of its own norm_then calls (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.proj_neuron(x, pre=(self.proj_conv,), norm=self.proj_bn)
-        x = self.proj_neuron1(x, pre=(self.maxpool, self.proj_conv1), norm=self.proj_bn1)
-        x = self.proj_neuron2(x, pre=(self.maxpool1, self.proj_conv2), norm=self.proj_bn2)
         memory = self.backward_memory
+        x = norm_neuron(x, self.proj_bn, self.proj_neuron, pre=(self.proj_conv,), memory=memory)
+        x = norm_neuron(x, self.proj_bn1, self.proj_neuron1, pre=(self.maxpool, self.proj_conv1), memory=memory)
+        x = norm_neuron(x, self.proj_bn2, self.proj_neuron2, pre=(self.maxpool1, self.proj_conv2), memory=memory)
         feat = norm_then(x, self.proj_bn3, lambda y: per_step(self.maxpool3, y), pre=(self.maxpool2, self.proj_conv3),
                          memory=memory)
         return self.add_position(feat)
@@ -146,6 +147,7 @@ def sinusoidal_table(channels: int, h: int, w: int, device=None, dtype=torch.flo
 
 
 @register_notrace_module  # torch.fx records it as one call: it splits the heads by its input's shape
+@holds_backward_memory  # of its own spike products, norm_neuron and norm_then (spike_ops.set_backward_memory)
 class SpikeDrivenSelfAttention(nn.Module):
     """SDSA: ``q * SN(sum_tokens(k * v))`` with binary q, k, v; no softmax, no scale.
 
@@ -176,16 +178,16 @@ class SpikeDrivenSelfAttention(nn.Module):
         self.kv_neuron = attn_neuron()
         # q * kv multiplies spikes of `levels` levels each: the output convolution sees levels**2 levels
         self.proj_conv, self.proj_bn = _conv_bn(dim, dim, 1, bias=True, levels=levels * levels)
-        self.backward_memory = "auto"  # of its own spike products and norm_then (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         t, b, c, h, w = x.shape
         s = self.shortcut_neuron(x)
         # [T, B, heads, dim/heads, N]: a view of [T, B, C, H, W], no copy
         heads = (t, b, self.num_heads, c // self.num_heads, h * w)
-        q = self.q_neuron(s, pre=(self.q_conv,), norm=self.q_bn).reshape(heads)
-        k = self.k_neuron(s, pre=(self.k_conv,), norm=self.k_bn)
-        v = self.v_neuron(s, pre=(self.v_conv,), norm=self.v_bn)
+        memory = self.backward_memory
+        q = norm_neuron(s, self.q_bn, self.q_neuron, pre=(self.q_conv,), memory=memory).reshape(heads)
+        k = norm_neuron(s, self.k_bn, self.k_neuron, pre=(self.k_conv,), memory=memory)
+        v = norm_neuron(s, self.v_bn, self.v_neuron, pre=(self.v_conv,), memory=memory)
         if self.dvs_mode:
             k, v = per_step(self.frame_pool, k), per_step(self.frame_pool, v)
         kv = spike_mul(k.reshape(heads), v.reshape(heads), self.levels, self.backward_memory)
@@ -215,6 +217,7 @@ class SpikeDrivenSelfAttention(nn.Module):
         return pooled.reshape(tokens_first.shape).transpose(-1, -2)
 
 
+@holds_backward_memory  # of its own norm_neuron and norm_then calls (spike_ops.set_backward_memory)
 class SpikingMLP(nn.Module):
     def __init__(self, dim: int, hidden: int, neuron: NeuronFactory, levels: int = 1):
         super().__init__()
@@ -223,7 +226,6 @@ class SpikingMLP(nn.Module):
         self.fc2_neuron = neuron()
         self.fc2_conv, self.fc2_bn = _conv_bn(hidden, dim, 1, bias=True, levels=levels)
         self.hidden_residual = hidden == dim
-        self.backward_memory = "auto"  # of its own norm_then calls (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         identity = x
@@ -232,7 +234,7 @@ class SpikingMLP(nn.Module):
             identity = norm_then(s, self.fc1_bn, pre=(self.fc1_conv,), memory=self.backward_memory) + identity
             s = self.fc2_neuron(identity)
         else:
-            s = self.fc2_neuron(s, pre=(self.fc1_conv,), norm=self.fc1_bn)
+            s = norm_neuron(s, self.fc1_bn, self.fc2_neuron, pre=(self.fc1_conv,), memory=self.backward_memory)
         return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,), memory=self.backward_memory) + identity
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:

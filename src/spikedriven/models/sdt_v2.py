@@ -34,7 +34,7 @@ from timm.models._features import feature_take_indices
 from torch import nn
 
 from ..neurons.spec import Param
-from ..spike_ops import SpikeConv1d, SpikeConv2d, norm_then, spike_attention
+from ..spike_ops import SpikeConv1d, SpikeConv2d, holds_backward_memory, norm_neuron, norm_then, spike_attention
 from .base import NeuronArg, NeuronFactory, SpikingModel, build_entry_point
 from .registry import Architecture, at_least, positive, register_architecture
 
@@ -46,6 +46,7 @@ _SCALE = 0.125  # the original's fixed attention scale, whatever the head width
 # ------------------------------------------------------------------ layers shared with SDT-V3
 
 
+@holds_backward_memory  # of its norm_then (spike_ops.set_backward_memory)
 class DownSampling(nn.Module):
     """A neuron (not on the image), then a strided convolution with bias and its batch norm."""
 
@@ -58,7 +59,6 @@ class DownSampling(nn.Module):
             self.encode_neuron = neuron()
             self.encode_conv = SpikeConv2d(in_ch, out_ch, kernel, stride, padding, levels=levels)
         self.encode_bn = nn.BatchNorm2d(out_ch)
-        self.backward_memory = "auto"  # of its norm_then (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "encode_neuron"):
@@ -66,6 +66,7 @@ class DownSampling(nn.Module):
         return norm_then(x, self.encode_bn, pre=(self.encode_conv,), memory=self.backward_memory)
 
 
+@holds_backward_memory
 class ConvBlock(nn.Module):
     """``x + sep_conv(x)``, then that plus two spiking 3x3 convolutions (``dim`` -> ``mlp_ratio dim`` -> ``dim``)."""
 
@@ -79,11 +80,10 @@ class ConvBlock(nn.Module):
         self.neuron2 = neuron()
         self.conv2 = SpikeConv2d(dim * mlp_ratio, dim, 3, padding=1, bias=False, levels=levels)
         self.bn2 = nn.BatchNorm2d(dim)
-        self.backward_memory = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.Conv(x) + x
-        s = self.neuron2(self.neuron1(x), pre=(self.conv1,), norm=self.bn1)
+        s = norm_neuron(self.neuron1(x), self.bn1, self.neuron2, pre=(self.conv1,), memory=self.backward_memory)
         return norm_then(s, self.bn2, pre=(self.conv2,), memory=self.backward_memory) + x
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
@@ -91,6 +91,7 @@ class ConvBlock(nn.Module):
         return {"add": 2 * output.numel()}
 
 
+@holds_backward_memory
 class MLP(nn.Module):
     """On tokens ``[T, B, C, N]``: neuron, Conv1d (bias), batch norm, neuron, Conv1d (bias), batch norm."""
 
@@ -100,10 +101,10 @@ class MLP(nn.Module):
         self.fc1_conv, self.fc1_bn = SpikeConv1d(dim, hidden, 1, levels=levels), nn.BatchNorm1d(hidden)
         self.fc2_neuron = neuron()
         self.fc2_conv, self.fc2_bn = SpikeConv1d(hidden, dim, 1, levels=levels), nn.BatchNorm1d(dim)
-        self.backward_memory = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.fc2_neuron(self.fc1_neuron(x.flatten(3)), pre=(self.fc1_conv,), norm=self.fc1_bn)
+        s = norm_neuron(self.fc1_neuron(x.flatten(3)), self.fc1_bn, self.fc2_neuron, pre=(self.fc1_conv,),
+                        memory=self.backward_memory)
         return norm_then(s, self.fc2_bn, pre=(self.fc2_conv,), memory=self.backward_memory).reshape(x.shape)
 
 
@@ -123,6 +124,7 @@ def merge_heads(y: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------ SDT-V2's blocks
 
 
+@holds_backward_memory
 class SepConv(nn.Module):
     """Neuron, 1x1 (``dim`` -> 2 ``dim``), batch norm, neuron, depthwise 7x7, 1x1 back, batch norm: the
     depthwise output goes to the second 1x1 real-valued, with no norm or neuron between them."""
@@ -135,10 +137,9 @@ class SepConv(nn.Module):
         self.neuron2 = neuron()
         self.dwconv = SpikeConv2d(hidden, hidden, kernel, padding=padding, groups=hidden, bias=False, levels=levels)
         self.pwconv2, self.bn2 = nn.Conv2d(hidden, dim, 1, bias=False), nn.BatchNorm2d(dim)
-        self.backward_memory = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.neuron2(self.neuron1(x), pre=(self.pwconv1,), norm=self.bn1)
+        s = norm_neuron(self.neuron1(x), self.bn1, self.neuron2, pre=(self.pwconv1,), memory=self.backward_memory)
         return norm_then(s, self.bn2, pre=(self.dwconv, self.pwconv2), memory=self.backward_memory)
 
 
@@ -190,6 +191,7 @@ def _fold(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @register_notrace_module  # torch.fx records it as one call: it splits the heads by its input's shape
+@holds_backward_memory
 class RepConvAttention(nn.Module):
     """Spike-driven self-attention with re-parameterisable projections: spikes q, k, v of the neuron-fired
     input, ``(q (kᵀ v)) 0.125`` per head without softmax, the attention neuron (its own threshold), and a
@@ -204,11 +206,11 @@ class RepConvAttention(nn.Module):
         self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
         self.attn_neuron = attn_neuron()
         self.proj_conv = _rep_conv_bn(dim, attn_levels)
-        self.backward_memory = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.head_neuron(x)
-        q, k, v = (split_heads(getattr(self, f"{name}_neuron")(_fold(conv[0], s), norm=conv[1]), self.num_heads)
+        q, k, v = (split_heads(norm_neuron(_fold(conv[0], s), conv[1], getattr(self, f"{name}_neuron"),
+                                           memory=self.backward_memory), self.num_heads)
                    for name, conv in (("q", self.q_conv), ("k", self.k_conv), ("v", self.v_conv)))
         y = spike_attention(q, k, v, _SCALE, "q_kv", self.levels, self.backward_memory)
         y = self.attn_neuron(merge_heads(y)).reshape(x.shape)

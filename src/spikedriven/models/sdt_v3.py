@@ -31,7 +31,7 @@ from torch import nn
 
 from ..neurons import NeuronSpec
 from ..neurons.spec import Param
-from ..spike_ops import SpikeConv2d, norm_then, spike_attention
+from ..spike_ops import SpikeConv2d, holds_backward_memory, norm_neuron, norm_then, spike_attention
 from .base import NeuronArg, NeuronFactory, build_entry_point
 from .registry import Architecture, at_least, register_architecture
 from .sdt_v2 import MLP, MetaSpikeFormer, _cfg, check_stage_widths, merge_heads, split_heads
@@ -47,6 +47,7 @@ def _conv_bn(in_ch: int, out_ch: int, kernel: int, padding: int, groups: int, le
                          nn.BatchNorm2d(out_ch))
 
 
+@holds_backward_memory
 class SepConvSpike(nn.Module):
     """Neuron, 1x1 (``dim`` -> 2 ``dim``) and batch norm, neuron, depthwise ``kernel`` and batch norm, neuron,
     1x1 back and batch norm."""
@@ -57,15 +58,16 @@ class SepConvSpike(nn.Module):
         self.neuron1, self.pwconv1 = neuron(), _conv_bn(dim, hidden, 1, 0, 1, levels)
         self.neuron2, self.dwconv = neuron(), _conv_bn(hidden, hidden, kernel, padding, hidden, levels)
         self.neuron3, self.pwconv2 = neuron(), _conv_bn(hidden, dim, 1, 0, 1, levels)
-        self.backward_memory = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.neuron2(self.neuron1(x), pre=(self.pwconv1[0],), norm=self.pwconv1[1])
-        s = self.neuron3(s, pre=(self.dwconv[0],), norm=self.dwconv[1])
-        return norm_then(s, self.pwconv2[1], pre=(self.pwconv2[0],), memory=self.backward_memory)
+        memory = self.backward_memory
+        s = norm_neuron(self.neuron1(x), self.pwconv1[1], self.neuron2, pre=(self.pwconv1[0],), memory=memory)
+        s = norm_neuron(s, self.dwconv[1], self.neuron3, pre=(self.dwconv[0],), memory=memory)
+        return norm_then(s, self.pwconv2[1], pre=(self.pwconv2[0],), memory=memory)
 
 
 @register_notrace_module  # torch.fx records it as one call: it splits the heads by its input's shape
+@holds_backward_memory
 class SpikeAttention(nn.Module):
     """E-SpikeFormer's attention: ``((q kᵀ) v) 2 / sqrt(C // heads)`` of spikes, v ``value_ratio`` times wider."""
 
@@ -81,11 +83,11 @@ class SpikeAttention(nn.Module):
         self.q_neuron, self.k_neuron, self.v_neuron = neuron(), neuron(), neuron()
         self.attn_neuron = attn_neuron()
         self.proj_conv = _conv_bn(dim * value_ratio, dim, 1, 0, 1, attn_levels)
-        self.backward_memory = "auto"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.head_neuron(x)
-        q, k, v = (split_heads(getattr(self, f"{name}_neuron")(s, pre=(conv[0],), norm=conv[1]), self.num_heads)
+        q, k, v = (split_heads(norm_neuron(s, conv[1], getattr(self, f"{name}_neuron"), pre=(conv[0],),
+                                           memory=self.backward_memory), self.num_heads)
                    for name, conv in (("q", self.q_conv), ("k", self.k_conv), ("v", self.v_conv)))
         y = spike_attention(q, k, v, self.scale, "qk_v_scaled", self.levels, self.backward_memory)
         y = self.attn_neuron(merge_heads(y)).unflatten(-1, x.shape[-2:])

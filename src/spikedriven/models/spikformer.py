@@ -37,8 +37,8 @@ from torch import nn
 from ..errors import ConfigError
 from ..neurons import SpikingNeuron
 from ..neurons.spec import Param
-from ..spike_ops import (SpikeConv1d, SpikeConv2d, SpikeLinear, SpikeMaxPool2d, norm_then, per_step, recomputing,
-                         spike_attention)
+from ..spike_ops import (SpikeConv1d, SpikeConv2d, SpikeLinear, SpikeMaxPool2d, holds_backward_memory, norm_neuron,
+                         norm_then, per_step, recomputing, spike_attention)
 from .base import NeuronArg, NeuronFactory, SpikingModel, build_entry_point, check_patch_splitting
 from .registry import Architecture, at_least, positive, register_architecture
 
@@ -102,16 +102,18 @@ def _fire_tokens(neuron: SpikingNeuron, y: torch.Tensor, contiguous: bool) -> to
 # a function, which a graph cannot hold as an argument
 @register_notrace_function
 def tokens_then(x: torch.Tensor, linear: nn.Linear, norm: nn.BatchNorm1d, neuron: SpikingNeuron,
-                 contiguous: bool = True) -> torch.Tensor:
-    """``neuron(norm(linear(x)ᵀ)ᵀ)`` for tokens ``[T, B, N, D]``, the batch norm on ``[T*B, D, N]``."""
+                 contiguous: bool = True, memory: str = "auto") -> torch.Tensor:
+    """``neuron(norm(linear(x)ᵀ)ᵀ)`` for tokens ``[T, B, N, D]``, the batch norm on ``[T*B, D, N]``; ``memory``:
+    the calling block's memory mode."""
     fire = functools.partial(_fire_tokens, neuron, contiguous=contiguous)
     return norm_then(x, norm, fire, pre=(linear, _SwapLastTwo()), fn_params=tuple(neuron.parameters()),
-                     memory=neuron.backward_memory)
+                     memory=memory)
 
 
 # ------------------------------------------------------------------ blocks
 
 
+@holds_backward_memory  # of its norm_neuron calls (spike_ops.set_backward_memory)
 class SpikingPatchSplitting(nn.Module):
     """SPS: four conv-BN-neuron stages (widths D/8, D/4, D/2, D), each neuron followed by a max-pool where
     ``pools`` says so, then a spiking 3x3 position conv on the pooled spikes, added to them."""
@@ -133,12 +135,13 @@ class SpikingPatchSplitting(nn.Module):
         self.rpe_bn, self.rpe_neuron = nn.BatchNorm2d(d), neuron()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.proj_neuron(x, norm=self.proj_bn, pre=(self.proj_conv,))
-        s = self.proj_neuron1(s, norm=self.proj_bn1, pre=(self.maxpool, self.proj_conv1))
-        s = self.proj_neuron2(s, norm=self.proj_bn2, pre=(self.maxpool1, self.proj_conv2))
-        s = self.proj_neuron3(s, norm=self.proj_bn3, pre=(self.maxpool2, self.proj_conv3))
+        memory = self.backward_memory
+        s = norm_neuron(x, self.proj_bn, self.proj_neuron, pre=(self.proj_conv,), memory=memory)
+        s = norm_neuron(s, self.proj_bn1, self.proj_neuron1, pre=(self.maxpool, self.proj_conv1), memory=memory)
+        s = norm_neuron(s, self.proj_bn2, self.proj_neuron2, pre=(self.maxpool1, self.proj_conv2), memory=memory)
+        s = norm_neuron(s, self.proj_bn3, self.proj_neuron3, pre=(self.maxpool2, self.proj_conv3), memory=memory)
         pooled = per_step(self.maxpool3, s)
-        x = self.rpe_neuron(pooled, norm=self.rpe_bn, pre=(self.rpe_conv,)) + pooled
+        x = norm_neuron(pooled, self.rpe_bn, self.rpe_neuron, pre=(self.rpe_conv,), memory=memory) + pooled
         return x.flatten(-2).transpose(-1, -2) if self.as_tokens else x
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
@@ -147,6 +150,7 @@ class SpikingPatchSplitting(nn.Module):
 
 
 @register_notrace_module  # torch.fx records it as one call: it splits the heads by its input's shape
+@holds_backward_memory  # of its spike products and norm_neuron calls (spike_ops.set_backward_memory)
 class SpikingSelfAttention(nn.Module):
     """SSA: spikes q, k, v of the residual stream, their products without softmax scaled by 0.125, the
     attention neuron, and a projection to spikes.
@@ -173,7 +177,6 @@ class SpikingSelfAttention(nn.Module):
         else:
             self.proj_conv = SpikeConv1d(dim, dim, 1, levels=attn_levels)
         self.proj_bn, self.proj_neuron = nn.BatchNorm1d(dim), neuron()
-        self.backward_memory = "auto"  # of its spike products (spike_ops.set_backward_memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._tokens(x) if self.layout == "cifar" else self._channels(x)
@@ -188,24 +191,27 @@ class SpikingSelfAttention(nn.Module):
         # one node receives the three projections' gradients, as the original's x.flatten(0, 1) does,
         # so that they are summed in its order
         shared = x.view(x.shape)
+        memory = self.backward_memory
         q, k, v = (self._heads(tokens_then(shared, getattr(self, f"{name}_linear"), getattr(self, f"{name}_bn"),
-                                            getattr(self, f"{name}_neuron"))) for name in ("q", "k", "v"))
-        y = spike_attention(q, k, v, _SCALE, "qk_v", self.levels, self.backward_memory)
+                                            getattr(self, f"{name}_neuron"), memory=memory)) for name in ("q", "k", "v"))
+        y = spike_attention(q, k, v, _SCALE, "qk_v", self.levels, memory)
         y = self.attn_neuron(y.transpose(2, 3).reshape(t, b, n, c).contiguous())
-        return tokens_then(y, self.proj_linear, self.proj_bn, self.proj_neuron, contiguous=False)
+        return tokens_then(y, self.proj_linear, self.proj_bn, self.proj_neuron, contiguous=False, memory=memory)
 
     def _channels(self, x: torch.Tensor) -> torch.Tensor:
         t, b, c, height, width = x.shape
         n = height * width
         shared = x.flatten(3)  # [T, B, C, N], the node that receives the three projections' gradients
+        memory = self.backward_memory
         q, k, v = (
-            self._heads(getattr(self, f"{name}_neuron")(shared, norm=getattr(self, f"{name}_bn"),
-                                                         pre=(getattr(self, f"{name}_conv"),)).transpose(-1, -2))
+            self._heads(norm_neuron(shared, getattr(self, f"{name}_bn"), getattr(self, f"{name}_neuron"),
+                                    pre=(getattr(self, f"{name}_conv"),), memory=memory).transpose(-1, -2))
             for name in ("q", "k", "v")
         )
-        y = spike_attention(q, k, v, _SCALE, "q_kv", self.levels, self.backward_memory)
+        y = spike_attention(q, k, v, _SCALE, "q_kv", self.levels, memory)
         y = self.attn_neuron(y.transpose(3, 4).reshape(t, b, c, n).contiguous())
-        return self.proj_neuron(y, norm=self.proj_bn, pre=(self.proj_conv,)).reshape(t, b, c, height, width)
+        return norm_neuron(y, self.proj_bn, self.proj_neuron, pre=(self.proj_conv,), memory=memory).reshape(
+            t, b, c, height, width)
 
     def inference_ops(self, inputs, output: torch.Tensor) -> dict:
         """Operations outside the layers and neurons, for energy models, counted dense (every product of
@@ -230,6 +236,7 @@ class SpikingSelfAttention(nn.Module):
         return ops
 
 
+@holds_backward_memory  # of its norm_neuron calls (spike_ops.set_backward_memory)
 class SpikingMLP(nn.Module):
     """Two layers, each followed by a batch norm and a neuron: ``fc1`` reads the residual stream, ``fc2`` spikes."""
 
@@ -248,11 +255,12 @@ class SpikingMLP(nn.Module):
         self.fc2_neuron = neuron()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        memory = self.backward_memory
         if self.layout == "cifar":
-            s = tokens_then(x, self.fc1_linear, self.fc1_bn, self.fc1_neuron)
-            return tokens_then(s, self.fc2_linear, self.fc2_bn, self.fc2_neuron)
-        s = self.fc1_neuron(x, norm=self.fc1_bn, pre=(self.fc1_conv,))
-        return self.fc2_neuron(s, norm=self.fc2_bn, pre=(self.fc2_conv,))
+            s = tokens_then(x, self.fc1_linear, self.fc1_bn, self.fc1_neuron, memory=memory)
+            return tokens_then(s, self.fc2_linear, self.fc2_bn, self.fc2_neuron, memory=memory)
+        s = norm_neuron(x, self.fc1_bn, self.fc1_neuron, pre=(self.fc1_conv,), memory=memory)
+        return norm_neuron(s, self.fc2_bn, self.fc2_neuron, pre=(self.fc2_conv,), memory=memory)
 
 
 class Block(nn.Module):

@@ -100,8 +100,10 @@ def _forward_kernel(
         d_ptr += N
 
 
+# Its branches are compile-time constants (tl.constexpr): each compiled kernel takes one path through them, and
+# the per-step PyTorch loop is the readable reference it is tested against; hence no complexity limit here.
 @triton.jit
-def _backward_kernel(
+def _backward_kernel(  # noqa: C901
     g_ptr, sg_ptr, u_ptr, d_ptr, th_ptr, k_ptr, gx_ptr, gth_ptr, gk_ptr, T, N, last,
     v_threshold, v_reset, tau, inv_tau, k,
     LEAK: tl.constexpr, SOFT: tl.constexpr, DETACH: tl.constexpr, LEARN_TH: tl.constexpr, LEARN_K: tl.constexpr,

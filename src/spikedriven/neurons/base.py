@@ -12,11 +12,17 @@ equations (for ``spikedriven neurons``), its cost per step (``ops``) and its
 surrogate gradient. A family whose arithmetic the fused kernels cover says so
 in ``fused_form()``; on CUDA it then runs there (the same spikes in fp32),
 elsewhere and otherwise the loop below runs.
+
+A neuron's ``forward(x)`` is its activation alone: input current in, spikes
+out. The layers before it (a convolution, a batch norm) are the caller's;
+``spikedriven.spike_ops.norm_neuron(x, norm, neuron, pre, memory)`` fuses them
+with a neuron and chooses what backward keeps (``memory``: the calling layer's
+memory mode).
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from timm.layers import register_notrace_module
@@ -24,7 +30,6 @@ from torch import nn
 
 from ..errors import ConfigError, did_you_mean
 from ..layer_settings import LayerSetting
-from ..spike_ops import norm_then
 from .fused import fused_available, fused_multi_step
 from .spec import BinaryOps, FusedForm, NeuronSpec, Param, StepOps, is_number
 from .surrogates import SURROGATES, spike_function, surrogate_class
@@ -34,8 +39,11 @@ __all__ = ["NEURON_PATHS", "SpikingNeuron", "ThresholdNeuron", "neuron_path", "s
 # how a neuron layer runs its T steps: "fused", the fused kernels where they can run (CUDA) and the loop
 # elsewhere; "loop", the per-step PyTorch reference everywhere (checks and benchmarks compare the two)
 NEURON_PATHS = ("fused", "loop")
+# the setting every neuron layer holds: set_neuron_path(model, "loop"), or for one block neuron_path(model, "loop")
+NEURON_PATH = LayerSetting("neuron_path", NEURON_PATHS, "neuron path", default="fused")
 
 
+@NEURON_PATH.held_by  # every neuron layer holds a neuron_path, "fused" until set
 @register_notrace_module  # torch.fx records a neuron as one call: its steps are a Python loop over T
 class SpikingNeuron(nn.Module):
     """Base class; a family defines ``charge`` and ``reset`` (or a whole ``multi_step``)."""
@@ -107,8 +115,6 @@ class SpikingNeuron(nn.Module):
         self.spec = NeuronSpec(spec.mode, **self.resolve(spec.params))
         for key, value in self.spec.params.items():
             setattr(self, key, value)
-        self.neuron_path = "fused"  # set through set_neuron_path / neuron_path
-        self.backward_memory = "auto"  # of the norm it may be given (spike_ops.set_backward_memory)
         # set by a SpikeRecorder: each forward then leaves its spike counts in spike_tally (see tally)
         self.tally_spikes = False
         self.spike_tally: Optional[torch.Tensor] = None
@@ -139,23 +145,14 @@ class SpikingNeuron(nn.Module):
         return {}
 
     # ---------------------------------------------------------------- forward
-    def forward(
-        self, x: torch.Tensor, norm: Optional[nn.BatchNorm2d] = None, pre: Sequence[nn.Module] = ()
-    ) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: input current ``[T, ...]``; returns spikes of the same shape and dtype.
 
-        With ``norm``, ``x`` is ``[T, B, ...]`` and the input current is
-        ``norm(pre(x))``, both applied frame-wise (``pre``: layers such as a
-        convolution). In training, backward then recomputes the normalised
-        current instead of keeping it, and in the ``"min"`` memory mode the
-        ``pre`` layers' output too (``spikedriven.spike_ops``).
+        While a recorder asks for it (``tally_spikes``), the spikes of each call are counted into
+        ``spike_tally``. A batch norm (after a convolution) that feeds the neuron is fused with it by
+        ``spikedriven.spike_ops.norm_neuron``, which calls the neuron as a module once per call.
         """
-        if norm is not None:
-            spikes = norm_then(x, norm, self.multi_step, pre, fn_params=tuple(self.parameters()), memory=self.backward_memory)
-        elif pre:
-            raise ValueError("pre layers come with a norm: neuron(x, norm=bn, pre=(conv,))")
-        else:
-            spikes = self.multi_step(x)
+        spikes = self.multi_step(x)
         if self.tally_spikes:
             tally = self.tally(spikes)
             # a layer called twice in one forward adds up; its recorder takes the sum after each forward
@@ -252,7 +249,5 @@ def below_threshold(value, settings) -> Optional[str]:
     return None if value < settings.get("v_threshold", float("inf")) else "must lie below v_threshold"
 
 
-# the attribute every neuron layer holds: set_neuron_path(model, "loop"), or for one block neuron_path(model, "loop")
-NEURON_PATH = LayerSetting("neuron_path", NEURON_PATHS, "neuron path")
 set_neuron_path = NEURON_PATH.set
 neuron_path = NEURON_PATH.within

@@ -17,20 +17,27 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from ..layer_settings import LayerSetting
-from ..runtime import backward_memory_for
 from . import expansion
 
 
 MEMORY_MODES = ("auto", "min", "lean", "full")
 
 
+def backward_memory_for(mode: str, device_type: str) -> str:
+    """``min``, ``lean`` or ``full``. auto: lean on accelerators, where memory bounds the batch; full on
+    CPU, where the extra conversions and the recomputation cost more time than the memory is worth."""
+    if mode == "auto":
+        return "full" if device_type == "cpu" else "lean"
+    return mode
+
+
 # What backward keeps in a layer that calls the operations here (its ``backward_memory``): "lean" the
 # operations here, "min" them and recomputed convolutions, "full" the plain PyTorch ones, "auto" (a new
-# layer's setting) lean on accelerators, where memory bounds the batch, and full on CPU, where the extra
-# conversions and the recomputation cost more time than the memory is worth. A run sets its
-# Runtime.backward_memory on its model with set_backward_memory(model, mode); memory_mode(model, mode)
-# sets it within a block.
-BACKWARD_MEMORY = LayerSetting("backward_memory", MEMORY_MODES, "memory mode")
+# layer's setting) as backward_memory_for decides on the device of each call. A class whose layers call
+# the operations declares the setting with @holds_backward_memory. A run sets its Runtime.backward_memory
+# on its model with set_backward_memory(model, mode); memory_mode(model, mode) sets it within a block.
+BACKWARD_MEMORY = LayerSetting("backward_memory", MEMORY_MODES, "memory mode", default="auto")
+holds_backward_memory = BACKWARD_MEMORY.held_by
 set_backward_memory = BACKWARD_MEMORY.set
 memory_mode = BACKWARD_MEMORY.within
 
@@ -155,6 +162,7 @@ def spike_conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1
     return _spike_conv(x, weight, bias, stride, padding, dilation, groups, levels, memory, nn.modules.utils._single)
 
 
+@holds_backward_memory
 class _SpikeInputConv:
     """A convolution whose input is always spikes (the same parameters and state-dict keys as its torch class);
     ``levels``: the spikes' levels (1: binary)."""
@@ -164,7 +172,6 @@ class _SpikeInputConv:
     def __init__(self, *args, levels: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.levels = levels
-        self.backward_memory = "auto"  # set_backward_memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding_mode != "zeros" or isinstance(self.padding, str):
@@ -230,6 +237,7 @@ def spike_linear(x, weight, bias=None, levels=1, memory="auto"):
     return _SpikeLinear.apply(x, weight, bias, levels)
 
 
+@holds_backward_memory
 class SpikeLinear(nn.Linear):
     """A ``Linear`` whose input is always spikes (same parameters and state-dict keys); ``levels``: the
     spikes' levels (1: binary). It acts on the last axis, so ``norm_then`` gives it ``[T, B, ..., D]``
@@ -240,7 +248,6 @@ class SpikeLinear(nn.Linear):
     def __init__(self, *args, levels: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.levels = levels
-        self.backward_memory = "auto"  # set_backward_memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return spike_linear(x, self.weight, self.bias, self.levels, self.backward_memory)
@@ -281,13 +288,13 @@ def spike_max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mo
     return _SpikeMaxPool2d.apply(x, kernel_size, stride, padding, dilation, ceil_mode, levels)
 
 
+@holds_backward_memory
 class SpikeMaxPool2d(nn.MaxPool2d):
     """A ``MaxPool2d`` whose input is always spikes (``levels``: their levels, 1 for binary)."""
 
     def __init__(self, *args, levels: int = 1, **kwargs):
         super().__init__(*args, **kwargs)
         self.levels = levels
-        self.backward_memory = "auto"  # set_backward_memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.return_indices:

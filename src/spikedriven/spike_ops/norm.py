@@ -1,12 +1,14 @@
 """Batch norm, then neuron or max-pool (``norm_then``): backward recomputes the normalised tensor and what
 follows it from the batch norm's input instead of keeping them; with ``pre`` layers in the min mode, the
-convolution too, from its spike input."""
+convolution too, from its spike input. ``norm_neuron``: the same with a neuron layer, called as a module
+once per call (its hooks, its spike tally), its parameters differentiated."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -177,3 +179,40 @@ def norm_then(
         y = norm(z.flatten(0, 1)).reshape(z.shape)
         return y if fn is None else fn(y)
     return _NormThen.apply(z, norm.weight, norm.bias, norm, fn, (), 0, 0, *fn_params)
+
+
+class Neuron(Protocol):
+    """What ``norm_neuron`` needs of a neuron layer (``spikedriven.neurons.SpikingNeuron``): called as a module it
+    maps an input current ``[T, ...]`` to spikes (its hooks run, it counts its spikes for a recorder);
+    ``multi_step`` computes the same spikes without either; ``parameters`` are its learnable settings."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def multi_step(self, x: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self) -> Iterator[nn.Parameter]: ...
+
+
+def _fire(neuron: Neuron, y: torch.Tensor) -> torch.Tensor:
+    # called as a module, so that its hooks and spike tally see it, except when backward recomputes it
+    return neuron.multi_step(y) if recomputing() else neuron(y)
+
+
+@register_notrace_function  # it hands norm_then a function, which a graph cannot hold: torch.fx records the call
+def norm_neuron(
+    x: torch.Tensor,
+    norm: nn.Module,
+    neuron: Neuron,
+    pre: Sequence[nn.Module] = (),
+    memory: str = "auto",
+) -> torch.Tensor:
+    """The spikes of ``neuron`` for the input current ``norm(pre(x))``, ``x`` ``[T, B, ...]``: the ``pre``
+    layers (a convolution, a max-pool before it) and the batch norm frame-wise, as ``norm_then`` applies them.
+
+    The neuron is called as a module once per call, on the normalised current, so that its forward hooks
+    run and its spike tally counts these spikes once; when backward recomputes the chain (``memory``, the
+    calling layer's memory mode: lean and min in training) it runs the neuron's steps alone. The neuron's
+    parameters (a learnable leak or threshold) get their gradients through the recomputation.
+    """
+    return norm_then(x, norm, functools.partial(_fire, neuron), pre, fn_params=tuple(neuron.parameters()),
+                     memory=memory)

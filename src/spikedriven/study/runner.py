@@ -32,13 +32,13 @@ from ..analysis.compare import read_runs
 from ..analysis.run_labels import resolve_runs
 from ..analysis.runs import RunCurve
 from ..atomic import write_text_atomic
-from ..config import Config, coerce, load_config, recorded_config, requested_values
+from ..config import RUNTIME_SETTINGS, Config, coerce, load_config, recorded_config, requested_values
 from ..config.original_keys import fold_model_settings
 from ..models import architecture_of
 from ..runtime import cpu_ids
 from ..errors import ConfigError, SpikedrivenError
 from ..neurons import neuron_class
-from ..engine.resume import RUNTIME_SETTINGS, setting_changes, show
+from ..engine.resume import setting_changes, show
 from ..engine.run_folder import ConsoleHandler, move_aside
 
 from .cost import GridChoices, estimate_line, grid_lines, remaining_epochs
@@ -57,11 +57,15 @@ if not log.handlers:
     log.addHandler(_handler)
     log.setLevel(logging.INFO)
 
+# The defaults of a study's evaluation and baseline (frozen dataclasses: one instance serves every call).
+DEFAULT_EVALUATION = EvalPlan()
+DEFAULT_BASELINE = Baseline()
+
 
 class Study:
     def __init__(self, config_path: Optional[str], overrides: dict, runs: list[PlannedRun], folder: Path,
-                 command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(),
-                 baseline: Baseline = Baseline(), other_runs: Sequence[RunCurve] = ()):
+                 command_line: Optional[str] = None, evaluation: EvalPlan = DEFAULT_EVALUATION,
+                 baseline: Baseline = DEFAULT_BASELINE, other_runs: Sequence[RunCurve] = ()):
         self.config_path, self.overrides, self.runs, self.folder = config_path, overrides, runs, folder
         self.command_line = command_line  # the study's own command: what resumes it
         self.evaluation, self.baseline, self.other_runs = evaluation, baseline, list(other_runs)
@@ -245,7 +249,7 @@ class Study:
             # Ctrl-C reached the runs too (one process group): each saves a checkpoint and exits
             from ..engine.signals import RunStopped
 
-            for run, proc, handle in active.values():
+            for _, proc, handle in active.values():
                 proc.wait()
                 handle.close()
             again = f"resume with: {self.command_line}" if self.command_line else "rerun the same study command to resume it"
@@ -283,7 +287,7 @@ def run_study(
     lif_thresholds: Optional[str] = None, n_seeds: Optional[int] = None, *, study_dir: Optional[str] = None,
     dry_run: bool = False,
     devices: Optional[list[str]] = None, nproc_per_run: int = 1, emit_commands: bool = False, rerun_stale: bool = False,
-    command_line: Optional[str] = None, evaluation: EvalPlan = EvalPlan(), baseline: Optional[str] = None,
+    command_line: Optional[str] = None, evaluation: EvalPlan = DEFAULT_EVALUATION, baseline: Optional[str] = None,
     with_runs: Sequence[str] = (), report_only: bool = False, slurm: Optional[SlurmOptions] = None, out=None,
     models: Optional[list[str]] = None, vary: Sequence[tuple[str, list]] = (),
 ) -> Optional[list[dict]]:
@@ -302,24 +306,11 @@ def run_study(
     base = load_config(config_path, overrides)  # also imports the plugins, whose neurons --modes may name
     # recorded typed, a model's settings (--depth, --set depth=2) under model_args
     overrides = {key: coerce(key, value, "command line") for key, value in fold_model_settings(overrides).items()}
-    if "model" in overrides and models:
-        raise ConfigError("--model names one model and --models the study's; give --models alone")
-    models = list(dict.fromkeys(models or [base.model]))
-    for model in models:
-        architecture_of(model)
-    for mode in modes:
-        neuron_class(mode)
-    if n_seeds < 1:
-        raise ConfigError(f"--seeds must be >= 1, got {n_seeds}")
-    if nproc_per_run > 1 and not devices:
-        raise ConfigError("--nproc-per-run needs --devices")
+    models = _study_models(models, overrides, base)
+    _check_grid(modes, n_seeds, nproc_per_run, devices)
     thr, lif_thr = split_thresholds(modes, thresholds, lif_thresholds)
     runs = plan_runs(models, modes, thr, lif_thr, [base.seed + i for i in range(n_seeds)], vary)
-    chosen, given = parse_baseline(baseline, vary)
-    neurons = dict.fromkeys((r.mode, r.v_threshold) for r in runs)
-    if given and not chosen.variant and (chosen.mode, chosen.v_threshold) not in neurons:
-        raise ConfigError(f"--baseline {baseline} is not a setting of this study; its settings are "
-                          + ", ".join(f"{m}:{t:g}" if t is not None else m for m, t in neurons))
+    chosen = _study_baseline(baseline, vary, runs)
     # a malformed folder or label fails before any training
     other_runs = read_runs(resolve_runs(with_runs)) if with_runs else []
     folder = Path(study_dir) if study_dir else default_study_dir(config_path, base)
@@ -327,46 +318,98 @@ def run_study(
     stale = {run: reasons for run in runs if (reasons := study.stale_reasons(run))}
     parallel = max(1, len(devices or []) // nproc_per_run)
     if dry_run:
-        for run in runs:
-            state = study.state(run, stale)
-            why = f" ({stale[run]})" if run in stale else _progress(study, run) if state == "interrupted" else ""
-            print(f"{state:<11} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
-        if stale:
-            print(f"{len(stale)} stale run(s): the study refuses them unless given --rerun-stale", file=out)
-        print("", *_overview(study, choices, stale, parallel), sep="\n", file=out)
-        return None
+        return _dry_run(study, choices, stale, parallel, out)
     if report_only:
         return _report_only(study, runs, stale, out)
-    if stale and not rerun_stale:
-        listed = "; ".join(f"{run.name} ({reasons})" for run, reasons in stale.items())
-        raise ConfigError(
-            f"{len(stale)} run(s) in {folder} were trained with other settings than this command asks for: {listed}; "
-            "add --rerun-stale to train them again (the old run folders are kept, renamed to <run>.replaced-<time>), "
-            "or give another --study-dir"
-        )
-    for run, reasons in stale.items():
-        moved = move_aside(study.run_dir(run))
-        log.info("rerunning %s: %s (the old run is kept in %s)", run.name, reasons, moved)
+    _replace_stale(study, stale, rerun_stale)
     if slurm is not None:
-        from .slurm import report_command, sbatch_script, submit
-
-        pending = [r for r in runs if not study.is_done(r)]
-        report = report_command(command_line or "spikedriven study")
-        if slurm.launcher == "sbatch":
-            script = sbatch_script([study.shell_command(r, nproc_per_run) for r in pending], report, folder, slurm)
-            study.record()
-            print(script, file=out)
-        else:
-            study.record()
-            submit([(r.name, study.steps(r, nproc_per_run)) for r in pending], report, folder, slurm, out)
-        return None
+        return _launch_on_slurm(study, slurm, nproc_per_run, out)
     if emit_commands:
         for run in runs:
             print(study.shell_command(run, nproc_per_run), file=out)
         return None
+    return _run_here(study, choices, stale, parallel, devices, nproc_per_run, out)
+
+
+def _study_models(models: Optional[list[str]], overrides: dict, base: Config) -> list[str]:
+    """The study's models (None: the config's), each a registered architecture."""
+    if "model" in overrides and models:
+        raise ConfigError("--model names one model and --models the study's; give --models alone")
+    models = list(dict.fromkeys(models or [base.model]))
+    for model in models:
+        architecture_of(model)
+    return models
+
+
+def _check_grid(modes: list[str], n_seeds: int, nproc_per_run: int, devices: Optional[list[str]]) -> None:
+    """Every mode a registered neuron, at least one seed, and devices for several processes per run."""
+    for mode in modes:
+        neuron_class(mode)
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {n_seeds}")
+    if nproc_per_run > 1 and not devices:
+        raise ConfigError("--nproc-per-run needs --devices")
+
+
+def _study_baseline(baseline: Optional[str], vary: Sequence[tuple[str, list]], runs: list[PlannedRun]) -> Baseline:
+    """``--baseline`` read; a neuron setting given must be one the study trains."""
+    chosen, given = parse_baseline(baseline, vary)
+    neurons = dict.fromkeys((r.mode, r.v_threshold) for r in runs)
+    if given and not chosen.variant and (chosen.mode, chosen.v_threshold) not in neurons:
+        raise ConfigError(f"--baseline {baseline} is not a setting of this study; its settings are "
+                          + ", ".join(f"{m}:{t:g}" if t is not None else m for m, t in neurons))
+    return chosen
+
+
+def _dry_run(study: Study, choices: GridChoices, stale: dict, parallel: int, out) -> None:
+    """``--dry-run``: every run's state and folder, then the study's overview; nothing is trained."""
+    for run in study.runs:
+        state = study.state(run, stale)
+        why = f" ({stale[run]})" if run in stale else _progress(study, run) if state == "interrupted" else ""
+        print(f"{state:<11} {run.name}{why}  ->  {study.run_dir(run)}", file=out)
+    if stale:
+        print(f"{len(stale)} stale run(s): the study refuses them unless given --rerun-stale", file=out)
+    print("", *_overview(study, choices, stale, parallel), sep="\n", file=out)
+
+
+def _replace_stale(study: Study, stale: dict, rerun_stale: bool) -> None:
+    """Refuse the stale runs, or with ``--rerun-stale`` move their folders aside so that they train again."""
+    if stale and not rerun_stale:
+        listed = "; ".join(f"{run.name} ({reasons})" for run, reasons in stale.items())
+        raise ConfigError(
+            f"{len(stale)} run(s) in {study.folder} were trained with other settings than this command asks for: "
+            f"{listed}; add --rerun-stale to train them again (the old run folders are kept, renamed to "
+            "<run>.replaced-<time>), or give another --study-dir"
+        )
+    for run, reasons in stale.items():
+        moved = move_aside(study.run_dir(run))
+        log.info("rerunning %s: %s (the old run is kept in %s)", run.name, reasons, moved)
+
+
+def _launch_on_slurm(study: Study, slurm: SlurmOptions, nproc_per_run: int, out) -> None:
+    """The unfinished runs as a Slurm job array: printed as an sbatch script, or submitted through submitit."""
+    from .slurm import report_command, sbatch_script, submit
+
+    pending = [r for r in study.runs if not study.is_done(r)]
+    report = report_command(study.command_line or "spikedriven study")
+    if slurm.launcher == "sbatch":
+        script = sbatch_script([study.shell_command(r, nproc_per_run) for r in pending], report, study.folder, slurm)
+        study.record()
+        print(script, file=out)
+    else:
+        study.record()
+        submit([(r.name, study.steps(r, nproc_per_run)) for r in pending], report, study.folder, slurm, out)
+
+
+def _run_here(study: Study, choices: GridChoices, stale: dict, parallel: int, devices: Optional[list[str]],
+              nproc_per_run: int, out) -> list[dict]:
+    """Train and evaluate the unfinished runs on this machine (in parallel over ``devices``, or one after the
+    other in this process), then write and print the tables."""
     study.record()
+    runs = study.runs
     pending = [r for r in runs if not study.is_done(r)]
-    log.info("study %s: %d runs, %d finished, %d to do", folder, len(runs), len(runs) - len(pending), len(pending))
+    log.info("study %s: %d runs, %d finished, %d to do", study.folder, len(runs), len(runs) - len(pending),
+             len(pending))
     for line in _overview(study, choices, stale, parallel):
         (log.warning if line.startswith("warning") else log.info)("%s", line)
     if devices:
@@ -376,7 +419,7 @@ def run_study(
             log.info("[%d/%d] %s", i, len(pending), run.name)
             study.run_inline(run)
     rows = write_tables(study)
-    print((folder / "results.md").read_text(), file=out)
+    print((study.folder / "results.md").read_text(), file=out)
     return rows
 
 

@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 from ..errors import ConfigError, SpikedrivenError
 
@@ -38,6 +38,9 @@ class SlurmOptions:
     max_parallel: Optional[int] = None
     time: Optional[str] = None  # Slurm's --time, e.g. 24:00:00
     cpus_per_run: Optional[int] = None
+    # the command line's entry point (argv -> exit status), which the report job calls with --report-only in its
+    # own process; given by the command line, which sits above the study (the study never imports it)
+    entry: Optional[Callable[[list[str]], int]] = None
 
     def check(self) -> "SlurmOptions":
         if self.gpus_per_run < 0:
@@ -188,11 +191,9 @@ class RunTask:
                 process.wait()
 
 
-def write_tables(report: list[str]) -> str:
-    """The report job: the study's command with ``--report-only``, in this process."""
-    from ..cli import main
-
-    code = main(report[1:])
+def write_tables(report: list[str], entry: Callable[[list[str]], int]) -> str:
+    """The report job: the study's command with ``--report-only``, in this process, through ``entry``."""
+    code = entry(report[1:])
     if code:
         raise SpikedrivenError(f"writing the tables failed: {shlex.join(report)} exited with status {code}")
     return "tables written"
@@ -227,7 +228,7 @@ def submit(runs: list[tuple[str, list[list[str]]]], report: str, folder: Path, o
                              slurm_additional_parameters={"dependency": f"afterany:{array_id}"})
         try:
             with _quiet():
-                job = reporter.submit(write_tables, report_argv)
+                job = reporter.submit(write_tables, report_argv, options.entry)
         except Exception as e:
             raise SpikedrivenError(f"Slurm refused the report job (the array {array_id} was submitted): "
                                    f"{_one_line(e)}") from None
@@ -240,7 +241,8 @@ def submit(runs: list[tuple[str, list[list[str]]]], report: str, folder: Path, o
             job.result()
         except Exception:
             failed.append(task.name)
-    _executor(submitit, options, logs, name="spikedriven-report", gpus=0).submit(write_tables, report_argv).result()
+    _executor(submitit, options, logs, name="spikedriven-report", gpus=0).submit(write_tables, report_argv,
+                                                                            options.entry).result()
     print((folder / "results.md").read_text(), file=out)
     if failed:
         raise SpikedrivenError(f"{len(failed)} run(s) failed: {', '.join(failed)}; see their logs in {logs}")

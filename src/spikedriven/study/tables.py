@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .runner import Study
 
 log = logging.getLogger("spikedriven.study")
+DEFAULT_BASELINE = Baseline()  # LIF at u_th 1 (frozen: one instance serves as every default)
 
 
 def collect(study: Study) -> list[dict]:
@@ -190,7 +191,7 @@ def _best_column(rows: list[dict]) -> str:
             else "test top-1 of the epoch best on the held-out split")
 
 
-def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
+def format_markdown(rows: list[dict], cfg: Config, baseline: Baseline = DEFAULT_BASELINE,
                     conventions: Optional[dict] = None, other_runs: Sequence[RunCurve] = (),
                     sizes: Sequence[str] = (), varied: Sequence[str] = ()) -> str:
     conventions = conventions or {}
@@ -297,7 +298,7 @@ def _warmup_note(rows: list[dict], cfg: Config) -> str:
     return note
 
 
-def format_latex(rows: list[dict], cfg: Config, baseline: Baseline = Baseline(),
+def format_latex(rows: list[dict], cfg: Config, baseline: Baseline = DEFAULT_BASELINE,
                  sizes: Sequence[str] = ()) -> str:
     """The accuracy table for a paper: mean ± std over seeds, the best of each accuracy column in bold."""
     last_n = min(r["last10_epochs"] for r in rows)
