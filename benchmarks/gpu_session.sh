@@ -16,7 +16,9 @@ PY="${PYTHON:-python3}"
 
 if [ -n "${QUICK:-}" ]; then
   tp=(--quick) tp64=(--quick) tp256=(--quick) tp256s=(--quick) tpcfg=(--quick)
-  e2e=(--quick --amp none) e2e_best=(--quick) step=(--quick) table=(--quick) inf=(--quick) ckpt=(--quick)
+  e2e=(--quick --amp none) e2e_best=(--quick) step=(--quick) table=(--quick) ckpt=(--quick)
+  # two neurons: on a CPU each one times the same per-step loop (tests/test_benchmarks.py reads these parts)
+  inf=(--quick --neurons lif if_soft)
   run=(--quick)
   limit() { shift; "$@"; }
 else

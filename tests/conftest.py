@@ -1,9 +1,15 @@
 """Fixtures every test gets; shared helpers are in helpers.py."""
 
 import logging
+import os
 
 import pytest
 import torch
+
+# Every training run draws its curves.png at its end (0.3-0.8 s, matplotlib's import included): hundreds of
+# runs here. The suite's runs, in this process and in the processes it starts, draw none; the tests that check
+# the figure ask for it with the ``run_curves_drawn`` fixture (tests/test_figures.py draws it directly).
+os.environ["SPIKEDRIVEN_RUN_CURVES"] = "0"
 
 
 @pytest.fixture(autouse=True)
@@ -21,6 +27,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def run_curves_drawn(monkeypatch):
+    """Training runs in this test draw their curves.png, as they do outside the test suite."""
+    monkeypatch.setenv("SPIKEDRIVEN_RUN_CURVES", "1")
 
 
 class _Kept(logging.Handler):

@@ -10,7 +10,30 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def gpu_session(tmp_path_factory):
+    """``QUICK=1 bash benchmarks/gpu_session.sh`` on the CPU, once for the file: its own test checks that every
+    part ran and the table came out, and the speed-table, step-overhead and inference tests check what those
+    parts (the same commands the tests would run) wrote: the JSON and each part's log, stdout and stderr."""
+    out = tmp_path_factory.mktemp("gpu_session")
+    env = {**os.environ, "QUICK": "1", "OUT": str(out), "PYTHON": sys.executable}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_session.sh")], capture_output=True, text=True,
+                          timeout=900, env=env)
+    return out, done
+
+
+def session_part(gpu_session, part: str) -> str:
+    """The log of one part of the QUICK session (its stdout and stderr), which must have exited 0."""
+    out, done = gpu_session
+    assert done.returncode == 0, done.stderr[-2000:]
+    log = (out / f"{part}.txt").read_text()
+    assert log.rstrip().endswith(f"exit 0 ({part})"), log[-2000:]
+    return log
 
 
 def test_throughput_quick_run_reports_both_paths_and_the_end_to_end_epoch(tmp_path):
@@ -49,34 +72,30 @@ def test_throughput_measures_the_models_of_other_configs(tmp_path):
     assert all(r["train_images_per_s"] > 0 for r in rows)
 
 
-def test_inference_speed_quick_run_times_every_neuron_on_the_loop(tmp_path):
-    out = tmp_path / "inference.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/inference_speed.py"), "--quick", "--neurons", "lif",
-                           "if_soft", "--json", str(out)], capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    rows = json.loads(out.read_text())["rows"]
+def test_inference_speed_quick_run_times_every_neuron_on_the_loop(gpu_session):
+    # the session's QUICK part: benchmarks/inference_speed.py --quick --neurons lif if_soft --json inference.json
+    stdout = session_part(gpu_session, "inference")
+    rows = json.loads((gpu_session[0] / "inference.json").read_text())["rows"]
     assert {(r["neuron"], r["path"], r["batch"]) for r in rows} == {
         (n, p, b) for n in ("lif", "if_soft") for p in ("fused", "loop") for b in (1, 64)}
     assert all(r["images_per_s"] > 0 for r in rows if r["path"] == "loop")
     assert all(not r["available"] for r in rows if r["path"] == "fused")  # no CUDA in the tests
-    assert "published: 1323.4 images/s" in done.stdout
+    assert "published: 1323.4 images/s" in stdout
 
 
-def test_step_overhead_counts_what_a_training_step_dispatches_outside_the_model(tmp_path):
+def test_step_overhead_counts_what_a_training_step_dispatches_outside_the_model(gpu_session):
     """Operator counts, not times: the fused optimizer step and the loop's loss window keep a step's host work
     outside the model small (each operator is a kernel launch on a GPU)."""
-    out = tmp_path / "step.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/step_overhead.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    unfused, fused, no_mixup = json.loads(out.read_text())["rows"]
+    # the session's QUICK part: benchmarks/step_overhead.py --quick --json step_overhead.json
+    stdout = session_part(gpu_session, "step_overhead")
+    unfused, fused, no_mixup = json.loads((gpu_session[0] / "step_overhead.json").read_text())["rows"]
     assert (unfused["optimizer"], fused["optimizer"], no_mixup["mixup"]) == ("adamw foreach", "adamw fused", False)
     assert unfused["ops_per_step"]["forward"] == fused["ops_per_step"]["forward"] > 0
     assert fused["ops_per_step"]["optimizer"] * 5 < unfused["ops_per_step"]["optimizer"]
     assert no_mixup["ops_per_step"]["mixup"] == 0 < fused["ops_per_step"]["mixup"]
     # the loop's own bookkeeping: a copy into the loss window per step, and the sync point's few every 10 steps
     assert fused["ops_per_step"]["loop"] <= 8
-    assert "outside model" in done.stdout
+    assert "outside model" in stdout
 
 
 def test_ddp_scaling_trains_one_run_with_two_gloo_processes_and_reports_its_images_per_second(tmp_path):
@@ -100,14 +119,12 @@ def test_eval_recording_compares_the_eager_and_the_compiled_evaluation_with_the_
     assert rows["compiled"]["top1"] == rows["eager"]["top1"] and "compiled / eager" in done.stdout
 
 
-def test_speed_table_measures_the_study_command_with_the_training_defaults(tmp_path):
+def test_speed_table_measures_the_study_command_with_the_training_defaults(gpu_session):
     """Each row runs the training command's own setup (config, Runtime, optimizer, mixup, the loop), and the
     recorded facts are what the rows were asked to do."""
-    out = tmp_path / "speed_table.json"
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed_table.py"), "--quick", "--json", str(out)],
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(out.read_text())
+    # the session's QUICK part: benchmarks/speed_table.py --quick --json speed_table.json
+    stdout = session_part(gpu_session, "speed_table")
+    report = json.loads((gpu_session[0] / "speed_table.json").read_text())
     defaults, memory, best = report["defaults"], report["memory"], report["best"]
     assert (defaults["batch"], defaults["amp"], memory["batch"], memory["amp"]) == (8, "none", 16, "none")
     assert [(r["batch"], r["amp"]) for r in best] == [(16, "bf16"), (32, "bf16")]
@@ -118,11 +135,11 @@ def test_speed_table_measures_the_study_command_with_the_training_defaults(tmp_p
         assert row["train_images"] == 2 * row["batch"] and row["train_s"] > 0  # --quick: 2 timed steps
         assert row["train_peak_bytes"] is None  # not measured on a CPU
     assert defaults["eval_images"] == 16 and defaults["eval_s"] > 0
-    assert "| train, batch 8, fp32, no flags | 1,978 img/s |" in done.stdout
-    assert "| peak memory, batch 16, fp32 | 14.1 GB | - | <= 4.70 GB | not measured |" in done.stdout
+    assert "| train, batch 8, fp32, no flags | 1,978 img/s |" in stdout
+    assert "| peak memory, batch 16, fp32 | 14.1 GB | - | <= 4.70 GB | not measured |" in stdout
 
 
-def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path):
+def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path, capsys):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("speed_table", ROOT / "benchmarks/speed_table.py")
@@ -151,10 +168,9 @@ def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path)
     run = dict(command="spikedriven train -c conf/cifar10/2_256_300E_t4.yml --spike-mode if_soft", train_images=49984,
                eval_images=10000, epoch_periods_s=[8.0, 10.0, 9.0], train_and_eval_s=8.5, first_epoch_s=95.2)
     (tmp_path / "run_rate.json").write_text(json.dumps(run))
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks/speed_table.py"), "--report", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    lines = done.stdout.splitlines()
+    # the script's command line in this process (the QUICK session's test runs it as a command)
+    assert speed_table.main(["--report", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
     assert "(NVIDIA H200, torch 2.11.0)" in lines[0]
     rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:] for line in lines[3:]}
     assert rows["train, batch 64, fp32, no flags"][1:4] == ["6,400 img/s", ">= 6,000 img/s", "yes"]
@@ -174,17 +190,15 @@ def test_speed_table_report_computes_each_figure_from_the_measurements(tmp_path)
     assert speed_table.met("peak_memory", 4.71) == "no" and speed_table.met("train_best", 24999.0) == "no"
 
 
-def test_the_gpu_session_script_runs_every_part_at_toy_sizes(tmp_path):
+def test_the_gpu_session_script_runs_every_part_at_toy_sizes(gpu_session):
     """What a session with a lent GPU runs first, tried as QUICK=1 on the CPU: every part exits 0 and the table
     is printed from what the parts wrote."""
-    env = {**os.environ, "QUICK": "1", "OUT": str(tmp_path), "PYTHON": sys.executable}
-    done = subprocess.run(["bash", str(ROOT / "benchmarks/gpu_session.sh")], capture_output=True, text=True,
-                          timeout=900, env=env)
+    out, done = gpu_session
     assert done.returncode == 0, done.stderr[-2000:]
     parts = ["cuda_tests", "speed_table", "run_rate", "end_to_end_best", "step_overhead", "inference"]
     for part in parts:
-        assert (tmp_path / f"{part}.txt").read_text().rstrip().endswith(f"exit 0 ({part})")
-    table = (tmp_path / "table.md").read_text()
+        assert (out / f"{part}.txt").read_text().rstrip().endswith(f"exit 0 ({part})")
+    table = (out / "table.md").read_text()
     assert table.count("\n| ") == 8 and "not measured |" in table  # the header and 7 rows; peak memory: no CUDA here
     assert "| end to end, the study's command as run (the defaults) | - | " in table and "an epoch every" in table
     assert "| end to end (train + eval epoch), best setting | - | " in table and "amp bf16" in table

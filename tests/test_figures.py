@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from helpers import DEMO, SMALL, read_summary
+from helpers import ROOT, TINY_RUN, read_summary
 from helpers_figures import assert_text_fits, text_problems
 
 from spikedriven.analysis.compare import _format_compare, compare, compare_figure
@@ -21,6 +21,7 @@ from spikedriven.analysis.reports import (energy_figure, evaluation_caption, fir
 from spikedriven.cli.main import main
 from spikedriven.engine.run_folder import SUMMARY_FIELDS, run_curves_figure, write_run_curves
 from spikedriven.study.figures import curves_figure, firing_figure, tradeoff_figure
+from spikedriven.testing import write_fake_cifar
 
 PNG = b"\x89PNG\r\n\x1a\n"
 LAYERS = [f"blocks.{b}.{part}" for b in range(4) for part in
@@ -214,9 +215,13 @@ def test_a_run_curves_failure_is_one_warning_and_no_error(tmp_path, monkeypatch,
     assert not (tmp_path / "curves.png").exists()
 
 
-def test_a_training_run_draws_its_curves_as_it_goes(tmp_path):
+def test_a_training_run_draws_its_curves_as_it_goes(tmp_path, run_curves_drawn):
+    # the figure needs epochs, not a real data set: two epochs of 8 steps on generated CIFAR images, at a rate
+    # that makes the tiny model spike from the first epoch
+    data = write_fake_cifar(tmp_path / "data", n_train=64, n_test=16, seed=3)
     out = tmp_path / "run"
-    assert main(["train", "-c", DEMO, *SMALL, "--epochs", "2", "--output", str(out)]) == 0
+    assert main(["train", "-c", str(ROOT / "conf/cifar10/2_256_300E_t4.yml"), "--data-dir", str(data), *TINY_RUN,
+                 "--warmup-epochs", "0", "--lr", "0.01", "--output", str(out)]) == 0
     assert (out / "curves.png").read_bytes()[:8] == PNG
     assert not list(out.glob(".*.tmp"))
     rows = read_summary(out)

@@ -220,17 +220,24 @@ def run_curves_figure(run_dir: Path):
 _CURVES_WARNED: set = set()
 
 
+CURVES_ENV = "SPIKEDRIVEN_RUN_CURVES"  # "0": runs draw no curves.png (the test suite's many tiny runs)
+
+
 class RunCurves:
     """Redraws a run's ``curves.png`` as it goes, at most every ``every`` seconds, and always after its last
     epoch or at a stop: a drawing costs about 0.3 s, a tenth of a short epoch, and nothing is lost by skipping
-    some, since each drawing holds every epoch so far."""
+    some, since each drawing holds every epoch so far. The environment variable ``SPIKEDRIVEN_RUN_CURVES=0``
+    turns the drawing off (the test suite sets it for its hundreds of runs of a few seconds, and draws in the tests
+    that check the figure); unset, or any other value, draws as usual. ``write_run_curves`` draws a run
+    folder's figure from its summary.csv at any time afterwards."""
 
     def __init__(self, run_dir: Path, every: float = 30.0):
         self.run_dir, self.every = Path(run_dir), every
         self.last = time.monotonic()  # from the run's start: a first epoch shorter than ``every`` is not drawn
+        self.enabled = os.environ.get(CURVES_ENV, "").strip() != "0"
 
     def update(self, final: bool = False) -> Optional[Path]:
-        if not final and time.monotonic() - self.last < self.every:
+        if not self.enabled or (not final and time.monotonic() - self.last < self.every):
             return None
         written = write_run_curves(self.run_dir)
         self.last = time.monotonic()
