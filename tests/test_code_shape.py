@@ -43,7 +43,8 @@ def _imported_packages(path: Path) -> set[str]:
             found.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
             found.update(a.name.split(".")[1] for a in node.names if a.name.startswith("spikedriven."))
-    return found
+    # a name that is neither a sub-package nor a module is the package's own (``from .. import __version__``)
+    return {name if (PACKAGE / name).is_dir() or (PACKAGE / f"{name}.py").is_file() else "__init__" for name in found}
 
 
 def package_graph() -> dict[str, set[str]]:
@@ -87,8 +88,12 @@ def test_the_import_walker_sees_function_level_imports_and_skips_type_checking_o
     source.write_text("from typing import TYPE_CHECKING\nfrom ..data import a\nif TYPE_CHECKING:\n"
                       "    from ..config import Config\n\ndef f():\n    from ..analysis import b\n"
                       "    from . import loop\n")
+    (pkg / "data").mkdir()
+    (pkg / "analysis.py").write_text("")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", pkg)
     assert _imported_packages(source) == {"data", "analysis", "engine"}
+    source.write_text("from .. import __version__\n")
+    assert _imported_packages(source) == {"__init__"}
 
 
 def test_the_packages_import_one_another_one_way():

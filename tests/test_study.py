@@ -103,10 +103,10 @@ def test_dry_run_and_emitted_commands(tmp_path, capsys):
     args = [*STUDY, "--study-dir", str(tmp_path / "s")]
     assert main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert out.count("pending") == 10 and not (tmp_path / "s").exists()
+    assert out.count("pending") == 6 and not (tmp_path / "s").exists()  # 2 modes x 2 thresholds x 2 seeds, LIF's baseline at 1.0 only
     assert main([*args, "--emit-commands", "--devices", "0,1", "--nproc-per-run", "2"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 10
+    assert len(lines) == 6
     assert lines[0].startswith("torchrun --standalone --nproc_per_node=2 -m spikedriven train")
     assert "--epochs 2" in lines[0] and "--resume auto" in lines[0] and "&& spikedriven eval --checkpoint" in lines[0]
 
