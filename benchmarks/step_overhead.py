@@ -28,7 +28,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import spikedriven  # noqa: F401  (registers "sdt" with timm)
 from spikedriven.config import load_config
 from spikedriven.engine import loop
-
 from spikedriven.engine.recipe import build_optimizer_and_scheduler, make_mixup_and_loss
 from spikedriven.models import build_model
 

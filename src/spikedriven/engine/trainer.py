@@ -215,10 +215,11 @@ class Trainer:
         """The plan's checkpoint: weights alone (a fine-tune), or the whole state of a run to continue. A
         checkpoint of another shape is refused here, before any folder changes."""
         plan = self.plan
-        self.mismatched = []
+        self.mismatched = []  # a fine-tune's weights trained with other settings, named in the log
         if plan.checkpoint is None:
             return
-        self.mismatched = [] if plan.full else ckpt_io.settings_mismatch(self.model, plan.contents)
+        if not plan.full:
+            self.mismatched = ckpt_io.settings_mismatch(self.model, plan.contents)
         ckpt = ckpt_io.load_into(self.model, plan.contents, plan.checkpoint, check_settings=plan.full,
                                  new_heads=not plan.full)
         if plan.full:
