@@ -10,7 +10,7 @@ A run made with other settings than the study now asks for (its config file
 was edited, a flag changed) is "stale": the study refuses to mix it into its
 tables, and ``--rerun-stale`` trains it again after moving the old folder aside.
 Settings that change how a run is carried out, not what it computes
-(``resume.RUNTIME_SETTINGS``), never make a run stale.
+(``config.RUNTIME_SETTINGS``: the runtime and reporting roles), never make a run stale.
 """
 
 from __future__ import annotations
